@@ -1,0 +1,116 @@
+"""The exceptions lomond raises.
+
+Every exception raised by the documented API derives from
+:class:`WebSocketError`; socket, TLS and OS errors are caught and reported as
+one of these (or as an event), never leaked.
+
+Hierarchy::
+
+    WebSocketError
+    ├── ConnectError            could not reach a WebSocket server
+    ├── HandshakeError          the server's upgrade response was not acceptable
+    │   └── CompressionParameterError
+    ├── ProtocolViolation       the server broke RFC 6455 / RFC 7692 (carries a close code)
+    │   ├── CriticalProtocolError   the byte stream itself is unusable
+    │   └── PayloadTooLarge     a frame or message exceeds a limit (close code 1009)
+    ├── FrameBuildError         the application asked to send an invalid frame
+    ├── TransportFail           the socket failed while sending
+    └── WebSocketUnavailable    the websocket cannot send now
+        ├── WebSocketClosing    ... because a close handshake has started
+        └── WebSocketClosed     ... because the connection is closed
+
+Lomond 0.3 used the names ``ConnectFail`` and ``ProtocolError`` for both an
+event and an exception. Here the events keep those names and the exceptions
+are :class:`ConnectError` and :class:`ProtocolViolation`, so that an ``except``
+clause can never be confused with an ``isinstance`` check on an event.
+"""
+
+from __future__ import annotations
+
+from .status import Status
+
+
+class WebSocketError(Exception):
+    """Base class of every exception lomond raises.
+
+    The message is stored verbatim: braces or percent signs in it are never
+    interpreted.
+    """
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg)
+        self.msg = msg
+
+    def __str__(self) -> str:
+        return self.msg
+
+
+class ConnectError(WebSocketError):
+    """An error connecting to the server: DNS, TCP, proxy, TLS or a handshake timeout."""
+
+
+class HandshakeError(WebSocketError):
+    """The server did not complete the opening handshake correctly (RFC 6455 section 4.2.2)."""
+
+
+class CompressionParameterError(HandshakeError):
+    """The server's ``permessage-deflate`` response is invalid (RFC 7692 section 7.1)."""
+
+
+class ProtocolViolation(WebSocketError):
+    """The server violated the protocol; the connection must be failed.
+
+    ``code`` is the close code to send (RFC 6455 section 7.4.1): 1002 for a
+    framing violation, 1007 for invalid UTF-8, 1009 for a message too large.
+    """
+
+    def __init__(self, msg: str, code: int = Status.PROTOCOL_ERROR) -> None:
+        super().__init__(msg)
+        self.code = int(code)
+
+
+class CriticalProtocolError(ProtocolViolation):
+    """A violation that leaves the byte stream unusable (a malformed frame header)."""
+
+
+class PayloadTooLarge(ProtocolViolation):
+    """A frame or an assembled message is larger than ``max_size`` (or than 2**63 - 1 bytes)."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg, Status.MESSAGE_TOO_LARGE)
+
+
+class FrameBuildError(WebSocketError, ValueError):
+    """The application asked for a frame RFC 6455 does not allow (section 5.5)."""
+
+
+class TransportFail(WebSocketError):
+    """The transport (socket) failed while sending, or a send timed out."""
+
+
+class WebSocketUnavailable(WebSocketError):
+    """The websocket cannot send: it is not connected (or no longer)."""
+
+
+class WebSocketClosing(WebSocketUnavailable):
+    """The websocket is closing (a Close frame was sent or received); sends are refused."""
+
+
+class WebSocketClosed(WebSocketUnavailable):
+    """The websocket is closed; sends are refused."""
+
+
+__all__ = [
+    "CompressionParameterError",
+    "ConnectError",
+    "CriticalProtocolError",
+    "FrameBuildError",
+    "HandshakeError",
+    "PayloadTooLarge",
+    "ProtocolViolation",
+    "TransportFail",
+    "WebSocketClosed",
+    "WebSocketClosing",
+    "WebSocketError",
+    "WebSocketUnavailable",
+]

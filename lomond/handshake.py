@@ -1,0 +1,222 @@
+"""The opening handshake: URL parsing, the upgrade request, the response check.
+
+Pure functions and values, no I/O (RFC 6455 section 4).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
+from urllib.parse import unquote, urlsplit
+
+import attrs
+
+from .constants import WS_GUID, WS_VERSION
+from .errors import HandshakeError
+from .response import Response
+
+HeaderValue = Union[str, bytes]
+
+_TOKEN_CHARS = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+
+#: Headers lomond writes itself; setting them with ``add_header`` would corrupt
+#: the handshake, so it is refused.
+RESERVED_HEADERS = frozenset(
+    {"host", "upgrade", "connection", "sec-websocket-key", "sec-websocket-version",
+     "sec-websocket-extensions", "content-length", "transfer-encoding"}
+)
+
+
+def _check_text(what: str, value: str) -> None:
+    """Refuse CR, LF and NUL: they would let a caller inject headers (request smuggling)."""
+    if any(ch in value for ch in "\r\n\x00"):
+        raise ValueError(f"{what} must not contain CR, LF or NUL characters")
+
+
+def check_header(name: HeaderValue, value: HeaderValue) -> Tuple[str, str]:
+    """Validate a custom header and return it as ``(name, value)`` strings.
+
+    The name must be an RFC 7230 token; the value must not contain CR, LF or NUL.
+    """
+    name_s = name.decode("latin-1") if isinstance(name, bytes) else name
+    value_s = value.decode("latin-1") if isinstance(value, bytes) else value
+    if not isinstance(name_s, str) or not isinstance(value_s, str):
+        raise TypeError("header names and values must be str or bytes")
+    if not name_s or not set(name_s) <= _TOKEN_CHARS:
+        raise ValueError(f"invalid header name {name_s!r}")
+    _check_text("header values", value_s)
+    if name_s.lower() in RESERVED_HEADERS:
+        raise ValueError(f"the {name_s} header is set by lomond and cannot be overridden")
+    return name_s, value_s
+
+
+@attrs.frozen
+class URL:
+    """A parsed ``ws://`` or ``wss://`` URL (RFC 6455 section 3).
+
+    ``url`` is the URL with any credentials removed, safe to show in events and
+    logs; ``credentials`` holds the percent-decoded ``user:password``, if any.
+    """
+
+    url: str
+    secure: bool
+    host: str
+    port: int
+    resource: str
+    credentials: Optional[Tuple[str, str]] = attrs.field(default=None, repr=False)
+
+    @property
+    def host_header(self) -> str:
+        """``Host`` header value: the port only when not the default, IPv6 bracketed."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if not host.isascii():
+            host = host.encode("idna").decode("ascii")
+        default = 443 if self.secure else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
+
+def parse_url(url: str) -> URL:
+    """Parse and validate a WebSocket URL, raising ``ValueError`` with a clear message."""
+    if not isinstance(url, str):
+        raise TypeError("url must be a str")
+    _check_text("the URL", url)
+    if any(ch.isspace() for ch in url):
+        raise ValueError("the URL must not contain whitespace")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("ws", "wss"):
+        raise ValueError(f"the URL must start with ws:// or wss:// (got {url.split(':')[0]!r})")
+    if parts.fragment:
+        raise ValueError("a WebSocket URL must not have a fragment (RFC 6455 section 3)")
+    try:
+        port = parts.port
+        host = parts.hostname
+    except ValueError as error:
+        raise ValueError(f"invalid URL {_redact(url)!r}: {error}") from None
+    if not host:
+        raise ValueError(f"the URL {_redact(url)!r} has no host")
+    secure = scheme == "wss"
+    port = port or (443 if secure else 80)
+    resource = parts.path or "/"
+    if parts.query:
+        resource = f"{resource}?{parts.query}"
+    credentials = None
+    if parts.username is not None:
+        credentials = (unquote(parts.username), unquote(parts.password or ""))
+    netloc = parts.netloc.rpartition("@")[2]
+    clean = f"{scheme}://{netloc}{parts.path}" + (f"?{parts.query}" if parts.query else "")
+    return URL(clean, secure, host, port, resource, credentials)
+
+
+def _redact(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    netloc, slash, path = rest.partition("/")
+    return f"{scheme}://{netloc.rpartition('@')[2]}{slash}{path}"
+
+
+def make_key() -> bytes:
+    """A fresh ``Sec-WebSocket-Key``: 16 random bytes, base64 (RFC 6455 section 4.1, item 7)."""
+    return base64.b64encode(os.urandom(16))
+
+
+def accept_for(key: bytes) -> str:
+    """The ``Sec-WebSocket-Accept`` a server must answer ``key`` with (RFC 6455 section 4.2.2)."""
+    return base64.b64encode(hashlib.sha1(key + WS_GUID).digest()).decode("ascii")
+
+
+def basic_auth(user: str, password: str) -> str:
+    """A ``Basic`` credential (RFC 7617) for ``Authorization`` or ``Proxy-Authorization``."""
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"
+
+
+def build_request(
+    url: URL,
+    key: bytes,
+    agent: Optional[str],
+    protocols: Sequence[str] = (),
+    extensions: Optional[str] = None,
+    headers: Iterable[Tuple[str, str]] = (),
+) -> bytes:
+    """The upgrade request (RFC 6455 section 4.1), as bytes ready to send."""
+    lines: List[str] = [
+        f"GET {url.resource} HTTP/1.1",
+        f"Host: {url.host_header}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {key.decode('ascii')}",
+        f"Sec-WebSocket-Version: {WS_VERSION}",
+    ]
+    if protocols:
+        lines.append(f"Sec-WebSocket-Protocol: {', '.join(protocols)}")
+    if extensions:
+        lines.append(f"Sec-WebSocket-Extensions: {extensions}")
+    custom = list(headers)
+    names = {name.lower() for name, _ in custom}
+    if agent and "user-agent" not in names:
+        lines.append(f"User-Agent: {agent}")
+    if url.credentials and "authorization" not in names:
+        lines.append(f"Authorization: {basic_auth(*url.credentials)}")
+    lines.extend(f"{name}: {value}" for name, value in custom)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def check_protocols(protocols: Sequence[str]) -> List[str]:
+    """Validate subprotocol names: each must be an RFC 7230 token (RFC 6455 section 4.1, item 10)."""
+    if isinstance(protocols, (str, bytes)):
+        raise TypeError("protocols must be a list of strings, not a single string")
+    checked = []
+    for protocol in protocols:
+        if not isinstance(protocol, str):
+            raise TypeError("each protocol must be a str")
+        if not protocol or not set(protocol) <= _TOKEN_CHARS:
+            raise ValueError(f"invalid subprotocol name {protocol!r}")
+        checked.append(protocol)
+    return checked
+
+
+def _has_token(response: Response, name: str, token: str) -> bool:
+    return any(item.lower() == token for item in response.get_list(name))
+
+
+def check_response(response: Response, key: bytes, protocols: Sequence[str]) -> Optional[str]:
+    """Check the parts of the response every client must check (RFC 6455 section 4.1).
+
+    Returns the subprotocol the server selected, or ``None``; raises
+    :class:`HandshakeError` with the reason otherwise. Extensions are checked
+    by the caller, which knows what was offered.
+    """
+    if response.status_code != 101:
+        raise HandshakeError(
+            f"server answered {response.status_code} {response.status}".rstrip()
+            + " instead of 101 Switching Protocols"
+        )
+    if not _has_token(response, "upgrade", "websocket"):
+        raise HandshakeError("response lacks 'Upgrade: websocket'")
+    if not _has_token(response, "connection", "upgrade"):
+        raise HandshakeError("response lacks 'Connection: Upgrade'")
+    accept = response.get("sec-websocket-accept")
+    if accept is None:
+        raise HandshakeError("response lacks Sec-WebSocket-Accept")
+    if accept.strip() != accept_for(key):
+        raise HandshakeError("Sec-WebSocket-Accept does not match the key sent")
+    chosen = response.get_list("sec-websocket-protocol")
+    if not chosen:
+        return None
+    if len(chosen) > 1:
+        raise HandshakeError("server selected more than one subprotocol")
+    if chosen[0] not in protocols:
+        raise HandshakeError(f"server selected subprotocol {chosen[0]!r}, which was not offered")
+    return chosen[0]
+
+
+__all__ = [
+    "URL", "accept_for", "basic_auth", "build_request", "check_header", "check_protocols",
+    "check_response", "make_key", "parse_url",
+]

@@ -1,0 +1,380 @@
+"""The sans-I/O client side of RFC 6455: bytes in, events and bytes out.
+
+:class:`ClientProtocol` never touches a socket. The session feeds it what
+the socket received (:meth:`ClientProtocol.receive_data`) and gets events
+back; every ``send_*`` method returns the bytes to write. It holds no locks:
+the session serializes the ``send_*`` calls (they share the compressor and
+the close state) and calls ``receive_data`` from one thread.
+
+A violation by the server never raises out of :meth:`receive_data`: it ends
+the event list with a :class:`~lomond.events.ProtocolError` carrying the
+close code, after every event that was valid before it, and the protocol
+ignores further input.
+"""
+
+from __future__ import annotations
+
+import codecs
+import struct
+from enum import Enum
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple, Union
+
+from . import events
+from .constants import DEFAULT_MAX_SIZE, MAX_RESPONSE_HEADER_SIZE
+from .errors import (
+    CriticalProtocolError,
+    FrameBuildError,
+    HandshakeError,
+    PayloadTooLarge,
+    ProtocolViolation,
+    WebSocketClosed,
+    WebSocketClosing,
+    WebSocketUnavailable,
+)
+from .frame import MAX_CONTROL_PAYLOAD, Frame, Opcode, build_frame
+from .handshake import URL, build_request, check_response, make_key
+from .reader import FrameReader, read_frames
+from .response import Response
+from .status import Status, is_valid_close_code
+
+if TYPE_CHECKING:
+    from .compression import Deflate, PerMessageDeflate
+
+_unpack_code = struct.Struct("!H").unpack_from
+_pack_code = struct.Struct("!H").pack
+_Utf8Decoder = codecs.getincrementaldecoder("utf-8")
+
+#: A close reason is limited so the Close payload stays within 125 bytes.
+MAX_CLOSE_REASON = MAX_CONTROL_PAYLOAD - 2
+
+
+class State(Enum):
+    """Connection state (RFC 6455 sections 4 and 7)."""
+
+    CONNECTING = "connecting"
+    OPEN = "open"
+    #: A Close frame was sent or received, not both yet.
+    CLOSING = "closing"
+    #: The close handshake completed, or the connection failed.
+    CLOSED = "closed"
+
+
+def encode_close(code: Optional[int], reason: str = "") -> bytes:
+    """The payload of a Close frame (RFC 6455 section 5.5.1).
+
+    ``code`` must be one a client may send (not 1005, 1006 or 1015); the
+    reason is cut, at a character boundary, to fit the 125-byte limit.
+    """
+    if code is None:
+        if reason:
+            raise FrameBuildError("a close reason requires a close code")
+        return b""
+    if not isinstance(code, int) or not is_valid_close_code(code):
+        raise FrameBuildError(f"{code!r} is not a close code that may be sent (RFC 6455 7.4)")
+    data = reason.encode("utf-8")
+    if len(data) > MAX_CLOSE_REASON:
+        data = data[:MAX_CLOSE_REASON].decode("utf-8", "ignore").encode("utf-8")
+    return _pack_code(code) + data
+
+
+def decode_close(payload: bytes) -> Tuple[Optional[int], str]:
+    """Parse a received Close payload, raising :class:`ProtocolViolation` if it is invalid.
+
+    An empty payload means no status code (reported as ``None``); a 1-byte
+    payload, a code that may not appear on the wire (RFC 6455 section 7.4)
+    and a reason that is not UTF-8 (code 1007) are violations.
+    """
+    if not payload:
+        return None, ""
+    if len(payload) == 1:
+        raise ProtocolViolation("close frame with a 1-byte payload")
+    code = _unpack_code(payload)[0]
+    if not is_valid_close_code(code):
+        raise ProtocolViolation(f"invalid close code {code}")
+    try:
+        reason = payload[2:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolViolation("close reason is not valid UTF-8", Status.INVALID_PAYLOAD) from None
+    return code, reason
+
+
+class ClientProtocol:
+    """One WebSocket connection's protocol state, from the upgrade request to the close.
+
+    ``offers`` are permessage-deflate offers (RFC 7692); ``max_size`` caps an
+    assembled message in bytes (``None``: no cap).
+    """
+
+    def __init__(
+        self,
+        url: URL,
+        *,
+        protocols: Sequence[str] = (),
+        agent: Optional[str] = None,
+        headers: Sequence[Tuple[str, str]] = (),
+        offers: Sequence[PerMessageDeflate] = (),
+        max_size: Optional[int] = DEFAULT_MAX_SIZE,
+        key: Optional[bytes] = None,
+    ) -> None:
+        self.url = url
+        self.key = key or make_key()
+        self.protocols = list(protocols)
+        self.agent = agent
+        self.headers = list(headers)
+        self.offers = list(offers)
+        self.max_size = max_size
+        self.state = State.CONNECTING
+        self.response: Optional[Response] = None
+        self.protocol: Optional[str] = None
+        self.deflate: Optional[Deflate] = None
+        #: Set when a Close frame was sent / received (RFC 6455 section 7.1).
+        self.close_sent = False
+        self.close_received = False
+        #: The violation that failed the connection, if any.
+        self.failure: Optional[ProtocolViolation] = None
+        self._header_buffer = bytearray()
+        self._reader: Optional[FrameReader] = None
+        # The fragmented message in progress (RFC 6455 section 5.4).
+        self._message_opcode: Optional[int] = None
+        self._message_parts: List[Union[str, bytes]] = []
+        self._message_size = 0
+        self._utf8: Optional[codecs.IncrementalDecoder] = None
+
+    # -- opening handshake -------------------------------------------------
+
+    def request(self) -> bytes:
+        """The upgrade request to send first (RFC 6455 section 4.1)."""
+        extensions = None
+        if self.offers:
+            from .compression import build_offer_header
+
+            extensions = build_offer_header(self.offers)
+        return build_request(
+            self.url, self.key, self.agent, self.protocols, extensions, self.headers
+        )
+
+    def _receive_handshake(self, data: bytes) -> List[events.Event]:
+        self._header_buffer += data
+        end = self._header_buffer.find(b"\r\n\r\n")
+        if end == -1:
+            if len(self._header_buffer) > MAX_RESPONSE_HEADER_SIZE:
+                return self._handshake_failed(
+                    f"response header block exceeds {MAX_RESPONSE_HEADER_SIZE} bytes"
+                )
+            return []
+        if end + 4 > MAX_RESPONSE_HEADER_SIZE:
+            return self._handshake_failed(
+                f"response header block exceeds {MAX_RESPONSE_HEADER_SIZE} bytes"
+            )
+        header_data = bytes(self._header_buffer[: end + 4])
+        rest = bytes(self._header_buffer[end + 4 :])
+        self._header_buffer = bytearray()
+        try:
+            response = Response(header_data)
+        except HandshakeError as error:
+            return self._handshake_failed(f"invalid response to the upgrade request: {error}")
+        self.response = response
+        try:
+            self.protocol = check_response(response, self.key, self.protocols)
+            self.deflate = self._negotiate(response)
+        except HandshakeError as error:
+            self.state = State.CLOSED
+            return [events.Rejected(response, str(error))]
+        self.state = State.OPEN
+        self._reader = read_frames(self.max_size, allow_rsv1=self.deflate is not None)
+        extensions = frozenset([self.deflate.name]) if self.deflate is not None else frozenset()
+        ready: List[events.Event] = [events.Ready(response, self.protocol, extensions)]
+        if rest:
+            ready.extend(self._receive_frames(rest))
+        return ready
+
+    def _negotiate(self, response: Response) -> Optional[Deflate]:
+        values = [value for name, value in response.raw_headers
+                  if name.lower() == "sec-websocket-extensions"]
+        if not values:
+            return None
+        if not self.offers:
+            raise HandshakeError("server selected an extension that was not offered")
+        from .compression import negotiate
+
+        return negotiate(self.offers, values, self.max_size)
+
+    def _handshake_failed(self, reason: str) -> List[events.Event]:
+        self.state = State.CLOSED
+        return [events.ConnectFail(reason)]
+
+    # -- receiving ---------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> List[events.Event]:
+        """Feed bytes received from the server; return the events they complete."""
+        if self.state is State.CONNECTING:
+            return self._receive_handshake(data)
+        if self.close_received or self.failure is not None or self._reader is None:
+            # RFC 6455 section 5.5.1: nothing after the peer's Close is data.
+            return []
+        return self._receive_frames(data)
+
+    def _receive_frames(self, data: bytes) -> List[events.Event]:
+        assert self._reader is not None
+        frames, error = self._reader.send(data)
+        out: List[events.Event] = []
+        try:
+            self._process(frames, out)
+            if error is not None:
+                raise error
+        except ProtocolViolation as violation:
+            self._fail(violation, out)
+        return out
+
+    def _process(self, frames: List[Frame], out: List[events.Event]) -> None:
+        deflate = self.deflate
+        append = out.append
+        for frame in frames:
+            if deflate is not None:
+                frame = deflate.decode(frame)
+            opcode = frame.opcode
+            if opcode >= 0x8:
+                if opcode == Opcode.PING:
+                    append(events.Ping(frame.payload))
+                elif opcode == Opcode.PONG:
+                    append(events.Pong(frame.payload))
+                else:
+                    self._receive_close(frame.payload, out)
+                    return
+            elif opcode and frame.fin and self._message_opcode is None:
+                # The common case, a whole message in one frame: no assembly.
+                if opcode == Opcode.TEXT:
+                    try:
+                        text = frame.payload.decode("utf-8")
+                    except UnicodeDecodeError as error:
+                        raise self._bad_utf8(error) from None
+                    append(events.Text(text))
+                else:
+                    append(events.Binary(frame.payload))
+            else:
+                message = self._assemble(frame)
+                if message is not None:
+                    append(message)
+
+    def _assemble(self, frame: Frame) -> Optional[events.Event]:
+        opcode = frame.opcode
+        if opcode == Opcode.CONTINUATION:
+            if self._message_opcode is None:
+                raise ProtocolViolation("continuation frame without a message to continue")
+        else:
+            if self._message_opcode is not None:
+                raise ProtocolViolation("new data frame before the fragmented message finished")
+            self._message_opcode = opcode
+            self._message_size = 0
+            self._message_parts = []
+            self._utf8 = _Utf8Decoder() if opcode == Opcode.TEXT else None
+        payload = frame.payload
+        self._message_size += len(payload)
+        if self.max_size is not None and self._message_size > self.max_size:
+            raise PayloadTooLarge(f"message exceeds max_size={self.max_size} bytes")
+        if self._utf8 is not None:
+            # Decoding each fragment as it arrives fails the connection at the
+            # first invalid byte instead of after the whole message.
+            try:
+                self._message_parts.append(self._utf8.decode(payload, frame.fin))
+            except UnicodeDecodeError as error:
+                raise self._bad_utf8(error) from None
+        else:
+            self._message_parts.append(payload)
+        if not frame.fin:
+            return None
+        parts = self._message_parts
+        self._message_parts = []
+        is_text = self._message_opcode == Opcode.TEXT
+        self._message_opcode = None
+        self._utf8 = None
+        if is_text:
+            return events.Text("".join(parts))  # type: ignore[arg-type]
+        return events.Binary(b"".join(parts))  # type: ignore[arg-type]
+
+    @staticmethod
+    def _bad_utf8(error: UnicodeDecodeError) -> ProtocolViolation:
+        return ProtocolViolation(f"invalid UTF-8 in text message: {error.reason}",
+                                 Status.INVALID_PAYLOAD)
+
+    def _receive_close(self, payload: bytes, out: List[events.Event]) -> None:
+        code, reason = decode_close(payload)
+        self.close_received = True
+        if self.close_sent:
+            self.state = State.CLOSED
+            out.append(events.Closed(code, reason))
+        else:
+            self.state = State.CLOSING
+            out.append(events.Closing(code, reason))
+
+    def _fail(self, violation: ProtocolViolation, out: List[events.Event]) -> None:
+        self.failure = violation
+        critical = isinstance(violation, CriticalProtocolError)
+        out.append(events.ProtocolError(str(violation), critical, violation.code))
+
+    # -- sending (the session serializes these calls) ----------------------
+
+    def _check_can_send(self) -> None:
+        if self.state is State.CONNECTING:
+            raise WebSocketUnavailable("the websocket is not connected yet")
+        if self.failure is not None or self.state is State.CLOSED:
+            raise WebSocketClosed("the websocket is closed")
+        if self.close_sent:
+            raise WebSocketClosing("the websocket is closing")
+
+    def send_data(self, opcode: int, payload: bytes, compress: bool = True) -> bytes:
+        """A complete Text or Binary message as one frame (RFC 6455 section 5.6).
+
+        Sending stays possible after the server's Close until it is echoed,
+        so a Closing handler can still reply.
+        """
+        self._check_can_send()
+        if compress and self.deflate is not None:
+            frame = self.deflate.encode(Frame(opcode, payload))
+            return build_frame(frame.opcode, frame.payload, rsv1=frame.rsv1)
+        return build_frame(opcode, payload)
+
+    def _control(self, opcode: int, data: bytes) -> bytes:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError("control frame data must be bytes")
+        if len(data) > MAX_CONTROL_PAYLOAD:
+            raise ValueError(f"control frame payload is {len(data)} bytes; the limit is 125")
+        self._check_can_send()
+        return build_frame(opcode, bytes(data))
+
+    def send_ping(self, data: bytes = b"") -> bytes:
+        """A Ping frame (RFC 6455 section 5.5.2)."""
+        return self._control(Opcode.PING, data)
+
+    def send_pong(self, data: bytes = b"") -> bytes:
+        """A Pong frame (RFC 6455 section 5.5.3)."""
+        return self._control(Opcode.PONG, data)
+
+    def send_close(self, code: Optional[int] = Status.NORMAL, reason: str = "") -> bytes:
+        """A Close frame (RFC 6455 section 5.5.1): starts or completes the close handshake."""
+        self._check_can_send()
+        payload = encode_close(code, reason)
+        self.close_sent = True
+        self.state = State.CLOSED if self.close_received else State.CLOSING
+        return build_frame(Opcode.CLOSE, payload)
+
+    def fail_close(self, code: int, reason: str) -> bytes:
+        """The Close frame that fails the connection after a violation, or ``b""``.
+
+        RFC 6455 section 7.1.7: send a Close with the error's code unless one
+        was already sent, then drop the connection.
+        """
+        if self.close_sent or self.state is State.CONNECTING:
+            return b""
+        self.close_sent = True
+        self.state = State.CLOSED
+        return build_frame(Opcode.CLOSE, encode_close(code, reason))
+
+    @property
+    def handshake_complete(self) -> bool:
+        """Whether both Close frames have been exchanged."""
+        return self.close_sent and self.close_received
+
+
+
+__all__ = ["ClientProtocol", "State", "decode_close", "encode_close"]

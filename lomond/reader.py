@@ -1,0 +1,123 @@
+"""The frame reader: one generator that turns received bytes into frames.
+
+It checks everything that can be checked from a frame header (RFC 6455
+section 5.2) as soon as the header is complete, before waiting for the
+payload: reserved bits, reserved opcodes, masking, fragmented or oversized
+control frames, the 2**63 length limit and ``max_size``. A hostile length is
+therefore rejected without buffering anything.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Generator, List, Optional, Tuple, Union
+
+from .errors import CriticalProtocolError, PayloadTooLarge, ProtocolViolation
+from .frame import KNOWN_OPCODES, MAX_CONTROL_PAYLOAD, Frame
+
+ReadResult = Tuple[List[Frame], Optional[ProtocolViolation]]
+FrameReader = Generator[ReadResult, Union[bytes, bytearray, memoryview], None]
+
+_unpack16 = struct.Struct("!H").unpack_from
+_unpack64 = struct.Struct("!Q").unpack_from
+
+
+def read_frames(max_size: Optional[int] = None, allow_rsv1: bool = False) -> FrameReader:
+    """A primed generator: ``reader.send(data)`` returns ``(frames, error)``.
+
+    ``frames`` are the frames completed so far, in order. ``error`` is
+    ``None``, or the :class:`CriticalProtocolError` / :class:`PayloadTooLarge`
+    raised by the first bad header after those frames; the stream is unusable
+    from there, so the generator finishes after reporting it. Returning the
+    good frames alongside the error means nothing valid that arrived before a
+    violation is lost.
+
+    ``max_size`` caps a single frame's payload; ``allow_rsv1`` is true when an
+    extension (permessage-deflate) gives RSV1 a meaning.
+    """
+    reader = _frame_reader(max_size, allow_rsv1)
+    next(reader)
+    return reader
+
+
+def _frame_reader(max_size: Optional[int], allow_rsv1: bool) -> FrameReader:
+    rsv_forbidden = 0x30 if allow_rsv1 else 0x70
+    pending = bytearray()  # bytes of an incomplete frame, kept for the next send
+    need = 0  # the length ``pending`` must reach before parsing can progress
+    frames: List[Frame] = []
+    error: Optional[ProtocolViolation] = None
+    while error is None:
+        data = yield frames, None
+        frames = []
+        if pending:
+            pending += data
+            if len(pending) < need:
+                continue
+            view = memoryview(bytes(pending))
+            pending.clear()
+        else:
+            view = memoryview(data)
+        end = len(view)
+        pos = 0
+        # Parse every complete frame in the buffer in one pass: a burst of
+        # small messages costs one generator resume, not one per frame.
+        try:
+            while True:
+                available = end - pos
+                if available < 2:
+                    need = 2
+                    break
+                byte0 = view[pos]
+                byte1 = view[pos + 1]
+                if byte0 & rsv_forbidden:
+                    raise CriticalProtocolError(
+                        f"reserved bits {byte0 & 0x70:#04x} set without a negotiated extension"
+                    )
+                opcode = byte0 & 0x0F
+                if opcode not in KNOWN_OPCODES:
+                    raise CriticalProtocolError(f"reserved opcode {opcode:#x}")
+                if byte1 & 0x80:
+                    raise CriticalProtocolError("server frames must not be masked")
+                length = byte1 & 0x7F
+                fin = bool(byte0 & 0x80)
+                if length < 126:
+                    start = pos + 2
+                elif length == 126:
+                    if available < 4:
+                        need = 4
+                        break
+                    length = _unpack16(view, pos + 2)[0]
+                    start = pos + 4
+                else:
+                    if available < 10:
+                        need = 10
+                        break
+                    length = _unpack64(view, pos + 2)[0]
+                    if length >> 63:
+                        raise PayloadTooLarge("frame length has its most significant bit set")
+                    start = pos + 10
+                if opcode >= 0x8:
+                    if not fin:
+                        raise CriticalProtocolError("fragmented control frame")
+                    if length > MAX_CONTROL_PAYLOAD:
+                        raise CriticalProtocolError(
+                            f"control frame payload of {length} bytes; the limit is 125"
+                        )
+                elif max_size is not None and length > max_size:
+                    raise PayloadTooLarge(f"frame of {length} bytes exceeds max_size={max_size}")
+                stop = start + length
+                if stop > end:
+                    need = stop - pos
+                    break
+                frames.append(Frame(opcode, view[start:stop].tobytes(), fin, bool(byte0 & 0x40)))
+                pos = stop
+        except ProtocolViolation as violation:
+            error = violation
+        else:
+            if pos < end:
+                pending += view[pos:]
+        view.release()
+    yield frames, error
+
+
+__all__ = ["FrameReader", "ReadResult", "read_frames"]

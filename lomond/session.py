@@ -1,0 +1,350 @@
+"""The session: runs one connection, moving bytes between socket and protocol.
+
+It owns the socket, the timers (poll, auto-ping, ping timeout, close timeout,
+handshake timeout) and the one lock that serializes sends, and turns the
+protocol's events into the documented event sequence. Policy that involves
+I/O lives here too: answering pings, echoing the server's Close, and failing
+the connection after a protocol violation.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
+
+from . import events
+from .connection import open_connection
+from .errors import ConnectError, TransportFail, WebSocketClosed, WebSocketUnavailable
+from .protocol import ClientProtocol, State
+from .status import Status
+from .transport import Transport, Wakeup, describe_os_error
+
+if TYPE_CHECKING:
+    from .websocket import WebSocket
+
+log = logging.getLogger("lomond.session")
+
+_INFINITY = float("inf")
+
+#: Seconds between looks at a persist() ``exit_event`` while connected.
+EXIT_CHECK_INTERVAL = 0.05
+
+
+class WebsocketSession:
+    """Drives one connection of a :class:`~lomond.websocket.WebSocket`.
+
+    Created by :meth:`WebSocket.connect`; not meant to be used directly.
+    Sends may come from any thread; :meth:`run` runs in the caller's thread.
+    """
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+        self.protocol = ClientProtocol(
+            websocket.url,
+            protocols=websocket.protocols,
+            agent=websocket.agent,
+            headers=websocket.headers,
+            offers=websocket.offers,
+            max_size=websocket.max_size,
+        )
+        self._send_lock = threading.Lock()
+        self._wakeup = Wakeup()
+        self._transport: Optional[Transport] = None
+        #: Why the loop must drop the connection (set from any thread).
+        self._drop_reason: Optional[str] = None
+        self._close_timeout: Optional[float] = None
+        self._close_deadline = _INFINITY
+        #: ``time.time()`` when our Close frame was sent.
+        self.sent_close_time: Optional[float] = None
+        self._ping_sent_at: Optional[float] = None
+        self._exit_event: Optional[threading.Event] = None
+        self.finished = False
+
+    # -- sending, from any thread -------------------------------------------
+
+    def send(self, build: Callable[..., bytes], *args: Any) -> None:
+        """Build frame bytes with a protocol method and write them, atomically.
+
+        Holding one lock across both steps keeps frames from different
+        threads whole and in the compressor's order.
+        """
+        with self._send_lock:
+            transport = self._transport
+            if transport is None or transport.closed:
+                if self.finished or self._drop_reason is not None:
+                    raise WebSocketClosed("the websocket is closed")
+                raise WebSocketUnavailable("the websocket is not connected yet")
+            data = build(*args)
+            try:
+                transport.write(data)
+            except TransportFail as error:
+                self._drop(str(error))
+                raise
+
+    def send_ping(self, data: bytes) -> None:
+        """Send a Ping, remembering when the oldest unanswered one left."""
+        self.send(self.protocol.send_ping, data)
+        if self._ping_sent_at is None:
+            self._ping_sent_at = time.monotonic()
+
+    def close(self, code: int, reason: str) -> None:
+        """Start the close handshake now (RFC 6455 section 7.1.2), from any thread.
+
+        Idempotent. Before the handshake completes there is nothing to close
+        gracefully, so the connection attempt is abandoned instead.
+        """
+        with self._send_lock:
+            protocol = self.protocol
+            if self.finished or protocol.close_sent or protocol.failure is not None:
+                return
+            if protocol.state is State.CONNECTING or self._transport is None:
+                self._drop("closed before the connection was ready")
+                return
+            data = protocol.send_close(code, reason)
+            self.sent_close_time = time.time()
+            if self._close_timeout:
+                self._close_deadline = time.monotonic() + self._close_timeout
+            try:
+                self._transport.write(data)
+            except TransportFail as error:
+                self._drop(str(error))
+        self._wakeup.wake()
+
+    def force_disconnect(self, reason: str = "disconnected by the application") -> None:
+        """Drop the connection without a close handshake, from any thread."""
+        self._drop(reason)
+
+    def _drop(self, reason: str) -> None:
+        if self._drop_reason is None:
+            self._drop_reason = reason
+        self._wakeup.wake()
+
+    # -- the loop ---------------------------------------------------------------
+
+    def run(
+        self,
+        poll: float = 5.0,
+        ping_rate: float = 30.0,
+        ping_timeout: Optional[float] = None,
+        auto_pong: bool = True,
+        close_timeout: Optional[float] = 30.0,
+        connect_timeout: float = 10.0,
+        handshake_timeout: float = 10.0,
+        exit_event: Optional[threading.Event] = None,
+    ) -> Iterator[events.Event]:
+        """Connect and yield the connection's events (see :mod:`lomond.events` for the order)."""
+        websocket = self.websocket
+        url = websocket.url
+        self._close_timeout = close_timeout or None
+        self._exit_event = exit_event
+        try:
+            yield events.Connecting(url.url)
+            proxy = websocket.proxy
+            try:
+                sock = open_connection(
+                    url,
+                    proxy=proxy,
+                    ssl_context=websocket.ssl_context,
+                    connect_timeout=connect_timeout,
+                    handshake_timeout=handshake_timeout,
+                    source_address=websocket.source_address,
+                    socket_options=websocket.socket_options,
+                    sock=websocket.take_socket(),
+                    agent=websocket.agent,
+                    wakeup=self._wakeup,
+                    aborted=self._aborted,
+                )
+            except ConnectError as error:
+                reason = self._drop_reason or str(error)
+                log.debug("connect to %s failed: %s", url.url, reason)
+                yield events.ConnectFail(reason)
+                return
+            with self._send_lock:
+                self._transport = Transport(sock, self._wakeup, websocket.send_timeout)
+            yield events.Connected(url.url, proxy.display_url if proxy else None)
+            yield from self._run_connected(
+                poll, ping_rate, ping_timeout, auto_pong, handshake_timeout
+            )
+        finally:
+            self._shutdown()
+
+    def _aborted(self) -> bool:
+        exit_event = self._exit_event
+        if exit_event is not None and exit_event.is_set():
+            self._drop("stopped before the connection was ready")
+        return self._drop_reason is not None
+
+    def _shutdown(self) -> None:
+        with self._send_lock:
+            self.finished = True
+            if self._transport is not None:
+                self._transport.close()
+            self._wakeup.close()
+        self.websocket._on_session_end(self)
+
+    def _run_connected(
+        self,
+        poll: float,
+        ping_rate: float,
+        ping_timeout: Optional[float],
+        auto_pong: bool,
+        handshake_timeout: float,
+    ) -> Iterator[events.Event]:
+        protocol = self.protocol
+        transport = self._transport
+        assert transport is not None
+        try:
+            self.send(protocol.request)
+        except (TransportFail, WebSocketUnavailable) as error:
+            yield events.ConnectFail(f"could not send the upgrade request: {error}")
+            yield events.Disconnected(str(error), graceful=False)
+            return
+        handshake_deadline = time.monotonic() + handshake_timeout
+        next_poll = next_ping = _INFINITY
+        exit_event = self._exit_event
+        while True:
+            if exit_event is not None and exit_event.is_set() and not protocol.close_sent:
+                self.close(Status.NORMAL, "goodbye")
+            if self._drop_reason is not None:
+                if protocol.state is State.CONNECTING:
+                    yield events.ConnectFail(self._drop_reason)
+                yield events.Disconnected(self._drop_reason, graceful=False)
+                return
+            now = time.monotonic()
+            # -- timers
+            if protocol.state is State.CONNECTING:
+                if now >= handshake_deadline:
+                    reason = f"no response to the upgrade request within {handshake_timeout:g} s"
+                    yield events.ConnectFail(reason)
+                    yield events.Disconnected(reason, graceful=False)
+                    return
+                deadline = handshake_deadline
+            else:
+                if now >= self._close_deadline:
+                    yield events.Disconnected(
+                        "close timeout: the server did not complete the close handshake",
+                        graceful=protocol.handshake_complete,
+                    )
+                    return
+                if (
+                    ping_timeout
+                    and self._ping_sent_at is not None
+                    and now - self._ping_sent_at >= ping_timeout
+                ):
+                    yield events.Unresponsive()
+                    yield events.Disconnected(
+                        f"unresponsive: no pong within {ping_timeout:g} s", graceful=False
+                    )
+                    return
+                if now >= next_poll:
+                    next_poll = now + poll
+                    yield events.Poll()
+                    continue  # the handler may have taken a while: re-read the clock
+                if now >= next_ping:
+                    next_ping = now + ping_rate
+                    if protocol.state is State.OPEN and not protocol.close_sent:
+                        try:
+                            self.send_ping(b"")
+                        except (TransportFail, WebSocketUnavailable):
+                            continue  # _drop_reason is set; handled at the loop top
+                deadline = min(next_poll, next_ping, self._close_deadline)
+                if ping_timeout and self._ping_sent_at is not None:
+                    deadline = min(deadline, self._ping_sent_at + ping_timeout)
+            # -- wait for data
+            timeout = None if deadline == _INFINITY else max(0.0, deadline - now)
+            if exit_event is not None and not protocol.close_sent:
+                # A threading.Event cannot wake a selector: look at it often.
+                timeout = EXIT_CHECK_INTERVAL if timeout is None else min(timeout, EXIT_CHECK_INTERVAL)
+            if not transport.wait_readable(timeout):
+                continue
+            try:
+                data = transport.recv()
+            except OSError as error:
+                reason = describe_os_error(error)
+                if protocol.state is State.CONNECTING:
+                    yield events.ConnectFail(f"connection failed during the handshake: {reason}")
+                yield events.Disconnected(reason, graceful=False)
+                return
+            if data is None:
+                yield from self._on_eof()
+                return
+            if not data:
+                continue
+            for event in protocol.receive_data(data):
+                yield event
+                kind = type(event)
+                if kind is events.Ready:
+                    now = time.monotonic()
+                    next_poll = now + poll if poll else _INFINITY
+                    next_ping = now + ping_rate if ping_rate else _INFINITY
+                elif kind is events.Ping:
+                    if auto_pong and not protocol.close_sent:
+                        try:
+                            self.send(protocol.send_pong, event.data)  # type: ignore[attr-defined]
+                        except (TransportFail, WebSocketUnavailable):
+                            pass  # the drop is reported at the loop top
+                elif kind is events.Pong:
+                    self._ping_sent_at = None
+                elif kind is events.Closing:
+                    self._echo_close(event)  # type: ignore[arg-type]
+                elif kind is events.ProtocolError:
+                    yield from self._on_protocol_error(event)  # type: ignore[arg-type]
+                    return
+                elif kind is events.Rejected or kind is events.ConnectFail:
+                    yield events.Disconnected(
+                        "handshake rejected" if kind is events.Rejected
+                        else event.reason,  # type: ignore[attr-defined]
+                        graceful=False,
+                    )
+                    return
+
+    def _echo_close(self, event: events.Closing) -> None:
+        # RFC 6455 section 5.5.1: reply with a Close, echoing the status code.
+        # The handler for Closing has already run, so it could still send.
+        with self._send_lock:
+            protocol = self.protocol
+            if not protocol.close_sent and self._transport is not None:
+                data = protocol.send_close(event.code, "")
+                self.sent_close_time = time.time()
+                try:
+                    self._transport.write(data)
+                except TransportFail as error:
+                    self._drop(str(error))
+        if self._close_timeout:
+            self._close_deadline = min(
+                self._close_deadline, time.monotonic() + self._close_timeout
+            )
+
+    def _on_protocol_error(self, event: events.ProtocolError) -> Iterator[events.Event]:
+        # RFC 6455 section 7.1.7: fail the connection: send a Close with the
+        # error's code unless one was sent already, then drop without waiting.
+        with self._send_lock:
+            data = self.protocol.fail_close(event.code, event.error)
+            if data and self._transport is not None:
+                try:
+                    self._transport.write(data)
+                except TransportFail:
+                    pass
+        yield events.Disconnected(f"protocol error: {event.error}", graceful=False)
+
+    def _on_eof(self) -> Iterator[events.Event]:
+        protocol = self.protocol
+        if protocol.state is State.CONNECTING:
+            reason = "server closed the connection during the handshake"
+            yield events.ConnectFail(reason)
+            yield events.Disconnected(reason, graceful=False)
+        elif protocol.handshake_complete:
+            yield events.Disconnected("closed", graceful=True)
+        elif protocol.close_sent:
+            yield events.Disconnected(
+                "server closed the connection without answering our close", graceful=False
+            )
+        else:
+            yield events.Disconnected(
+                "server closed the connection without a close frame", graceful=False
+            )
+
+
+__all__ = ["WebsocketSession"]

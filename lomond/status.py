@@ -1,0 +1,48 @@
+"""Close status codes (RFC 6455 section 7.4)."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class Status(IntEnum):
+    """Close codes defined by RFC 6455 section 7.4.1 and the IANA registry."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003
+    #: Reserved: must never be sent in a Close frame.
+    NO_STATUS = 1005
+    #: Reserved: must never be sent in a Close frame.
+    ABNORMAL_CLOSURE = 1006
+    INVALID_PAYLOAD = 1007
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_LARGE = 1009
+    MANDATORY_EXTENSION = 1010
+    INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013
+    BAD_GATEWAY = 1014
+    #: Reserved: must never be sent in a Close frame.
+    TLS_HANDSHAKE = 1015
+
+    # Lomond 0.3's names for the same codes.
+    DATA_NOT_CONSISTENT = 1007
+    EXTENSION_FAILED = 1010
+    UNEXPECTED_CONDITION = 1011
+    TLS_FAILURE = 1015
+
+
+def is_valid_close_code(code: int) -> bool:
+    """Whether ``code`` may appear in a Close frame on the wire.
+
+    RFC 6455 section 7.4: 1000-1003 and 1007-1011 are defined for use, 1012-1014
+    are registered with IANA, 3000-3999 are for libraries and frameworks and
+    4000-4999 for private use. 1004-1006, 1015, everything below 1000 and
+    1016-2999 are reserved or unassigned and fail the connection.
+    """
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
+__all__ = ["Status", "is_valid_close_code"]

@@ -1,0 +1,216 @@
+"""Moving bytes between a connected socket and the protocol.
+
+The socket is non-blocking once connected; every wait goes through one
+selector that also watches a wake-up channel, so ``close()`` or a stop from
+another thread interrupts a wait at once instead of after the next poll.
+
+TLS: OpenSSL does not allow concurrent ``SSL_read`` and ``SSL_write`` on one
+connection, so for TLS sockets each (non-blocking, hence brief) SSL call is
+made under ``_io_lock``; waiting happens outside it.
+"""
+
+from __future__ import annotations
+
+import errno
+import selectors
+import socket
+import ssl
+import threading
+import time
+from contextlib import nullcontext
+from typing import ContextManager, Optional, Tuple, Union
+
+from .constants import READ_BUFFER_SIZE
+from .errors import TransportFail
+
+Buffer = Union[bytes, bytearray, memoryview]
+
+_WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+class Wakeup:
+    """A self-pipe: ``wake()`` from any thread makes a pending wait return."""
+
+    def __init__(self) -> None:
+        self._reader, self._writer = socket.socketpair()
+        self._reader.setblocking(False)
+        self._writer.setblocking(False)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def fileno(self) -> int:
+        return self._reader.fileno()
+
+    def wake(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                self._writer.send(b"\0")
+            except OSError:
+                pass  # the buffer is full, so a wake-up is already pending
+
+    def drain(self) -> None:
+        try:
+            while self._reader.recv(4096):
+                pass
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._reader.close()
+            self._writer.close()
+
+
+def wait_socket(
+    sock: socket.socket,
+    wakeup: Optional[Wakeup],
+    readable: bool,
+    writable: bool,
+    timeout: Optional[float],
+) -> Tuple[bool, bool, bool]:
+    """Wait until ``sock`` is ready or ``wakeup`` is woken; ``(readable, writable, woken)``."""
+    with selectors.DefaultSelector() as selector:
+        mask = (selectors.EVENT_READ if readable else 0) | (selectors.EVENT_WRITE if writable else 0)
+        selector.register(sock, mask)
+        if wakeup is not None:
+            selector.register(wakeup.fileno(), selectors.EVENT_READ)
+        return _select(selector, sock, wakeup, timeout)
+
+
+def _select(
+    selector: selectors.BaseSelector,
+    sock: socket.socket,
+    wakeup: Optional[Wakeup],
+    timeout: Optional[float],
+) -> Tuple[bool, bool, bool]:
+    if timeout is not None and timeout < 0:
+        timeout = 0
+    readable = writable = woken = False
+    for key, mask in selector.select(timeout):
+        if key.fileobj is sock:
+            readable = bool(mask & selectors.EVENT_READ)
+            writable = bool(mask & selectors.EVENT_WRITE)
+        else:
+            woken = True
+    if woken and wakeup is not None:
+        wakeup.drain()
+    return readable, writable, woken
+
+
+class Transport:
+    """A connected (possibly TLS) socket in non-blocking mode."""
+
+    def __init__(self, sock: socket.socket, wakeup: Wakeup, send_timeout: float) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.wakeup = wakeup
+        self.send_timeout = send_timeout
+        self.is_tls = isinstance(sock, ssl.SSLSocket)
+        self._io_lock: ContextManager[object] = threading.Lock() if self.is_tls else nullcontext()
+        self._buffer = bytearray(READ_BUFFER_SIZE)
+        self._view = memoryview(self._buffer)
+        self._read_selector = selectors.DefaultSelector()
+        self._read_selector.register(sock, selectors.EVENT_READ)
+        self._read_selector.register(wakeup.fileno(), selectors.EVENT_READ)
+        self._write_selector: Optional[selectors.BaseSelector] = None
+        self.closed = False
+
+    def wait_readable(self, timeout: Optional[float]) -> bool:
+        """Wait for data (or a wake-up); return whether the socket may be read."""
+        if self.is_tls and self.sock.pending():  # type: ignore[attr-defined]
+            # Decrypted bytes already buffered inside OpenSSL: select() cannot see them.
+            return True
+        readable, _, _ = _select(self._read_selector, self.sock, self.wakeup, timeout)
+        return readable
+
+    def recv(self) -> Optional[bytes]:
+        """Read what is available: ``None`` at end of stream, ``b""`` if nothing yet.
+
+        Raises ``OSError`` (including ``ssl.SSLError``) if the connection broke.
+        """
+        try:
+            with self._io_lock:
+                count = self.sock.recv_into(self._buffer)
+        except _WOULD_BLOCK:
+            return b""
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            return None
+        if not count:
+            return None
+        return self._view[:count].tobytes()
+
+    def write(self, data: Buffer) -> None:
+        """Write all of ``data``, waiting at most ``send_timeout`` seconds for buffer space.
+
+        Raises :class:`TransportFail` if the socket fails or the peer stops
+        reading for longer than ``send_timeout``.
+        """
+        view = memoryview(data)
+        deadline: Optional[float] = None
+        while view:
+            try:
+                with self._io_lock:
+                    sent = self.sock.send(view)
+                view = view[sent:]
+                continue
+            except ssl.SSLWantReadError:
+                wait_read = True
+            except _WOULD_BLOCK:
+                wait_read = False
+            except OSError as error:
+                raise TransportFail(f"send failed: {describe_os_error(error)}") from None
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + self.send_timeout
+            elif now >= deadline:
+                raise TransportFail(
+                    f"send timed out after {self.send_timeout:g} s: the server is not reading"
+                )
+            self._wait_writable(deadline - now, wait_read)
+
+    def _wait_writable(self, timeout: float, wait_read: bool) -> None:
+        if wait_read:
+            wait_socket(self.sock, None, True, False, timeout)
+            return
+        if self._write_selector is None:
+            self._write_selector = selectors.DefaultSelector()
+            self._write_selector.register(self.sock, selectors.EVENT_WRITE)
+        self._write_selector.select(timeout)
+
+    def shutdown_write(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._read_selector.close()
+        if self._write_selector is not None:
+            self._write_selector.close()
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def describe_os_error(error: BaseException) -> str:
+    """A one-line description of a socket/TLS error for events and messages."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {error.verify_message}"
+    if isinstance(error, ssl.SSLError):
+        return f"TLS error: {error.reason or error}"
+    if isinstance(error, socket.gaierror):
+        return f"name resolution failed: {error.strerror or error}"
+    if isinstance(error, OSError) and error.errno is not None:
+        name = errno.errorcode.get(error.errno, str(error.errno))
+        return f"{error.strerror or name} ({name})"
+    return str(error) or type(error).__name__
+
+
+__all__ = ["Transport", "Wakeup", "describe_os_error", "wait_socket"]
