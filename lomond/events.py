@@ -37,7 +37,8 @@ _REPR_LIMIT = 40
 def _short(value: Any) -> str:
     """A repr clipped so that a 16 MiB message cannot flood a log line."""
     if isinstance(value, (bytes, bytearray, memoryview, str)) and len(value) > _REPR_LIMIT:
-        return f"{value[:_REPR_LIMIT]!r}... ({len(value)} {'chars' if isinstance(value, str) else 'bytes'})"
+        unit = "chars" if isinstance(value, str) else "bytes"
+        return f"{value[:_REPR_LIMIT]!r}... ({len(value)} {unit})"
     return repr(value)
 
 

@@ -9,7 +9,7 @@ import base64
 import hashlib
 import os
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import attrs
 
@@ -49,6 +49,10 @@ def check_header(name: HeaderValue, value: HeaderValue) -> Tuple[str, str]:
     if not name_s or not set(name_s) <= _TOKEN_CHARS:
         raise ValueError(f"invalid header name {name_s!r}")
     _check_text("header values", value_s)
+    try:
+        value_s.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError(f"header {name_s} has characters outside ISO-8859-1") from None
     if name_s.lower() in RESERVED_HEADERS:
         raise ValueError(f"the {name_s} header is set by lomond and cannot be overridden")
     return name_s, value_s
@@ -101,9 +105,11 @@ def parse_url(url: str) -> URL:
         raise ValueError(f"the URL {_redact(url)!r} has no host")
     secure = scheme == "wss"
     port = port or (443 if secure else 80)
-    resource = parts.path or "/"
+    # Non-ASCII in the path or query is sent percent-encoded (RFC 3986
+    # section 2.1); existing escapes and reserved characters are kept.
+    resource = quote(parts.path or "/", safe="/%:@!$&'()*+,;=~-._")
     if parts.query:
-        resource = f"{resource}?{parts.query}"
+        resource = f"{resource}?{quote(parts.query, safe='/%:@!$&()*+,;=?~-._')}"
     credentials = None
     if parts.username is not None:
         credentials = (unquote(parts.username), unquote(parts.password or ""))
@@ -168,7 +174,7 @@ def build_request(
 
 
 def check_protocols(protocols: Sequence[str]) -> List[str]:
-    """Validate subprotocol names: each must be an RFC 7230 token (RFC 6455 section 4.1, item 10)."""
+    """Validate subprotocol names: RFC 7230 tokens (RFC 6455 section 4.1, item 10)."""
     if isinstance(protocols, (str, bytes)):
         raise TypeError("protocols must be a list of strings, not a single string")
     checked = []

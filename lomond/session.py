@@ -159,6 +159,7 @@ class WebsocketSession:
             except ConnectError as error:
                 reason = self._drop_reason or str(error)
                 log.debug("connect to %s failed: %s", url.url, reason)
+                self._shutdown()
                 yield events.ConnectFail(reason)
                 return
             with self._send_lock:
@@ -177,12 +178,23 @@ class WebsocketSession:
         return self._drop_reason is not None
 
     def _shutdown(self) -> None:
+        if self.finished:
+            return
         with self._send_lock:
             self.finished = True
             if self._transport is not None:
                 self._transport.close()
             self._wakeup.close()
         self.websocket._on_session_end(self)
+
+    def _disconnected(self, reason: str, graceful: bool) -> events.Disconnected:
+        """Close the socket, then report it: a handler for Disconnected sees it gone."""
+        self._shutdown()
+        return events.Disconnected(reason, graceful=graceful)
+
+    def _failed_to_connect(self, reason: str) -> Iterator[events.Event]:
+        yield events.ConnectFail(reason)
+        yield self._disconnected(reason, graceful=False)
 
     def _run_connected(
         self,
@@ -198,32 +210,78 @@ class WebsocketSession:
         try:
             self.send(protocol.request)
         except (TransportFail, WebSocketUnavailable) as error:
-            yield events.ConnectFail(f"could not send the upgrade request: {error}")
-            yield events.Disconnected(str(error), graceful=False)
+            yield from self._failed_to_connect(f"could not send the upgrade request: {error}")
             return
         handshake_deadline = time.monotonic() + handshake_timeout
         next_poll = next_ping = _INFINITY
         exit_event = self._exit_event
+        Ready, Ping, Pong = events.Ready, events.Ping, events.Pong
         while True:
             if exit_event is not None and exit_event.is_set() and not protocol.close_sent:
                 self.close(Status.NORMAL, "goodbye")
             if self._drop_reason is not None:
                 if protocol.state is State.CONNECTING:
-                    yield events.ConnectFail(self._drop_reason)
-                yield events.Disconnected(self._drop_reason, graceful=False)
+                    yield from self._failed_to_connect(self._drop_reason)
+                else:
+                    yield self._disconnected(self._drop_reason, graceful=False)
                 return
-            now = time.monotonic()
+            # Read first and wait only when nothing is buffered: while data is
+            # streaming in, this saves a select() call per read.
+            try:
+                data = transport.recv()
+            except OSError as error:
+                reason = describe_os_error(error)
+                if protocol.state is State.CONNECTING:
+                    yield from self._failed_to_connect(
+                        f"connection failed during the handshake: {reason}"
+                    )
+                else:
+                    yield self._disconnected(reason, graceful=False)
+                return
+            if data is None:
+                yield from self._on_eof()
+                return
+            if data:
+                for event in protocol.receive_data(data):
+                    yield event
+                    kind = type(event)
+                    if kind is events.Text or kind is events.Binary:
+                        continue
+                    if kind is Ping:
+                        if auto_pong and not protocol.close_sent:
+                            try:
+                                self.send(protocol.send_pong, event.data)  # type: ignore[attr-defined]
+                            except (TransportFail, WebSocketUnavailable):
+                                pass  # the drop is reported at the top of the loop
+                    elif kind is Pong:
+                        self._ping_sent_at = None
+                    elif kind is Ready:
+                        now = time.monotonic()
+                        next_poll = now + poll if poll else _INFINITY
+                        next_ping = now + ping_rate if ping_rate else _INFINITY
+                    elif kind is events.Closing:
+                        self._echo_close(event)  # type: ignore[arg-type]
+                    elif kind is events.ProtocolError:
+                        yield from self._on_protocol_error(event)  # type: ignore[arg-type]
+                        return
+                    elif kind is events.Rejected:
+                        yield self._disconnected("handshake rejected", graceful=False)
+                        return
+                    elif kind is events.ConnectFail:
+                        yield self._disconnected(event.reason, graceful=False)  # type: ignore[attr-defined]
+                        return
             # -- timers
+            now = time.monotonic()
             if protocol.state is State.CONNECTING:
                 if now >= handshake_deadline:
-                    reason = f"no response to the upgrade request within {handshake_timeout:g} s"
-                    yield events.ConnectFail(reason)
-                    yield events.Disconnected(reason, graceful=False)
+                    yield from self._failed_to_connect(
+                        f"no response to the upgrade request within {handshake_timeout:g} s"
+                    )
                     return
                 deadline = handshake_deadline
             else:
                 if now >= self._close_deadline:
-                    yield events.Disconnected(
+                    yield self._disconnected(
                         "close timeout: the server did not complete the close handshake",
                         graceful=protocol.handshake_complete,
                     )
@@ -234,7 +292,7 @@ class WebsocketSession:
                     and now - self._ping_sent_at >= ping_timeout
                 ):
                     yield events.Unresponsive()
-                    yield events.Disconnected(
+                    yield self._disconnected(
                         f"unresponsive: no pong within {ping_timeout:g} s", graceful=False
                     )
                     return
@@ -252,53 +310,14 @@ class WebsocketSession:
                 deadline = min(next_poll, next_ping, self._close_deadline)
                 if ping_timeout and self._ping_sent_at is not None:
                     deadline = min(deadline, self._ping_sent_at + ping_timeout)
-            # -- wait for data
+            if data:
+                continue  # more may be buffered already: read again before waiting
             timeout = None if deadline == _INFINITY else max(0.0, deadline - now)
             if exit_event is not None and not protocol.close_sent:
                 # A threading.Event cannot wake a selector: look at it often.
-                timeout = EXIT_CHECK_INTERVAL if timeout is None else min(timeout, EXIT_CHECK_INTERVAL)
-            if not transport.wait_readable(timeout):
-                continue
-            try:
-                data = transport.recv()
-            except OSError as error:
-                reason = describe_os_error(error)
-                if protocol.state is State.CONNECTING:
-                    yield events.ConnectFail(f"connection failed during the handshake: {reason}")
-                yield events.Disconnected(reason, graceful=False)
-                return
-            if data is None:
-                yield from self._on_eof()
-                return
-            if not data:
-                continue
-            for event in protocol.receive_data(data):
-                yield event
-                kind = type(event)
-                if kind is events.Ready:
-                    now = time.monotonic()
-                    next_poll = now + poll if poll else _INFINITY
-                    next_ping = now + ping_rate if ping_rate else _INFINITY
-                elif kind is events.Ping:
-                    if auto_pong and not protocol.close_sent:
-                        try:
-                            self.send(protocol.send_pong, event.data)  # type: ignore[attr-defined]
-                        except (TransportFail, WebSocketUnavailable):
-                            pass  # the drop is reported at the loop top
-                elif kind is events.Pong:
-                    self._ping_sent_at = None
-                elif kind is events.Closing:
-                    self._echo_close(event)  # type: ignore[arg-type]
-                elif kind is events.ProtocolError:
-                    yield from self._on_protocol_error(event)  # type: ignore[arg-type]
-                    return
-                elif kind is events.Rejected or kind is events.ConnectFail:
-                    yield events.Disconnected(
-                        "handshake rejected" if kind is events.Rejected
-                        else event.reason,  # type: ignore[attr-defined]
-                        graceful=False,
-                    )
-                    return
+                if timeout is None or timeout > EXIT_CHECK_INTERVAL:
+                    timeout = EXIT_CHECK_INTERVAL
+            transport.wait_readable(timeout)
 
     def _echo_close(self, event: events.Closing) -> None:
         # RFC 6455 section 5.5.1: reply with a Close, echoing the status code.
@@ -327,22 +346,22 @@ class WebsocketSession:
                     self._transport.write(data)
                 except TransportFail:
                     pass
-        yield events.Disconnected(f"protocol error: {event.error}", graceful=False)
+        yield self._disconnected(f"protocol error: {event.error}", graceful=False)
 
     def _on_eof(self) -> Iterator[events.Event]:
         protocol = self.protocol
         if protocol.state is State.CONNECTING:
-            reason = "server closed the connection during the handshake"
-            yield events.ConnectFail(reason)
-            yield events.Disconnected(reason, graceful=False)
+            yield from self._failed_to_connect(
+                "server closed the connection during the handshake"
+            )
         elif protocol.handshake_complete:
-            yield events.Disconnected("closed", graceful=True)
+            yield self._disconnected("closed", graceful=True)
         elif protocol.close_sent:
-            yield events.Disconnected(
+            yield self._disconnected(
                 "server closed the connection without answering our close", graceful=False
             )
         else:
-            yield events.Disconnected(
+            yield self._disconnected(
                 "server closed the connection without a close frame", graceful=False
             )
 

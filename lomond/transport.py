@@ -73,8 +73,10 @@ def wait_socket(
 ) -> Tuple[bool, bool, bool]:
     """Wait until ``sock`` is ready or ``wakeup`` is woken; ``(readable, writable, woken)``."""
     with selectors.DefaultSelector() as selector:
-        mask = (selectors.EVENT_READ if readable else 0) | (selectors.EVENT_WRITE if writable else 0)
-        selector.register(sock, mask)
+        selector.register(
+            sock,
+            (selectors.EVENT_READ if readable else 0) | (selectors.EVENT_WRITE if writable else 0),
+        )
         if wakeup is not None:
             selector.register(wakeup.fileno(), selectors.EVENT_READ)
         return _select(selector, sock, wakeup, timeout)
