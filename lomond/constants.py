@@ -35,5 +35,5 @@ DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 #: the transport is declared failed (a peer that stopped reading).
 DEFAULT_SEND_TIMEOUT = 30.0
 
-#: Bytes read from the socket per ``recv_into`` call.
-READ_BUFFER_SIZE = 256 * 1024
+#: Bytes asked for per ``recv`` call.
+READ_SIZE = 64 * 1024

@@ -42,30 +42,44 @@ def read_frames(max_size: Optional[int] = None, allow_rsv1: bool = False) -> Fra
 
 def _frame_reader(max_size: Optional[int], allow_rsv1: bool) -> FrameReader:
     rsv_forbidden = 0x30 if allow_rsv1 else 0x70
-    pending = bytearray()  # bytes of an incomplete frame, kept for the next send
-    need = 0  # the length ``pending`` must reach before parsing can progress
+    # A header split across reads: its first bytes, prepended to the next data.
+    head = b""
+    # A frame whose header is parsed but whose payload spans reads: the
+    # received pieces are kept as views and joined once, so a large payload
+    # is copied a single time however many reads it took.
+    partial: Optional[Tuple[int, bool, bool]] = None  # opcode, fin, rsv1
+    pieces: List[memoryview] = []
+    missing = 0  # payload bytes still to come for ``partial``
     frames: List[Frame] = []
     error: Optional[ProtocolViolation] = None
     while error is None:
         data = yield frames, None
         frames = []
-        if pending:
-            pending += data
-            if len(pending) < need:
-                continue
-            view = memoryview(bytes(pending))
-            pending.clear()
-        else:
-            view = memoryview(data)
+        if not isinstance(data, bytes):
+            data = bytes(data)  # pieces keep views: the data must not change later
+        if head:
+            data = head + data
+            head = b""
+        view = memoryview(data)
         end = len(view)
         pos = 0
+        if partial is not None:
+            if end < missing:
+                pieces.append(view)
+                missing -= end
+                continue
+            pieces.append(view[:missing])
+            opcode, fin, rsv1 = partial
+            frames.append(Frame(opcode, b"".join(pieces), fin, rsv1))
+            pos = missing
+            partial = None
+            pieces = []
         # Parse every complete frame in the buffer in one pass: a burst of
         # small messages costs one generator resume, not one per frame.
         try:
             while True:
                 available = end - pos
                 if available < 2:
-                    need = 2
                     break
                 byte0 = view[pos]
                 byte1 = view[pos + 1]
@@ -84,13 +98,11 @@ def _frame_reader(max_size: Optional[int], allow_rsv1: bool) -> FrameReader:
                     start = pos + 2
                 elif length == 126:
                     if available < 4:
-                        need = 4
                         break
                     length = _unpack16(view, pos + 2)[0]
                     start = pos + 4
                 else:
                     if available < 10:
-                        need = 10
                         break
                     length = _unpack64(view, pos + 2)[0]
                     if length >> 63:
@@ -107,7 +119,10 @@ def _frame_reader(max_size: Optional[int], allow_rsv1: bool) -> FrameReader:
                     raise PayloadTooLarge(f"frame of {length} bytes exceeds max_size={max_size}")
                 stop = start + length
                 if stop > end:
-                    need = stop - pos
+                    partial = (opcode, fin, bool(byte0 & 0x40))
+                    pieces = [view[start:]]
+                    missing = stop - end
+                    pos = end
                     break
                 frames.append(Frame(opcode, view[start:stop].tobytes(), fin, bool(byte0 & 0x40)))
                 pos = stop
@@ -115,8 +130,7 @@ def _frame_reader(max_size: Optional[int], allow_rsv1: bool) -> FrameReader:
             error = violation
         else:
             if pos < end:
-                pending += view[pos:]
-        view.release()
+                head = view[pos:].tobytes()
     yield frames, error
 
 

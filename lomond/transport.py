@@ -20,7 +20,7 @@ import time
 from contextlib import nullcontext
 from typing import ContextManager, Optional, Tuple, Union
 
-from .constants import READ_BUFFER_SIZE
+from .constants import READ_SIZE
 from .errors import TransportFail
 
 Buffer = Union[bytes, bytearray, memoryview]
@@ -112,8 +112,6 @@ class Transport:
         self.send_timeout = send_timeout
         self.is_tls = isinstance(sock, ssl.SSLSocket)
         self._io_lock: ContextManager[object] = threading.Lock() if self.is_tls else nullcontext()
-        self._buffer = bytearray(READ_BUFFER_SIZE)
-        self._view = memoryview(self._buffer)
         self._read_selector = selectors.DefaultSelector()
         self._read_selector.register(sock, selectors.EVENT_READ)
         self._read_selector.register(wakeup.fileno(), selectors.EVENT_READ)
@@ -133,16 +131,18 @@ class Transport:
 
         Raises ``OSError`` (including ``ssl.SSLError``) if the connection broke.
         """
+        # recv() into a fresh bytes object: the kernel copies straight into
+        # what the protocol keeps, with no intermediate buffer. The size stays
+        # under glibc's mmap threshold, which makes larger sizes slow for the
+        # many small reads of a chatty feed.
         try:
             with self._io_lock:
-                count = self.sock.recv_into(self._buffer)
+                data = self.sock.recv(READ_SIZE)
         except _WOULD_BLOCK:
             return b""
         except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
             return None
-        if not count:
-            return None
-        return self._view[:count].tobytes()
+        return data or None
 
     def write(self, data: Buffer) -> None:
         """Write all of ``data``, waiting at most ``send_timeout`` seconds for buffer space.
