@@ -1,17 +1,27 @@
 """The one import point for optional accelerators.
 
-Only the XOR masking of outgoing payloads (RFC 6455 section 5.3) has an
-accelerated path. ``wsaccel`` is used when it is installed and the environment
-variable ``LOMOND_NO_ACCEL`` is unset or empty; otherwise the pure-Python path
-runs. Both are always importable from here so the test suite runs on both.
+Only the masking of outgoing payloads (RFC 6455 section 5.3) is
+accelerated; everything else uses the standard library's C code (zlib, the
+UTF-8 codec, ssl, selectors). Three implementations, fastest first:
+
+- ``c``: lomond's own extension, ``lomond/_speedups.c``, built at install
+  time when a compiler is present (eight bytes per step);
+- ``wsaccel``: the ``wsaccel`` package (``pip install lomond[accel]``), for
+  installs without a compiler;
+- ``python``: pure Python, always available.
+
+Setting the environment variable ``LOMOND_NO_ACCEL`` to a non-empty value
+selects pure Python. :data:`IMPLEMENTATIONS` holds every available one so
+the test suite runs the same tests on each.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Callable, Optional
+from typing import Callable, Dict
 
 MaskFunc = Callable[[bytes, bytes], bytes]
+FrameFunc = Callable[[bytes, bytes, bytes], bytes]
 
 
 def mask_python(key: bytes, data: bytes) -> bytes:
@@ -29,28 +39,68 @@ def mask_python(key: bytes, data: bytes) -> bytes:
     ).to_bytes(n, "little")
 
 
-def _load_wsaccel() -> Optional[MaskFunc]:
-    if os.environ.get("LOMOND_NO_ACCEL"):
-        return None
-    try:
-        from wsaccel.xormask import XorMaskerSimple  # type: ignore[import-untyped]
-    except ImportError:
-        return None
+def _frame_from(mask: MaskFunc) -> FrameFunc:
+    def masked_frame(header: bytes, key: bytes, payload: bytes) -> bytes:
+        """``header + key + mask(key, payload)``."""
+        return header + key + mask(key, payload)
+
+    return masked_frame
+
+
+#: Available implementations by name: ``(mask, masked_frame)``.
+IMPLEMENTATIONS: Dict[str, "tuple[MaskFunc, FrameFunc]"] = {
+    "python": (mask_python, _frame_from(mask_python)),
+}
+
+try:
+    from wsaccel.xormask import XorMaskerSimple  # type: ignore[import-untyped]
+except ImportError:  # pragma: no cover - depends on the environment
+    pass
+else:
 
     def mask_wsaccel(key: bytes, data: bytes) -> bytes:
         """XOR ``data`` with ``key`` using wsaccel's C implementation."""
         result: bytes = XorMaskerSimple(key).process(data)
         return result
 
-    return mask_wsaccel
+    IMPLEMENTATIONS["wsaccel"] = (mask_wsaccel, _frame_from(mask_wsaccel))
+
+try:
+    from . import _speedups  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - depends on the environment
+    pass
+else:
+    IMPLEMENTATIONS["c"] = (_speedups.mask, _speedups.masked_frame)
 
 
-mask_accel: Optional[MaskFunc] = _load_wsaccel()
+def _choose() -> str:
+    if os.environ.get("LOMOND_NO_ACCEL"):
+        return "python"
+    for name in ("c", "wsaccel"):
+        if name in IMPLEMENTATIONS:
+            return name
+    return "python"
 
+
+#: The implementation in use: ``"c"``, ``"wsaccel"`` or ``"python"``.
+IMPLEMENTATION = _choose()
 #: Whether an accelerator is in use.
-ACCELERATED = mask_accel is not None
+ACCELERATED = IMPLEMENTATION != "python"
+#: ``mask(key, data) -> bytes``: XOR with the repeating 4-byte key.
+mask: MaskFunc = IMPLEMENTATIONS[IMPLEMENTATION][0]
+#: ``masked_frame(header, key, payload) -> bytes``: a complete masked frame.
+masked_frame: FrameFunc = IMPLEMENTATIONS[IMPLEMENTATION][1]
 
-#: The masking function the protocol uses: ``mask(key, data) -> bytes``.
-mask: MaskFunc = mask_accel or mask_python
 
-__all__ = ["ACCELERATED", "mask", "mask_accel", "mask_python"]
+def use(name: str) -> None:
+    """Switch implementation (for tests and benchmarks): a key of :data:`IMPLEMENTATIONS`."""
+    global IMPLEMENTATION, ACCELERATED, mask, masked_frame
+    mask, masked_frame = IMPLEMENTATIONS[name]
+    IMPLEMENTATION = name
+    ACCELERATED = name != "python"
+
+
+__all__ = [
+    "ACCELERATED", "IMPLEMENTATION", "IMPLEMENTATIONS", "mask", "mask_python",
+    "masked_frame", "use",
+]

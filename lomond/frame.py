@@ -105,8 +105,7 @@ def build_frame(
         header = _PACK_64(byte0, mask_bit | 127, length)
     if not mask:
         return header + payload
-    key = os.urandom(4)
-    return header + key + accel.mask(key, bytes(payload))
+    return accel.masked_frame(header, os.urandom(4), payload)  # type: ignore[arg-type]
 
 
 __all__ = ["KNOWN_OPCODES", "MAX_CONTROL_PAYLOAD", "Frame", "Opcode", "build_frame", "is_control"]
