@@ -150,8 +150,19 @@ class Transport:
         Raises :class:`TransportFail` if the socket fails or the peer stops
         reading for longer than ``send_timeout``.
         """
-        view = memoryview(data)
-        deadline: Optional[float] = None
+        try:
+            with self._io_lock:
+                sent = self.sock.send(data)
+        except _WOULD_BLOCK:
+            sent = 0
+        except OSError as error:
+            raise TransportFail(f"send failed: {describe_os_error(error)}") from None
+        if sent == len(data):
+            return  # the common case: the socket buffer took it all
+        self._write_rest(memoryview(data)[sent:])
+
+    def _write_rest(self, view: memoryview) -> None:
+        deadline = time.monotonic() + self.send_timeout
         while view:
             try:
                 with self._io_lock:
@@ -164,14 +175,12 @@ class Transport:
                 wait_read = False
             except OSError as error:
                 raise TransportFail(f"send failed: {describe_os_error(error)}") from None
-            now = time.monotonic()
-            if deadline is None:
-                deadline = now + self.send_timeout
-            elif now >= deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 raise TransportFail(
                     f"send timed out after {self.send_timeout:g} s: the server is not reading"
                 )
-            self._wait_writable(deadline - now, wait_read)
+            self._wait_writable(remaining, wait_read)
 
     def _wait_writable(self, timeout: float, wait_read: bool) -> None:
         if wait_read:
