@@ -48,7 +48,7 @@ def _frame_from(mask: MaskFunc) -> FrameFunc:
 
 
 #: Available implementations by name: ``(mask, masked_frame)``.
-IMPLEMENTATIONS: Dict[str, "tuple[MaskFunc, FrameFunc]"] = {
+IMPLEMENTATIONS: Dict[str, tuple[MaskFunc, FrameFunc]] = {
     "python": (mask_python, _frame_from(mask_python)),
 }
 

@@ -1,36 +1,82 @@
 """Opening the connection: DNS, TCP, an optional proxy tunnel, then TLS.
 
-Every step is bounded by a deadline and can be interrupted through a
-:class:`~lomond.transport.Wakeup`, so a stop during a slow connect is prompt.
-All failures are raised as :class:`~lomond.errors.ConnectError` with a
-one-line reason.
+Every step is bounded by a deadline and can be interrupted: a
+:class:`~lomond.transport.Wakeup` (``close()`` from another thread) ends a
+wait at once, and the ``aborted`` callback (a persist ``exit_event``, which
+cannot wake a selector) is looked at every :data:`ABORT_CHECK_INTERVAL`
+seconds. All failures are raised as :class:`~lomond.errors.ConnectError`
+with a one-line reason that never contains proxy credentials.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import selectors
 import socket
 import ssl
 import time
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 from .errors import ConnectError
 from .handshake import URL
-from .proxy import Proxy, tunnel
-from .transport import Wakeup, describe_os_error, wait_socket
+from .proxy import Proxy, connect_request, connect_status
+from .transport import Wakeup, describe_os_error
 
-SocketOption = Tuple[int, int, int]
+#: A ``(level, option, value)`` tuple for ``socket.setsockopt``.
+SocketOption = Tuple[int, int, Union[int, bytes]]
+
+#: Seconds between looks at the ``aborted`` callback while a connect step waits.
+ABORT_CHECK_INTERVAL = 0.05
 
 # connect_ex() codes meaning "in progress" for a non-blocking socket
 # (10035 is Windows' WSAEWOULDBLOCK).
 _IN_PROGRESS = frozenset({0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN, 10035})
+
+_MAX_PROXY_HEAD = 64 * 1024
+
+
+def tcp_keepalive(idle: int = 60, interval: int = 10, count: int = 5) -> List[SocketOption]:
+    """``socket_options`` that turn on TCP keepalive, for :class:`~lomond.WebSocket`.
+
+    The first probe is sent after ``idle`` seconds without traffic, then one
+    every ``interval`` seconds; after ``count`` unanswered probes the kernel
+    drops the connection (reported as ``Disconnected``). Options the platform
+    lacks are left out (``SO_KEEPALIVE`` is always there; Linux and Windows
+    have ``TCP_KEEPIDLE``, macOS calls it ``TCP_KEEPALIVE``)::
+
+        WebSocket(url, socket_options=tcp_keepalive(idle=30, interval=5, count=3))
+
+    Application-level pings (``ping_rate`` and ``ping_timeout``) detect a dead
+    server too, and also a stuck one; keepalive also covers idle NAT timeouts
+    without waking the application.
+    """
+    for name, value in (("idle", idle), ("interval", interval), ("count", count)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"tcp_keepalive {name} must be a whole number >= 1")
+    options: List[SocketOption] = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    idle_option = getattr(socket, "TCP_KEEPIDLE", None) or getattr(socket, "TCP_KEEPALIVE", None)
+    if idle_option is not None:
+        options.append((socket.IPPROTO_TCP, idle_option, idle))
+    if hasattr(socket, "TCP_KEEPINTVL"):
+        options.append((socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval))
+    if hasattr(socket, "TCP_KEEPCNT"):
+        options.append((socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count))
+    return options
 
 
 def _default_ssl_context() -> ssl.SSLContext:
     # Certificates and host names are verified by default (RFC 6455 section
     # 10.6 leaves it to TLS; anything less would be a silent downgrade).
     return ssl.create_default_context()
+
+
+def _never() -> bool:
+    return False
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def open_connection(
@@ -45,35 +91,107 @@ def open_connection(
     sock: Optional[socket.socket] = None,
     agent: Optional[str] = None,
     wakeup: Optional[Wakeup] = None,
-    aborted: Callable[[], bool] = lambda: False,
+    aborted: Callable[[], bool] = _never,
+    on_handshake: Optional[Callable[[float], None]] = None,
 ) -> socket.socket:
-    """A connected, non-blocking socket to ``url`` (TLS-wrapped for ``wss://``)."""
+    """A connected, non-blocking socket to ``url`` (TLS-wrapped for ``wss://``).
+
+    ``connect_timeout`` bounds the TCP connect and the proxy's CONNECT answer
+    together (name resolution is not bounded); ``handshake_timeout`` bounds
+    the TLS handshake. ``on_handshake``, if given, is called with the
+    ``time.monotonic()`` at which that handshake budget started (once TCP and
+    any tunnel are up), so the caller can hold the HTTP upgrade to the same
+    budget: TLS and the upgrade together within ``handshake_timeout``.
+
+    With a pre-connected ``sock`` there is no TCP connect and no proxy (the
+    socket already leads to the server); ``socket_options`` are applied to it
+    and TLS is started on it for ``wss://`` unless it is an ``ssl.SSLSocket``.
+    The socket is owned from here on: it is closed if anything fails.
+    """
     deadline = time.monotonic() + connect_timeout
     if sock is None:
-        host, port = (proxy.host, proxy.port) if proxy else (url.host, url.port)
-        sock = _connect_tcp(host, port, deadline, source_address, socket_options, wakeup)
+        if proxy is not None:
+            host, port, what = proxy.host, proxy.port, f"the proxy {proxy.display_url}"
+        else:
+            host, port, what = url.host, url.port, _host_port(url.host, url.port)
+        sock = _connect_tcp(
+            host, port, what, deadline, source_address, socket_options, wakeup, aborted
+        )
     else:
-        sock.setblocking(False)
+        proxy = None
+        _prepare_socket(sock, socket_options)
     try:
         if proxy is not None:
-            tunnel(sock, proxy, url.host, url.port, agent, deadline, wakeup)
+            _tunnel(sock, proxy, url.host, url.port, agent, deadline, wakeup, aborted)
         if aborted():
             raise ConnectError("connection aborted")
+        handshake_started = time.monotonic()
+        if on_handshake is not None:
+            on_handshake(handshake_started)
         if url.secure and not isinstance(sock, ssl.SSLSocket):
-            sock = _start_tls(sock, url.host, ssl_context, handshake_timeout, wakeup)
+            sock = _start_tls(
+                sock, url.host, ssl_context, handshake_started + handshake_timeout, wakeup, aborted
+            )
     except BaseException:
         sock.close()
         raise
     return sock
 
 
+def _prepare_socket(sock: socket.socket, socket_options: Sequence[SocketOption]) -> None:
+    try:
+        sock.setblocking(False)
+        for level, option, value in socket_options:
+            sock.setsockopt(level, option, value)
+    except OSError as error:
+        sock.close()
+        raise ConnectError(f"could not set up the socket: {describe_os_error(error)}") from None
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass  # not TCP (a socketpair, a UNIX socket): Nagle does not apply
+
+
+def _wait(
+    sock: socket.socket,
+    wakeup: Optional[Wakeup],
+    readable: bool,
+    deadline: float,
+    aborted: Callable[[], bool],
+) -> bool:
+    """Wait until ``sock`` is readable (or writable); ``False`` once ``deadline`` passes.
+
+    Raises ``ConnectError("connection aborted")`` as soon as ``aborted()`` is true.
+    """
+    with selectors.DefaultSelector() as selector:
+        selector.register(sock, selectors.EVENT_READ if readable else selectors.EVENT_WRITE)
+        if wakeup is not None:
+            selector.register(wakeup.fileno(), selectors.EVENT_READ)
+        while True:
+            if aborted():
+                raise ConnectError("connection aborted")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            ready = False
+            for key, _ in selector.select(min(remaining, ABORT_CHECK_INTERVAL)):
+                if key.fileobj is sock:
+                    ready = True
+                elif wakeup is not None:
+                    wakeup.drain()  # a stop request sets what aborted() looks at
+            if ready and not aborted():
+                return True
+
+
 def _connect_tcp(
     host: str,
     port: int,
+    what: str,
     deadline: float,
     source_address: Optional[Tuple[str, int]],
     socket_options: Sequence[SocketOption],
     wakeup: Optional[Wakeup],
+    aborted: Callable[[], bool],
 ) -> socket.socket:
     try:
         addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -82,71 +200,144 @@ def _connect_tcp(
     last_error = "no addresses"
     for family, kind, proto, _, address in addresses:
         sock = socket.socket(family, kind, proto)
+        step = "connect"
         try:
             sock.setblocking(False)
             # Small messages must not wait for Nagle's algorithm.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            step = "set a socket option"
             for level, option, value in socket_options:
                 sock.setsockopt(level, option, value)
             if source_address is not None:
+                step = f"bind to {_host_port(*source_address)}"
                 sock.bind(source_address)
+            step = "connect"
             error_code = sock.connect_ex(address)
             if error_code not in _IN_PROGRESS:
                 raise OSError(error_code, os.strerror(error_code))
             if error_code:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise ConnectError(f"connect to {host}:{port} timed out")
-                _, writable, woken = wait_socket(sock, wakeup, False, True, remaining)
-                if woken:
-                    raise ConnectError("connection aborted")
-                if not writable:
-                    raise ConnectError(f"connect to {host}:{port} timed out")
+                if not _wait(sock, wakeup, False, deadline, aborted):
+                    raise ConnectError(f"connecting to {what} timed out")
                 error_code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 if error_code:
                     raise OSError(error_code, os.strerror(error_code))
             return sock
-        except ConnectError:
+        except BaseException as error:
             sock.close()
-            raise
-        except OSError as error:
-            sock.close()
+            if not isinstance(error, OSError):
+                raise
             last_error = describe_os_error(error)
-    raise ConnectError(f"could not connect to {host}:{port}: {last_error}")
+            if step != "connect":
+                last_error = f"could not {step}: {last_error}"
+    raise ConnectError(f"could not connect to {what}: {last_error}")
 
 
 def _start_tls(
     sock: socket.socket,
     host: str,
     ssl_context: Optional[ssl.SSLContext],
-    timeout: float,
+    deadline: float,
     wakeup: Optional[Wakeup],
+    aborted: Callable[[], bool],
 ) -> ssl.SSLSocket:
+    """TLS over ``sock`` with SNI and verification for ``host`` (the target, not a proxy)."""
     context = ssl_context or _default_ssl_context()
     try:
         tls = context.wrap_socket(sock, server_hostname=host, do_handshake_on_connect=False)
     except (ssl.SSLError, ValueError, OSError) as error:
         raise ConnectError(f"TLS setup failed: {describe_os_error(error)}") from None
-    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                tls.do_handshake()
+                return tls
+            except ssl.SSLWantReadError:
+                readable = True
+            except ssl.SSLWantWriteError:
+                readable = False
+            except (ssl.SSLError, OSError) as error:
+                raise ConnectError(
+                    f"TLS handshake with {host} failed: {describe_os_error(error)}"
+                ) from None
+            if not _wait(tls, wakeup, readable, deadline, aborted):
+                raise ConnectError(f"TLS handshake with {host} timed out")
+    except BaseException:
+        tls.close()
+        raise
+
+
+def _tunnel(
+    sock: socket.socket,
+    proxy: Proxy,
+    host: str,
+    port: int,
+    agent: Optional[str],
+    deadline: float,
+    wakeup: Optional[Wakeup],
+    aborted: Callable[[], bool],
+) -> None:
+    """Open a CONNECT tunnel to ``host:port`` through ``proxy`` (RFC 7231 section 4.3.6)."""
+    request = connect_request(proxy, host, port, agent)
+    view = memoryview(request)
+    while view:
+        try:
+            view = view[sock.send(view) :]
+            continue
+        except BlockingIOError:
+            pass
+        except OSError as error:
+            raise ConnectError(
+                f"proxy {proxy.display_url} connection failed: {describe_os_error(error)}"
+            ) from None
+        if not _wait(sock, wakeup, False, deadline, aborted):
+            raise ConnectError(f"timed out sending CONNECT to the proxy {proxy.display_url}")
+    while True:
+        head = _read_head(sock, proxy, deadline, wakeup, aborted)
+        if connect_status(proxy, host, port, head) >= 200:
+            return  # 1xx responses are interim: the real answer follows
+
+
+def _read_head(
+    sock: socket.socket,
+    proxy: Proxy,
+    deadline: float,
+    wakeup: Optional[Wakeup],
+    aborted: Callable[[], bool],
+) -> bytes:
+    """Read one response header block, and not one byte more.
+
+    Bytes after the blank line belong to the tunnel (or to an error body we
+    ignore), so the block is found with ``MSG_PEEK`` and only it is consumed.
+    """
+    data = b""
     while True:
         try:
-            tls.do_handshake()
-            return tls
-        except ssl.SSLWantReadError:
-            readable = True
-        except ssl.SSLWantWriteError:
-            readable = False
-        except (ssl.SSLError, OSError) as error:
-            tls.close()
-            raise ConnectError(f"TLS handshake with {host} failed: {describe_os_error(error)}") from None
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            tls.close()
-            raise ConnectError(f"TLS handshake with {host} timed out")
-        _, _, woken = wait_socket(tls, wakeup, readable, not readable, remaining)
-        if woken:
-            tls.close()
-            raise ConnectError("connection aborted")
+            peeked = sock.recv(4096, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            if not _wait(sock, wakeup, True, deadline, aborted):
+                raise ConnectError(
+                    f"timed out waiting for the proxy {proxy.display_url} to answer CONNECT"
+                ) from None
+            continue
+        except OSError as error:
+            raise ConnectError(
+                f"proxy {proxy.display_url} connection failed: {describe_os_error(error)}"
+            ) from None
+        if not peeked:
+            raise ConnectError(f"proxy {proxy.display_url} closed the connection during CONNECT")
+        start = max(0, len(data) - 3)
+        end = (data + peeked).find(b"\r\n\r\n", start)
+        wanted = len(peeked) if end < 0 else end + 4 - len(data)
+        try:
+            data += sock.recv(wanted)
+        except OSError as error:
+            raise ConnectError(
+                f"proxy {proxy.display_url} connection failed: {describe_os_error(error)}"
+            ) from None
+        if end >= 0 and len(data) == end + 4:
+            return data[:-4]
+        if len(data) > _MAX_PROXY_HEAD:
+            raise ConnectError(f"proxy {proxy.display_url} sent a header block over 64 KiB")
 
 
-__all__ = ["SocketOption", "open_connection"]
+__all__ = ["ABORT_CHECK_INTERVAL", "SocketOption", "open_connection", "tcp_keepalive"]

@@ -220,7 +220,9 @@ class ClientProtocol:
         out: List[events.Event] = []
         try:
             self._process(frames, out)
-            if error is not None:
+            # A malformed frame after the peer's Close is not data (RFC 6455
+            # section 5.5.1): the close stays graceful.
+            if error is not None and not self.close_received:
                 raise error
         except ProtocolViolation as violation:
             self._fail(violation, out)
@@ -348,6 +350,18 @@ class ClientProtocol:
 
     def send_pong(self, data: bytes = b"") -> bytes:
         """A Pong frame (RFC 6455 section 5.5.3)."""
+        return self._control(Opcode.PONG, data)
+
+    def answer_ping(self, data: bytes) -> bytes:
+        """The automatic Pong for a received Ping (RFC 6455 section 5.5.2).
+
+        Unlike :meth:`send_pong`, this is allowed after our Close until the
+        server's Close arrives: only data frames must stop once a Close is
+        sent (section 5.5.1), and a Ping must be answered until a Close is
+        received.
+        """
+        if self.close_sent and not self.close_received and self.failure is None:
+            return build_frame(Opcode.PONG, bytes(data))
         return self._control(Opcode.PONG, data)
 
     def send_close(self, code: Optional[int] = Status.NORMAL, reason: str = "") -> bytes:

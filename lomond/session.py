@@ -56,6 +56,7 @@ class WebsocketSession:
         self._drop_reason: Optional[str] = None
         self._close_timeout: Optional[float] = None
         self._close_deadline = _INFINITY
+        self._handshake_started: Optional[float] = None
         #: ``time.time()`` when our Close frame was sent.
         self.sent_close_time: Optional[float] = None
         self._ping_sent_at: Optional[float] = None
@@ -141,8 +142,11 @@ class WebsocketSession:
         self._exit_event = exit_event
         try:
             yield events.Connecting(url.url)
-            proxy = websocket.proxy
+            given = websocket.take_socket()
+            proxy = None
             try:
+                # A pre-connected socket already leads to the server: no proxy.
+                proxy = websocket.proxy if given is None else None
                 sock = open_connection(
                     url,
                     proxy=proxy,
@@ -151,10 +155,11 @@ class WebsocketSession:
                     handshake_timeout=handshake_timeout,
                     source_address=websocket.source_address,
                     socket_options=websocket.socket_options,
-                    sock=websocket.take_socket(),
+                    sock=given,
                     agent=websocket.agent,
                     wakeup=self._wakeup,
                     aborted=self._aborted,
+                    on_handshake=self._on_handshake_start,
                 )
             except ConnectError as error:
                 reason = self._drop_reason or str(error)
@@ -170,6 +175,9 @@ class WebsocketSession:
             )
         finally:
             self._shutdown()
+
+    def _on_handshake_start(self, started: float) -> None:
+        self._handshake_started = started
 
     def _aborted(self) -> bool:
         exit_event = self._exit_event
@@ -212,7 +220,8 @@ class WebsocketSession:
         except (TransportFail, WebSocketUnavailable) as error:
             yield from self._failed_to_connect(f"could not send the upgrade request: {error}")
             return
-        handshake_deadline = time.monotonic() + handshake_timeout
+        # One budget for TLS and the upgrade together, from when TLS started.
+        handshake_deadline = (self._handshake_started or time.monotonic()) + handshake_timeout
         next_poll = next_ping = _INFINITY
         exit_event = self._exit_event
         Ready, Ping, Pong = events.Ready, events.Ping, events.Pong
@@ -248,9 +257,9 @@ class WebsocketSession:
                     if kind is events.Text or kind is events.Binary:
                         continue
                     if kind is Ping:
-                        if auto_pong and not protocol.close_sent:
+                        if auto_pong and not protocol.close_received:
                             try:
-                                self.send(protocol.send_pong, event.data)  # type: ignore[attr-defined]
+                                self.send(protocol.answer_ping, event.data)  # type: ignore[attr-defined]
                             except (TransportFail, WebSocketUnavailable):
                                 pass  # the drop is reported at the top of the loop
                     elif kind is Pong:
@@ -286,6 +295,16 @@ class WebsocketSession:
                         graceful=protocol.handshake_complete,
                     )
                     return
+                if protocol.close_received:
+                    # The close handshake is done or being answered: only
+                    # the TCP close (or the close timeout) comes next, so no
+                    # Poll or Unresponsive between Closing/Closed and
+                    # Disconnected.
+                    next_poll = next_ping = _INFINITY
+                    self._ping_sent_at = None
+                elif protocol.close_sent:
+                    next_ping = _INFINITY
+                    self._ping_sent_at = None  # close_timeout bounds the wait now
                 if (
                     ping_timeout
                     and self._ping_sent_at is not None

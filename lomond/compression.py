@@ -1,0 +1,351 @@
+"""permessage-deflate (RFC 7692): the offer, the negotiation and the frame transforms.
+
+The extension is a pair of frame-to-frame transforms that sit between the
+frame reader and message assembly: :meth:`Deflate.decode` inflates the
+frames of a compressed message (capped at ``max_size`` bytes of output, so a
+small compressed "bomb" never allocates its full size), and
+:meth:`Deflate.encode` compresses an outgoing message.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import attrs
+
+from .errors import CompressionParameterError, PayloadTooLarge, ProtocolViolation
+from .frame import Frame, Opcode
+
+EXTENSION_NAME = "permessage-deflate"
+
+#: Appended to a message's compressed data before the final inflate, and
+#: stripped from the compressor's output (RFC 7692 section 7.2.1 and 7.2.2).
+_TAIL = b"\x00\x00\xff\xff"
+
+_PARAMETERS = frozenset(
+    [
+        "server_no_context_takeover",
+        "client_no_context_takeover",
+        "server_max_window_bits",
+        "client_max_window_bits",
+    ]
+)
+
+WindowBits = Union[bool, int, None]
+
+
+def _check_client_bits(instance: object, attribute: object, value: WindowBits) -> None:
+    if value is None or isinstance(value, bool):
+        return
+    if not isinstance(value, int) or not 8 <= value <= 15:
+        raise ValueError("client_max_window_bits must be True, None or an int from 8 to 15")
+
+
+def _check_server_bits(instance: object, attribute: object, value: Optional[int]) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not 8 <= value <= 15:
+        raise ValueError("server_max_window_bits must be None or an int from 8 to 15")
+
+
+@attrs.frozen
+class PerMessageDeflate:
+    """One permessage-deflate offer (RFC 7692 section 7.1).
+
+    :param client_no_context_takeover: promise the server that this client
+        compresses each message on its own (section 7.1.1.2).
+    :param server_no_context_takeover: ask the server to compress each
+        message on its own (section 7.1.1.1).
+    :param client_max_window_bits: ``True`` offers the parameter without a
+        value (the server may then pick the client's window), an int 8..15
+        offers that limit, ``None`` or ``False`` leaves it out (section 7.1.2.2).
+    :param server_max_window_bits: ``None`` leaves it out, an int 8..15 asks
+        the server to use a window no larger than that (section 7.1.2.1).
+    """
+
+    client_no_context_takeover: bool = False
+    server_no_context_takeover: bool = False
+    client_max_window_bits: WindowBits = attrs.field(default=True, validator=_check_client_bits)
+    server_max_window_bits: Optional[int] = attrs.field(
+        default=None, validator=_check_server_bits
+    )
+
+    def header_value(self) -> str:
+        """This offer as one element of ``Sec-WebSocket-Extensions``."""
+        parts = [EXTENSION_NAME]
+        if self.client_no_context_takeover:
+            parts.append("client_no_context_takeover")
+        if self.server_no_context_takeover:
+            parts.append("server_no_context_takeover")
+        if self.client_max_window_bits is True:
+            parts.append("client_max_window_bits")
+        elif self.client_max_window_bits:
+            parts.append(f"client_max_window_bits={self.client_max_window_bits}")
+        if self.server_max_window_bits is not None:
+            parts.append(f"server_max_window_bits={self.server_max_window_bits}")
+        return "; ".join(parts)
+
+
+def offers_from_option(compress: object) -> List[PerMessageDeflate]:
+    """Turn the ``compress=`` argument of :class:`~lomond.WebSocket` into a list of offers."""
+    if compress is None or compress is False:
+        return []
+    if compress is True:
+        return [PerMessageDeflate()]
+    if isinstance(compress, PerMessageDeflate):
+        return [compress]
+    if isinstance(compress, (list, tuple)):
+        offers = list(compress)
+        for offer in offers:
+            if not isinstance(offer, PerMessageDeflate):
+                raise TypeError("compress= list items must be PerMessageDeflate offers")
+        return offers
+    raise TypeError("compress= must be a bool, a PerMessageDeflate or a list of them")
+
+
+def build_offer_header(offers: Sequence[PerMessageDeflate]) -> str:
+    """The ``Sec-WebSocket-Extensions`` value for ``offers``, in preference order."""
+    return ", ".join(offer.header_value() for offer in offers)
+
+
+def _split_outside_quotes(text: str, separator: str) -> List[str]:
+    parts: List[str] = []
+    current: List[str] = []
+    quoted = False
+    for char in text:
+        if char == '"':
+            quoted = not quoted
+        if char == separator and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    if quoted:
+        raise CompressionParameterError("unterminated quoted string in Sec-WebSocket-Extensions")
+    parts.append("".join(current))
+    return parts
+
+
+def parse_extensions(values: Sequence[str]) -> List[Tuple[str, List[Tuple[str, Optional[str]]]]]:
+    """Parse ``Sec-WebSocket-Extensions`` header values (RFC 6455 section 9.1)."""
+    extensions: List[Tuple[str, List[Tuple[str, Optional[str]]]]] = []
+    for value in values:
+        for element in _split_outside_quotes(value, ","):
+            if not element.strip():
+                continue
+            pieces = _split_outside_quotes(element, ";")
+            name = pieces[0].strip().lower()
+            if not name:
+                raise CompressionParameterError("empty extension name in Sec-WebSocket-Extensions")
+            params: List[Tuple[str, Optional[str]]] = []
+            for piece in pieces[1:]:
+                key, eq, raw = piece.partition("=")
+                key = key.strip().lower()
+                if not key:
+                    raise CompressionParameterError(f"empty parameter in extension {name!r}")
+                param_value: Optional[str] = None
+                if eq:
+                    param_value = raw.strip()
+                    if len(param_value) >= 2 and param_value[0] == param_value[-1] == '"':
+                        param_value = param_value[1:-1]
+                params.append((key, param_value))
+            extensions.append((name, params))
+    return extensions
+
+
+def _bits(name: str, value: Optional[str]) -> int:
+    if value is None:
+        raise CompressionParameterError(f"{name} needs a value from 8 to 15")
+    if not (value.isdigit() and value.isascii()) or not 8 <= int(value) <= 15:
+        raise CompressionParameterError(f"{name}={value!r} is not a window size from 8 to 15")
+    return int(value)
+
+
+def _agree(
+    offer: PerMessageDeflate, params: Dict[str, Optional[str]]
+) -> Tuple[bool, bool, int, int]:
+    """Check the server's parameters against one offer; return the agreed settings."""
+    for name in ("server_no_context_takeover", "client_no_context_takeover"):
+        if name in params and params[name] is not None:
+            raise CompressionParameterError(f"{name} must not have a value")
+    server_bits = 15
+    if "server_max_window_bits" in params:
+        server_bits = _bits("server_max_window_bits", params["server_max_window_bits"])
+        if offer.server_max_window_bits is not None and server_bits > offer.server_max_window_bits:
+            raise CompressionParameterError(
+                f"server_max_window_bits={server_bits} exceeds the offered "
+                f"{offer.server_max_window_bits}"
+            )
+    elif offer.server_max_window_bits is not None:
+        # Section 7.1.2.1: the server must accept a limit it was asked for.
+        raise CompressionParameterError("server ignored the offered server_max_window_bits")
+    offered = offer.client_max_window_bits
+    offered_bits = offered if isinstance(offered, int) and not isinstance(offered, bool) else None
+    client_bits = offered_bits or 15
+    if "client_max_window_bits" in params:
+        if offered is None or offered is False:
+            raise CompressionParameterError(
+                "server sent client_max_window_bits, which was not offered"
+            )
+        client_bits = _bits("client_max_window_bits", params["client_max_window_bits"])
+        if offered_bits is not None and client_bits > offered_bits:
+            raise CompressionParameterError(
+                f"client_max_window_bits={client_bits} exceeds the offered {offered_bits}"
+            )
+    client_no_context = offer.client_no_context_takeover or "client_no_context_takeover" in params
+    server_no_context = "server_no_context_takeover" in params
+    if offer.server_no_context_takeover and not server_no_context:
+        # Section 7.1.1.1: a server that accepts this offer must include it.
+        raise CompressionParameterError("server ignored the offered server_no_context_takeover")
+    return client_no_context, server_no_context, client_bits, server_bits
+
+
+def negotiate(
+    offers: Sequence[PerMessageDeflate], values: Sequence[str], max_size: Optional[int]
+) -> Optional[Deflate]:
+    """Validate the server's ``Sec-WebSocket-Extensions`` against our offers (RFC 7692 section 5).
+
+    Returns the agreed :class:`Deflate`, or ``None`` if the server accepted
+    no extension. Raises :class:`CompressionParameterError` on an unknown,
+    duplicate or invalid parameter, on an extension that was not offered,
+    or on a response that fits none of the offers.
+    """
+    extensions = parse_extensions(values)
+    if not extensions:
+        return None
+    if len(extensions) > 1:
+        names = ", ".join(name for name, _ in extensions)
+        raise CompressionParameterError(f"server accepted more than one extension: {names}")
+    name, param_list = extensions[0]
+    if name != EXTENSION_NAME or not offers:
+        raise CompressionParameterError(
+            f"server selected extension {name!r}, which was not offered"
+        )
+    params: Dict[str, Optional[str]] = {}
+    for key, value in param_list:
+        if key not in _PARAMETERS:
+            raise CompressionParameterError(f"unknown permessage-deflate parameter {key!r}")
+        if key in params:
+            raise CompressionParameterError(f"duplicate permessage-deflate parameter {key!r}")
+        params[key] = value
+    first_error: Optional[CompressionParameterError] = None
+    for offer in offers:
+        try:
+            client_no_context, server_no_context, client_bits, server_bits = _agree(offer, params)
+        except CompressionParameterError as error:
+            first_error = first_error or error
+            continue
+        return Deflate(
+            client_no_context_takeover=client_no_context,
+            server_no_context_takeover=server_no_context,
+            client_max_window_bits=client_bits,
+            server_max_window_bits=server_bits,
+            max_size=max_size,
+        )
+    assert first_error is not None
+    raise first_error
+
+
+class Deflate:
+    """The negotiated permessage-deflate transforms for one connection (RFC 7692 section 7)."""
+
+    name = EXTENSION_NAME
+
+    def __init__(
+        self,
+        client_no_context_takeover: bool = False,
+        server_no_context_takeover: bool = False,
+        client_max_window_bits: int = 15,
+        server_max_window_bits: int = 15,
+        max_size: Optional[int] = None,
+        level: int = zlib.Z_DEFAULT_COMPRESSION,
+    ) -> None:
+        self.client_no_context_takeover = client_no_context_takeover
+        self.server_no_context_takeover = server_no_context_takeover
+        self.client_max_window_bits = client_max_window_bits
+        self.server_max_window_bits = server_max_window_bits
+        self.max_size = max_size
+        self.level = level
+        # A window of 15 bits inflates any stream made with a smaller one.
+        self._inflater = zlib.decompressobj(-15)
+        self._inflater_used = False
+        self._inflating = False
+        self._produced = 0
+        # zlib cannot make a raw stream with a 256-byte window (it silently
+        # uses 512), which a server holding us to 8 bits could not inflate;
+        # sending uncompressed is always allowed, so we do that instead.
+        self.can_compress = client_max_window_bits > 8
+        self._deflater = (
+            zlib.compressobj(level, zlib.DEFLATED, -client_max_window_bits)
+            if self.can_compress
+            else None
+        )
+        self._flush_mode = zlib.Z_FULL_FLUSH if client_no_context_takeover else zlib.Z_SYNC_FLUSH
+
+    def __repr__(self) -> str:
+        return (
+            f"Deflate(client_no_context_takeover={self.client_no_context_takeover}, "
+            f"server_no_context_takeover={self.server_no_context_takeover}, "
+            f"client_max_window_bits={self.client_max_window_bits}, "
+            f"server_max_window_bits={self.server_max_window_bits})"
+        )
+
+    # -- incoming ----------------------------------------------------------
+
+    def decode(self, frame: Frame) -> Frame:
+        """Inflate ``frame`` if it belongs to a compressed message (RFC 7692 section 6.2)."""
+        opcode = frame.opcode
+        if opcode >= 0x8 or opcode == Opcode.CONTINUATION:
+            if frame.rsv1:
+                kind = "control" if opcode >= 0x8 else "continuation"
+                raise ProtocolViolation(f"RSV1 set on a {kind} frame")
+            if opcode >= 0x8 or not self._inflating:
+                return frame
+        elif frame.rsv1:
+            if self.server_no_context_takeover and self._inflater_used:
+                self._inflater = zlib.decompressobj(-15)
+            self._inflater_used = True
+            self._inflating = True
+            self._produced = 0
+        else:
+            self._inflating = False
+            return frame
+        data = self._inflate(frame.payload)
+        if frame.fin:
+            tail = self._inflate(_TAIL)
+            if tail:
+                data += tail
+            self._inflating = False
+        return Frame(opcode, data, frame.fin)
+
+    def _inflate(self, data: bytes) -> bytes:
+        max_size = self.max_size
+        try:
+            if max_size is None:
+                out = self._inflater.decompress(data)
+            else:
+                remaining = max_size - self._produced
+                # Asking for one byte more than allowed tells an over-limit
+                # message apart without inflating the rest of it.
+                out = self._inflater.decompress(data, remaining + 1)
+                if len(out) > remaining:
+                    raise PayloadTooLarge(
+                        f"message inflates to more than the {max_size} byte limit"
+                    )
+        except zlib.error as error:
+            raise ProtocolViolation(f"invalid compressed data: {error}") from None
+        self._produced += len(out)
+        return out
+
+    # -- outgoing ----------------------------------------------------------
+
+    def encode(self, frame: Frame) -> Frame:
+        """Compress a whole outgoing Text or Binary message (RFC 7692 section 7.2.1)."""
+        deflater = self._deflater
+        if deflater is None or frame.opcode >= 0x8:
+            return frame
+        data = deflater.compress(frame.payload) + deflater.flush(self._flush_mode)
+        if data.endswith(_TAIL):
+            data = data[:-4]
+        return Frame(frame.opcode, data, frame.fin, rsv1=True)

@@ -1,0 +1,326 @@
+"""Opening connections (lomond.connection): timeouts, aborts, errors, the proxy tunnel's reads.
+
+``open_connection`` is driven directly against loopback peers that stall at
+each step (TCP connect, proxy CONNECT, TLS handshake), and end to end through
+``WebSocket.connect()`` for the timeouts and messages users see.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from typing import Any, Callable, List, Tuple
+
+import pytest
+
+from lomond import WebSocket, events
+from lomond.connection import ABORT_CHECK_INTERVAL, _tunnel, open_connection
+from lomond.errors import ConnectError
+from lomond.handshake import parse_url
+from lomond.proxy import Proxy
+from lomond.transport import Wakeup
+
+
+@pytest.fixture(autouse=True)
+def _no_environment_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy"):
+            monkeypatch.delenv(name)
+
+
+def refused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def names(seen: List[events.Event]) -> List[str]:
+    return [event.name for event in seen if event.name != "poll"]
+
+
+def run(websocket: WebSocket, **options: Any) -> List[events.Event]:
+    kwargs = {"poll": 0.05, "ping_rate": 0, "close_timeout": 2}
+    kwargs.update(options)
+    seen = []
+    for event in websocket.connect(**kwargs):
+        seen.append(event)
+        if isinstance(event, events.Ready):
+            websocket.close()
+    return seen
+
+
+def connect(url: str, **kwargs: Any) -> socket.socket:
+    options = {"proxy": None, "ssl_context": None, "connect_timeout": 5.0, "handshake_timeout": 5.0}
+    options.update(kwargs)
+    return open_connection(parse_url(url), **options)
+
+
+def later(delay: float, action: Callable[[], None]) -> List[float]:
+    when: List[float] = []
+
+    def go() -> None:
+        time.sleep(delay)
+        when.append(time.monotonic())
+        action()
+
+    threading.Thread(target=go, daemon=True).start()
+    return when
+
+
+# -- timeouts, as users see them -------------------------------------------------------
+
+
+def test_connect_timeout(scripted_server: Any) -> None:
+    server = scripted_server(mode="no-accept")  # the TCP connect itself hangs
+    started = time.monotonic()
+    seen = run(WebSocket(server.url), connect_timeout=0.3)
+    elapsed = time.monotonic() - started
+    assert names(seen) == ["connecting", "connect_fail"]
+    assert seen[-1].reason == f"connecting to 127.0.0.1:{server.port} timed out"  # type: ignore[attr-defined]
+    assert 0.25 <= elapsed < 1.5
+
+
+def test_tls_handshake_timeout(scripted_server: Any, tls: Any) -> None:
+    server = scripted_server(mode="stall")  # accepts, then says nothing
+    started = time.monotonic()
+    websocket = WebSocket(f"wss://localhost:{server.port}/", ssl_context=tls.client_context())
+    seen = run(websocket, connect_timeout=5, handshake_timeout=0.3)
+    elapsed = time.monotonic() - started
+    assert names(seen) == ["connecting", "connect_fail"]
+    assert seen[-1].reason == "TLS handshake with localhost timed out"  # type: ignore[attr-defined]
+    assert 0.25 <= elapsed < 1.5
+
+
+def test_upgrade_timeout(ws_server: Any) -> None:
+    started = time.monotonic()
+    seen = run(WebSocket(ws_server.url_for("/slow-handshake?delay=3")), handshake_timeout=0.3)
+    elapsed = time.monotonic() - started
+    assert names(seen) == ["connecting", "connected", "connect_fail", "disconnected"]
+    assert seen[2].reason == "no response to the upgrade request within 0.3 s"  # type: ignore[attr-defined]
+    assert 0.25 <= elapsed < 1.5
+
+
+def test_timeouts_long_enough(ws_server: Any) -> None:
+    seen = run(
+        WebSocket(ws_server.url_for("/slow-handshake?delay=0.2")),
+        connect_timeout=2,
+        handshake_timeout=2,
+    )
+    assert "ready" in names(seen)
+
+
+def test_connection_refused_message() -> None:
+    port = refused_port()
+    seen = run(WebSocket(f"ws://127.0.0.1:{port}/"))
+    assert names(seen) == ["connecting", "connect_fail"]
+    assert seen[-1].reason == (  # type: ignore[attr-defined]
+        f"could not connect to 127.0.0.1:{port}: Connection refused (ECONNREFUSED)"
+    )
+
+
+def test_connection_refused_ipv6_message() -> None:
+    with socket.socket(socket.AF_INET6) as sock:
+        sock.bind(("::1", 0))
+        port = sock.getsockname()[1]
+    seen = run(WebSocket(f"ws://[::1]:{port}/"))
+    assert seen[-1].reason.startswith(f"could not connect to [::1]:{port}: ")  # type: ignore[attr-defined]
+
+
+# -- stopping a connect that hangs -----------------------------------------------------
+
+
+@pytest.fixture(params=["tcp", "proxy", "tls"])
+def hanging(request: Any, scripted_server: Any) -> Callable[..., socket.socket]:
+    """open_connection() with every timeout at 30 s, hanging at one step."""
+    if request.param == "tcp":
+        url, proxy = scripted_server(mode="no-accept").url, None
+    elif request.param == "proxy":
+        url, proxy = "ws://target.example/", Proxy("127.0.0.1", scripted_server(mode="stall").port)
+    else:
+        url, proxy = f"wss://localhost:{scripted_server(mode='stall').port}/", None
+
+    def start(**kwargs: Any) -> socket.socket:
+        return connect(url, proxy=proxy, connect_timeout=30, handshake_timeout=30, **kwargs)
+
+    return start
+
+
+def test_aborted_callback_stops_a_hanging_connect(hanging: Callable[..., socket.socket]) -> None:
+    stop = threading.Event()
+    stopped = later(0.2, stop.set)
+    with pytest.raises(ConnectError, match="connection aborted"):
+        hanging(aborted=stop.is_set)
+    assert time.monotonic() - stopped[0] < ABORT_CHECK_INTERVAL + 0.2
+
+
+def test_wakeup_stops_a_hanging_connect(hanging: Callable[..., socket.socket]) -> None:
+    wakeup = Wakeup()
+    stop = threading.Event()
+
+    def wake() -> None:
+        stop.set()
+        wakeup.wake()
+
+    stopped = later(0.2, wake)
+    try:
+        with pytest.raises(ConnectError, match="connection aborted"):
+            # A wake-up means "look at aborted()": it ends the wait at once.
+            hanging(wakeup=wakeup, aborted=stop.is_set)
+        assert time.monotonic() - stopped[0] < 0.2
+    finally:
+        wakeup.close()
+
+
+def test_spurious_wakeup_does_not_abort(scripted_server: Any) -> None:
+    server = scripted_server(mode="no-accept")
+    wakeup = Wakeup()
+    later(0.05, wakeup.wake)
+    started = time.monotonic()
+    try:
+        with pytest.raises(ConnectError, match="timed out"):
+            connect(server.url, connect_timeout=0.3, wakeup=wakeup)
+    finally:
+        wakeup.close()
+    assert time.monotonic() - started >= 0.25
+
+
+def test_close_stops_a_hanging_connect_through_websocket(scripted_server: Any) -> None:
+    server = scripted_server(mode="no-accept")
+    websocket = WebSocket(server.url)
+    stopped = later(0.2, websocket.close)
+    seen = run(websocket, connect_timeout=30)
+    assert names(seen) == ["connecting", "connect_fail"]
+    assert seen[-1].reason == "closed before the connection was ready"  # type: ignore[attr-defined]
+    assert time.monotonic() - stopped[0] < 0.2
+
+
+# -- sockets are owned and closed ------------------------------------------------------
+
+
+def test_given_socket_closed_when_tls_fails(scripted_server: Any, tls: Any) -> None:
+    server = scripted_server(mode="stall")
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    with pytest.raises(ConnectError, match="timed out"):
+        connect(
+            f"wss://localhost:{server.port}/",
+            sock=sock,
+            ssl_context=tls.client_context(),
+            handshake_timeout=0.2,
+        )
+    assert sock.fileno() == -1
+
+
+def test_given_socket_closed_when_options_fail(ws_server: Any) -> None:
+    sock = socket.create_connection(("127.0.0.1", ws_server.port))
+    with pytest.raises(ConnectError, match="could not set up the socket"):
+        connect(ws_server.url, sock=sock, socket_options=[(socket.SOL_SOCKET, 99999, 1)])
+    assert sock.fileno() == -1
+
+
+def test_returned_socket_is_non_blocking(ws_server: Any) -> None:
+    sock = connect(ws_server.url)
+    try:
+        assert sock.getblocking() is False
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        sock.close()
+
+
+# -- the CONNECT exchange reads exactly the proxy's answer -----------------------------
+
+
+def tunnel_over_pair(answer: bytes) -> Tuple[socket.socket, socket.socket]:
+    """Run _tunnel() over a socketpair whose far end answers ``answer``; return (near, far)."""
+    near, far = socket.socketpair()
+    near.setblocking(False)
+    far.sendall(answer)
+    try:
+        _tunnel(
+            near,
+            Proxy("127.0.0.1", 3128),
+            "target.example",
+            443,
+            None,
+            time.monotonic() + 2,
+            None,
+            lambda: False,
+        )
+        assert far.recv(4096).startswith(b"CONNECT target.example:443 HTTP/1.1\r\n")
+    except BaseException:
+        near.close()
+        far.close()
+        raise
+    return near, far
+
+
+def test_tunnel_leaves_following_bytes_unread() -> None:
+    near, far = tunnel_over_pair(b"HTTP/1.1 200 OK\r\nX: y\r\n\r\n\x16\x03\x01tunnelled")
+    near.setblocking(True)
+    assert near.recv(100) == b"\x16\x03\x01tunnelled"
+    near.close()
+    far.close()
+
+
+def test_tunnel_terminator_split_across_reads() -> None:
+    near, far = socket.socketpair()
+    near.setblocking(False)
+    parts = [b"HTTP/1.1 200 OK\r\n", b"\r", b"\n", b"after"]
+
+    def feed() -> None:
+        for part in parts:
+            time.sleep(0.02)
+            far.sendall(part)
+
+    threading.Thread(target=feed, daemon=True).start()
+    _tunnel(near, Proxy("p", 1), "h", 1, None, time.monotonic() + 2, None, lambda: False)
+    time.sleep(0.05)
+    near.setblocking(True)
+    assert near.recv(100) == b"after"
+    near.close()
+    far.close()
+
+
+def test_tunnel_error_body_does_not_hide_the_status() -> None:
+    with pytest.raises(ConnectError, match="407 Proxy Authentication Required"):
+        tunnel_over_pair(
+            b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\n"
+            b"Connection: close\r\n\r\nProxy Authentication Required"
+        )
+
+
+def test_tunnel_timeout_message() -> None:
+    near, far = socket.socketpair()
+    near.setblocking(False)
+    started = time.monotonic()
+    with pytest.raises(
+        ConnectError, match="timed out waiting for the proxy http://p:1 to answer CONNECT"
+    ):
+        _tunnel(near, Proxy("p", 1), "h", 1, None, time.monotonic() + 0.2, None, lambda: False)
+    assert 0.15 < time.monotonic() - started < 1
+    near.close()
+    far.close()
+
+
+def test_on_handshake_reports_when_the_handshake_budget_starts(
+    scripted_server: Any, wss_server: Any, tls: Any
+) -> None:
+    # Called once, after TCP (and any tunnel), before TLS: the caller holds
+    # the HTTP upgrade to what is left of the same handshake_timeout.
+    started: List[float] = []
+    before = time.monotonic()
+    sock = connect(wss_server.url, ssl_context=tls.client_context(), on_handshake=started.append)
+    sock.close()
+    assert len(started) == 1 and before <= started[0] <= time.monotonic()
+    # The TLS handshake is held to handshake_timeout from that moment.
+    stalled = scripted_server(mode="stall")
+    started.clear()
+    with pytest.raises(ConnectError, match="TLS handshake with localhost timed out"):
+        connect(
+            f"wss://localhost:{stalled.port}/",
+            ssl_context=tls.client_context(),
+            handshake_timeout=0.2,
+            on_handshake=started.append,
+        )
+    assert 0.15 <= time.monotonic() - started[0] < 1

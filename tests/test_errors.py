@@ -1,0 +1,97 @@
+"""Exceptions: the hierarchy, messages, close codes."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from lomond import errors
+from lomond.errors import (
+    CompressionParameterError,
+    ConnectError,
+    CriticalProtocolError,
+    FrameBuildError,
+    HandshakeError,
+    PayloadTooLarge,
+    ProtocolViolation,
+    TransportFail,
+    WebSocketClosed,
+    WebSocketClosing,
+    WebSocketError,
+    WebSocketUnavailable,
+)
+
+HIERARCHY = {
+    ConnectError: WebSocketError,
+    HandshakeError: WebSocketError,
+    CompressionParameterError: HandshakeError,
+    ProtocolViolation: WebSocketError,
+    CriticalProtocolError: ProtocolViolation,
+    PayloadTooLarge: ProtocolViolation,
+    FrameBuildError: WebSocketError,
+    TransportFail: WebSocketError,
+    WebSocketUnavailable: WebSocketError,
+    WebSocketClosing: WebSocketUnavailable,
+    WebSocketClosed: WebSocketUnavailable,
+}
+
+
+@pytest.mark.parametrize(("cls", "parent"), HIERARCHY.items(), ids=lambda c: c.__name__)
+def test_hierarchy(cls: type, parent: type) -> None:
+    assert cls.__bases__[0] is parent
+    assert issubclass(cls, WebSocketError)
+    assert issubclass(cls, Exception)
+
+
+def test_base_is_an_exception() -> None:
+    assert WebSocketError.__bases__ == (Exception,)
+
+
+def test_frame_build_error_is_also_a_value_error() -> None:
+    assert issubclass(FrameBuildError, ValueError)
+
+
+def test_closing_and_closed_are_siblings() -> None:
+    assert not issubclass(WebSocketClosing, WebSocketClosed)
+    assert not issubclass(WebSocketClosed, WebSocketClosing)
+
+
+def test_every_exported_name_is_a_websocket_error() -> None:
+    for name in errors.__all__:
+        assert issubclass(getattr(errors, name), WebSocketError), name
+
+
+@pytest.mark.parametrize("cls", [WebSocketError, *HIERARCHY], ids=lambda c: c.__name__)
+def test_message_is_verbatim(cls: type) -> None:
+    for message in ("{oops}", "{0} {} {name}", "100% sure %s %d", "plain"):
+        error = cls(message)
+        assert str(error) == message
+        assert error.msg == message
+        assert error.args[0] == message
+
+
+def test_braces_do_not_crash_when_raised() -> None:
+    with pytest.raises(WebSocketError, match=r"\{oops\}"):
+        raise ConnectError("{oops}")
+
+
+def test_protocol_violation_codes() -> None:
+    assert ProtocolViolation("x").code == 1002
+    assert ProtocolViolation("x", 1007).code == 1007
+    assert CriticalProtocolError("x").code == 1002
+    assert PayloadTooLarge("too big").code == 1009
+    assert str(PayloadTooLarge("too big")) == "too big"
+
+
+def test_catching_the_base_catches_unavailable_states() -> None:
+    for cls in (WebSocketClosing, WebSocketClosed):
+        with pytest.raises(WebSocketUnavailable):
+            raise cls("nope")
+
+
+def test_errors_can_be_pickled_for_multiprocessing() -> None:
+    error = WebSocketClosed("closed {x}")
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is WebSocketClosed
+    assert str(copy) == "closed {x}"

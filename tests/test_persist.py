@@ -1,0 +1,390 @@
+"""lomond.persist.persist(): reconnection, back-off with full jitter, Retry-After, stopping.
+
+Against real servers on loopback that the tests stop and restart; the waits
+are kept to hundredths of a second.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import importlib
+import socket
+import threading
+import time
+from typing import Any, Callable, List, Optional
+
+import pytest
+
+from lomond import WebSocket, events
+from lomond.persist import back_off_delay, persist, retry_after
+from lomond.response import Response
+
+# The module: the package exports the persist() function under the same name.
+persist_module = importlib.import_module("lomond.persist")
+
+FAST = {"poll": 0.05, "ping_rate": 0, "close_timeout": 2}
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (connections are refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def names(seen: List[events.Event]) -> List[str]:
+    return [event.name for event in seen if event.name != "poll"]
+
+
+def attempts(seen: List[events.Event]) -> List[List[str]]:
+    """The event names of each connection attempt (split at BackOff), checked for order."""
+    result: List[List[str]] = [[]]
+    for name in names(seen):
+        if name == "back_off":
+            result.append([])
+        else:
+            result[-1].append(name)
+    if not result[-1]:
+        result.pop()  # stopped during the last back-off
+    for attempt in result:
+        assert attempt[0] == "connecting", attempt
+        if attempt[1] == "connect_fail":
+            assert attempt == ["connecting", "connect_fail"]
+            continue
+        assert attempt[1] == "connected", attempt
+        assert attempt[-1] == "disconnected", attempt
+        assert attempt.count("connected") == attempt.count("disconnected") == 1, attempt
+        assert attempt.count("ready") <= 1, attempt
+    return result
+
+
+def set_later(delay: float, action: Callable[[], None]) -> List[float]:
+    """Run ``action`` after ``delay`` seconds in a thread; returns [monotonic time it ran]."""
+    when: List[float] = []
+
+    def run() -> None:
+        time.sleep(delay)
+        when.append(time.monotonic())
+        action()
+
+    threading.Thread(target=run, daemon=True).start()
+    return when
+
+
+def drain(
+    iterator: Any,
+    on_event: Callable[[events.Event], None],
+    timeout: float = 15.0,
+) -> List[events.Event]:
+    """Run a persist loop to its end, calling ``on_event``; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    seen: List[events.Event] = []
+    for event in iterator:
+        seen.append(event)
+        on_event(event)
+        assert time.monotonic() < deadline, f"persist still running: {names(seen)}"
+    return seen
+
+
+# -- the back-off schedule -------------------------------------------------------------
+
+
+def test_back_off_delay_full_jitter_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(persist_module, "random", lambda: 0.0)
+    assert [back_off_delay(n, 1, 10) for n in range(6)] == [1, 1, 1, 1, 1, 1]
+    monkeypatch.setattr(persist_module, "random", lambda: 1.0)
+    assert [back_off_delay(n, 1, 10) for n in range(6)] == [2, 2, 4, 8, 10, 10]
+    monkeypatch.setattr(persist_module, "random", lambda: 0.5)
+    assert [back_off_delay(n, 1, 10) for n in range(1, 6)] == [1.5, 2.5, 4.5, 5.5, 5.5]
+
+
+def test_back_off_delay_after_very_many_failures(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Days of a dead server: 2 ** failures must not overflow a float.
+    monkeypatch.setattr(persist_module, "random", lambda: 1.0)
+    assert back_off_delay(5000, 0.05, 30) == 30
+
+
+def test_back_off_delay_zero_min_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The cap cannot double from zero; it is max_wait at once (no busy loop).
+    monkeypatch.setattr(persist_module, "random", lambda: 0.5)
+    assert back_off_delay(1, 0, 8) == 4
+
+
+def test_bad_waits_rejected() -> None:
+    with pytest.raises(ValueError):
+        next(persist(WebSocket("ws://127.0.0.1:1/"), min_wait=-1))
+
+
+@pytest.mark.parametrize(
+    "fixed, expected",
+    [(0.0, [0.01] * 6), (1.0, [0.02, 0.04, 0.08, 0.1, 0.1, 0.1])],
+)
+def test_back_off_events_and_waits(
+    monkeypatch: pytest.MonkeyPatch, fixed: float, expected: List[float]
+) -> None:
+    monkeypatch.setattr(persist_module, "random", lambda: fixed)
+    exit_event = threading.Event()
+    backoffs: List[events.BackOff] = []
+
+    def on_event(event: events.Event) -> None:
+        if isinstance(event, events.BackOff):
+            backoffs.append(event)
+            if len(backoffs) == len(expected):
+                exit_event.set()
+
+    websocket = WebSocket(f"ws://127.0.0.1:{closed_port()}/")
+    seen = drain(
+        persist(websocket, min_wait=0.01, max_wait=0.1, exit_event=exit_event, **FAST), on_event
+    )
+    assert [b.delay for b in backoffs] == pytest.approx(expected)
+    assert all(a == ["connecting", "connect_fail"] for a in attempts(seen))
+    # Each wait lasted (at least) what its BackOff announced.
+    connectings = [e for e in seen if isinstance(e, events.Connecting)]
+    for backoff, following in zip(backoffs, connectings[1:]):
+        assert following.received_time - backoff.received_time >= backoff.delay - 0.005
+
+
+def test_cap_resets_after_ready(monkeypatch: pytest.MonkeyPatch, ws_server_factory: Any) -> None:
+    monkeypatch.setattr(persist_module, "random", lambda: 1.0)
+    server = ws_server_factory()
+    server.stop()  # down at first; the same port comes back later
+    exit_event = threading.Event()
+    delays: List[float] = []
+
+    def on_event(event: events.Event) -> None:
+        if isinstance(event, events.BackOff):
+            delays.append(event.delay)
+            if len(delays) == 3:
+                server.start()
+            elif len(delays) == 5:
+                exit_event.set()
+
+    websocket = WebSocket(server.url_for("/close"))  # closes right after the handshake
+    seen = drain(
+        persist(websocket, min_wait=0.02, max_wait=10, exit_event=exit_event, **FAST), on_event
+    )
+    # 3 refused attempts double the cap; each Ready resets it to 2 * min_wait.
+    assert delays == pytest.approx([0.04, 0.08, 0.16, 0.04, 0.04])
+    ends = [attempt[-1] for attempt in attempts(seen)]
+    assert ends == ["connect_fail"] * 3 + ["disconnected"] * 2
+    assert names(seen).count("ready") == 2
+
+
+# -- Retry-After -----------------------------------------------------------------------
+
+
+def response(*headers: str) -> Response:
+    return Response(
+        (
+            "HTTP/1.1 503 Service Unavailable\r\n" + "".join(h + "\r\n" for h in headers) + "\r\n"
+        ).encode()
+    )
+
+
+def test_retry_after_parsing() -> None:
+    assert retry_after(response("Retry-After: 120")) == 120
+    assert retry_after(response("Retry-After:  7 ")) == 7
+    assert retry_after(response()) is None
+    assert retry_after(response("Retry-After: soon")) is None
+    assert retry_after(response("Retry-After: -5")) is None
+    assert retry_after(None) is None
+    future = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert retry_after(response(f"Retry-After: {future}")) == pytest.approx(30, abs=2)
+    past = email.utils.formatdate(time.time() - 30, usegmt=True)
+    assert retry_after(response(f"Retry-After: {past}")) == 0
+
+
+def test_retry_after_respected(ws_server: Any) -> None:
+    exit_event = threading.Event()
+    seen_rejections: List[events.Rejected] = []
+
+    def on_event(event: events.Event) -> None:
+        if isinstance(event, events.Rejected):
+            seen_rejections.append(event)
+            if len(seen_rejections) == 2:
+                exit_event.set()
+
+    websocket = WebSocket(ws_server.url_for("/reject?status=503&retry_after=1"))
+    seen = drain(
+        persist(websocket, min_wait=0.01, max_wait=0.05, exit_event=exit_event, **FAST), on_event
+    )
+    assert attempts(seen)[0] == ["connecting", "connected", "rejected", "disconnected"]
+    backoff = next(e for e in seen if isinstance(e, events.BackOff))
+    assert backoff.delay == 1.0  # beyond max_wait: the server asked for it
+    assert seen_rejections[0].response.status_code == 503
+    gap = seen_rejections[1].received_time - seen_rejections[0].received_time
+    assert gap >= 1.0
+
+
+def test_rejection_without_retry_after_uses_back_off(ws_server: Any) -> None:
+    exit_event = threading.Event()
+
+    def on_event(event: events.Event) -> None:
+        if isinstance(event, events.BackOff):
+            exit_event.set()
+
+    websocket = WebSocket(ws_server.url_for("/reject?status=429"))
+    seen = drain(
+        persist(websocket, min_wait=0.01, max_wait=0.05, exit_event=exit_event, **FAST), on_event
+    )
+    backoff = next(e for e in seen if isinstance(e, events.BackOff))
+    assert 0.01 <= backoff.delay <= 0.02
+
+
+# -- stopping --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["exit_event", "close"])
+def test_stop_during_back_off(how: str) -> None:
+    exit_event = threading.Event()
+    websocket = WebSocket(f"ws://127.0.0.1:{closed_port()}/")
+    stop = exit_event.set if how == "exit_event" else websocket.close
+    stopped: List[float] = []
+    seen: List[events.Event] = []
+    for event in persist(websocket, min_wait=3, max_wait=3, exit_event=exit_event, **FAST):
+        seen.append(event)
+        if isinstance(event, events.BackOff):
+            assert event.delay == 3
+            stopped = set_later(0.1, stop)
+    ended = time.monotonic()
+    assert names(seen) == ["connecting", "connect_fail", "back_off"]
+    assert stopped and ended - stopped[0] < 1.0
+
+
+@pytest.mark.parametrize("how", ["exit_event", "close"])
+def test_stop_while_connected(how: str, ws_server: Any) -> None:
+    exit_event = threading.Event()
+    websocket = WebSocket(ws_server.url_for("/echo"))
+    stop = exit_event.set if how == "exit_event" else websocket.close
+    seen: List[events.Event] = []
+    stopped: List[float] = []
+    for event in persist(websocket, min_wait=0.01, max_wait=0.05, exit_event=exit_event, **FAST):
+        seen.append(event)
+        if isinstance(event, events.Ready):
+            stopped = set_later(0.1, stop)
+    ended = time.monotonic()
+    assert names(seen) == ["connecting", "connected", "ready", "closed", "disconnected"]
+    assert seen[-1].graceful  # type: ignore[attr-defined]
+    assert stopped and ended - stopped[0] < 1.0
+    ws_server.last.wait_closed()
+    assert ws_server.last.close_code == 1000
+    assert len(ws_server.connections) == 1
+
+
+@pytest.mark.parametrize("how", ["exit_event", "close"])
+@pytest.mark.parametrize("stage", ["tcp", "proxy", "tls", "upgrade"])
+def test_stop_while_connecting(how: str, stage: str, scripted_server: Any, ws_server: Any) -> None:
+    """A stop is prompt at every step of a connect that hangs, with long timeouts."""
+    proxies: Optional[dict] = {}
+    if stage == "tcp":
+        url = scripted_server(mode="no-accept").url
+    elif stage == "proxy":
+        url = "ws://target.example/"
+        proxies = {"http": f"http://127.0.0.1:{scripted_server(mode='stall').port}"}
+    elif stage == "tls":
+        url = f"wss://localhost:{scripted_server(mode='stall').port}/"
+    else:
+        url = ws_server.url_for("/slow-handshake?delay=20")
+    exit_event = threading.Event()
+    websocket = WebSocket(url, proxies=proxies)
+    stop = exit_event.set if how == "exit_event" else websocket.close
+    stopped = set_later(0.3, stop)
+    seen = drain(
+        persist(websocket, exit_event=exit_event, connect_timeout=30, handshake_timeout=30, **FAST),
+        lambda event: None,
+    )
+    ended = time.monotonic()
+    assert stopped and ended - stopped[0] < 1.0
+    assert "back_off" not in names(seen)
+    assert names(seen)[0] == "connecting"
+    assert "connect_fail" in names(seen)
+    assert "ready" not in names(seen)
+
+
+def test_closing_the_generator_closes_the_connection(ws_server: Any) -> None:
+    websocket = WebSocket(ws_server.url_for("/echo"))
+    loop = persist(websocket, **FAST)
+    for event in loop:
+        if isinstance(event, events.Ready):
+            break
+    loop.close()
+    ws_server.last.wait_closed(timeout=2)
+    assert websocket.is_closed
+
+
+def test_connect_options_are_passed_on(ws_server: Any) -> None:
+    exit_event = threading.Event()
+    fails: List[str] = []
+
+    def on_event(event: events.Event) -> None:
+        if isinstance(event, events.ConnectFail):
+            fails.append(event.reason)
+            exit_event.set()
+
+    websocket = WebSocket(ws_server.url_for("/slow-handshake?delay=5"))
+    started = time.monotonic()
+    drain(persist(websocket, exit_event=exit_event, handshake_timeout=0.2, **FAST), on_event)
+    assert fails == ["no response to the upgrade request within 0.2 s"]
+    assert time.monotonic() - started < 2
+
+
+# -- a server that goes away and comes back --------------------------------------------
+
+
+@pytest.mark.hang_timeout(60)
+def test_server_restarts(ws_server: Any) -> None:
+    restarts = 4
+    exit_event = threading.Event()
+    websocket = WebSocket(ws_server.url_for("/echo"))
+    seen: List[events.Event] = []
+    readies = 0
+    threads: List[threading.Thread] = []
+    stopped: List[float] = []
+    deadline = time.monotonic() + 30
+    for event in persist(websocket, min_wait=0.01, max_wait=0.05, exit_event=exit_event, **FAST):
+        seen.append(event)
+        assert time.monotonic() < deadline, names(seen)
+        if isinstance(event, events.Ready):
+            readies += 1
+            websocket.send_text(f"message {readies}")
+        elif isinstance(event, events.Text):
+            assert event.text == f"message {readies}"
+            if readies <= restarts:
+                # Alternate a clean shutdown (close frame 1001) and an abort.
+                thread = threading.Thread(
+                    target=ws_server.restart, kwargs={"abort": readies % 2 == 0}, daemon=True
+                )
+                threads.append(thread)
+                thread.start()
+            else:
+                stopped = set_later(0, exit_event.set)
+    ended = time.monotonic()
+    for thread in threads:
+        thread.join(5)
+
+    assert stopped and ended - stopped[0] < 1.0
+    assert len({id(event) for event in seen}) == len(seen)  # nothing delivered twice
+    times = [event.received_time for event in seen]
+    assert times == sorted(times)
+    per_attempt = attempts(seen)
+    connected = [a for a in per_attempt if "connected" in a]
+    assert len(connected) == restarts + 1
+    assert all(a.count("ready") == 1 and a.count("text") == 1 for a in connected)
+    assert names(seen).count("disconnected") == restarts + 1
+    assert names(seen).count("back_off") == len(per_attempt) - 1
+    texts = [e.text for e in seen if isinstance(e, events.Text)]
+    assert texts == [f"message {n}" for n in range(1, restarts + 2)]
+    # Drops: a clean shutdown is Closing then a graceful Disconnected; an
+    # abort is an ungraceful Disconnected with no close frame.
+    disconnects = [e for e in seen if isinstance(e, events.Disconnected)]
+    for number, attempt in enumerate(connected[:restarts], start=1):
+        if number % 2:
+            assert attempt[-2:] == ["closing", "disconnected"], attempt
+        else:
+            assert "closing" not in attempt, attempt
+    graceful = [d.graceful for d in disconnects]
+    assert graceful == [n % 2 == 1 for n in range(1, restarts + 1)] + [True]
+    # The server saw exactly one accepted connection per Ready, one message each.
+    accepted = [rec for rec in ws_server.connections if rec.accepted]
+    assert len(accepted) == restarts + 1
+    assert [rec.received for rec in accepted] == [[t] for t in texts]

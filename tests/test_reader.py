@@ -1,0 +1,260 @@
+"""The frame reader: bytes from the server in any chunking, frames or a violation out.
+
+Every header violation must be detected from the header alone, before the
+payload arrives, and reported together with the valid frames that preceded
+it in the same buffer.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import List, Optional, Tuple
+
+import pytest
+
+from lomond.errors import CriticalProtocolError, PayloadTooLarge, ProtocolViolation
+from lomond.frame import Frame, Opcode, build_frame
+from lomond.reader import FrameReader, read_frames
+
+
+def server_frame(opcode: int, payload: bytes = b"", fin: bool = True, rsv1: bool = False) -> bytes:
+    """A frame as a server sends it: unmasked."""
+    return build_frame(opcode, payload, fin=fin, rsv1=rsv1, mask=False)
+
+
+def raw_header(byte0: int, length: int, masked: bool = False) -> bytes:
+    """A header with an arbitrary first byte and length (no payload)."""
+    mask_bit = 0x80 if masked else 0
+    if length < 126:
+        return bytes((byte0, mask_bit | length))
+    if length < 0x10000:
+        return struct.pack("!BBH", byte0, mask_bit | 126, length)
+    return struct.pack("!BBQ", byte0, mask_bit | 127, length)
+
+
+def feed_all(
+    reader: FrameReader, chunks: List[bytes]
+) -> Tuple[List[Frame], Optional[ProtocolViolation]]:
+    frames: List[Frame] = []
+    for chunk in chunks:
+        got, error = reader.send(chunk)
+        frames.extend(got)
+        if error is not None:
+            return frames, error
+    return frames, None
+
+
+STREAM_FRAMES = [
+    Frame(Opcode.TEXT, b"hello"),
+    Frame(Opcode.BINARY, b""),
+    Frame(Opcode.TEXT, b"frag", fin=False),
+    Frame(Opcode.PING, b"ping data"),
+    Frame(Opcode.CONTINUATION, b"ment", fin=False),
+    Frame(Opcode.PONG, b""),
+    Frame(Opcode.CONTINUATION, b"ed"),
+    Frame(Opcode.BINARY, os.urandom(125)),
+    Frame(Opcode.BINARY, os.urandom(126)),
+    Frame(Opcode.TEXT, b"x" * 65535),
+    Frame(Opcode.BINARY, os.urandom(65536)),
+    Frame(Opcode.CLOSE, b"\x03\xe8bye"),
+]
+STREAM = b"".join(server_frame(f.opcode, f.payload, f.fin) for f in STREAM_FRAMES)
+
+
+def test_one_shot() -> None:
+    frames, error = read_frames().send(STREAM)
+    assert error is None
+    assert frames == STREAM_FRAMES
+
+
+def test_byte_at_a_time_gives_the_same_frames() -> None:
+    # The large frames make a full byte-at-a-time pass slow; the small ones
+    # and the header/payload boundaries of the large ones are what matter.
+    small = STREAM_FRAMES[:9]
+    stream = b"".join(server_frame(f.opcode, f.payload, f.fin) for f in small)
+    reader = read_frames()
+    frames = []
+    for i in range(len(stream)):
+        got, error = reader.send(stream[i : i + 1])
+        assert error is None
+        frames.extend(got)
+    assert frames == small
+
+
+def test_byte_at_a_time_large_lengths() -> None:
+    for length in (126, 65535, 65536):
+        payload = os.urandom(length)
+        data = server_frame(Opcode.BINARY, payload)
+        reader = read_frames()
+        frames = []
+        # Headers byte by byte, then the payload in uneven chunks.
+        for i in range(12):
+            got, error = reader.send(data[i : i + 1])
+            assert error is None
+            frames.extend(got)
+        pos = 12
+        step = 1
+        while pos < len(data):
+            got, error = reader.send(data[pos : pos + step])
+            assert error is None
+            frames.extend(got)
+            pos += step
+            step = step * 3 + 1
+        assert frames == [Frame(Opcode.BINARY, payload)]
+
+
+@pytest.mark.parametrize("cut", range(1, 40))
+def test_every_split_point(cut: int) -> None:
+    stream = STREAM[:200]
+    frames_whole, _ = read_frames().send(stream)
+    frames, error = feed_all(read_frames(), [stream[:cut], stream[cut:]])
+    assert error is None
+    assert frames == frames_whole
+
+
+def test_frames_are_reported_as_soon_as_complete() -> None:
+    reader = read_frames()
+    first = server_frame(Opcode.TEXT, b"one")
+    second = server_frame(Opcode.TEXT, b"two")
+    assert reader.send(first + second[:3]) == ([Frame(Opcode.TEXT, b"one")], None)
+    assert reader.send(b"") == ([], None)
+    assert reader.send(second[3:]) == ([Frame(Opcode.TEXT, b"two")], None)
+
+
+def test_rsv1_is_reported_when_allowed() -> None:
+    frames, error = read_frames(allow_rsv1=True).send(server_frame(Opcode.TEXT, b"z", rsv1=True))
+    assert error is None
+    assert frames == [Frame(Opcode.TEXT, b"z", True, True)]
+
+
+@pytest.mark.parametrize("kind", [bytearray, memoryview])
+def test_buffers_are_copied(kind: type) -> None:
+    """A caller may reuse its receive buffer: frames must not change afterwards."""
+    data = bytearray(server_frame(Opcode.BINARY, b"A" * 300))
+    reader = read_frames()
+    first = bytearray(data[:100])
+    assert reader.send(kind(first)) == ([], None)
+    first[:] = b"\xff" * 100  # the caller reuses its buffer
+    frames, error = reader.send(kind(bytearray(data[100:])))
+    assert error is None
+    assert frames == [Frame(Opcode.BINARY, b"A" * 300)]
+
+
+def test_payload_spanning_many_reads() -> None:
+    payload = os.urandom(200_000)
+    data = server_frame(Opcode.BINARY, payload)
+    chunks = [data[i : i + 7919] for i in range(0, len(data), 7919)]
+    frames, error = feed_all(read_frames(), chunks)
+    assert error is None
+    assert frames == [Frame(Opcode.BINARY, payload)]
+
+
+# -- header violations ------------------------------------------------------
+
+GOOD = server_frame(Opcode.TEXT, b"good") + server_frame(Opcode.PING, b"p")
+GOOD_FRAMES = [Frame(Opcode.TEXT, b"good"), Frame(Opcode.PING, b"p")]
+
+VIOLATIONS = {
+    "rsv1": (raw_header(0x80 | 0x40 | 0x1, 3), CriticalProtocolError),
+    "rsv2": (raw_header(0x80 | 0x20 | 0x1, 3), CriticalProtocolError),
+    "rsv3": (raw_header(0x80 | 0x10 | 0x2, 3), CriticalProtocolError),
+    **{
+        f"opcode-{op:x}": (raw_header(0x80 | op, 3), CriticalProtocolError)
+        for op in (3, 4, 5, 6, 7, 0xB, 0xC, 0xD, 0xE, 0xF)
+    },
+    "masked": (raw_header(0x81, 3, masked=True), CriticalProtocolError),
+    "fragmented-ping": (raw_header(0x09, 3), CriticalProtocolError),
+    "fragmented-close": (raw_header(0x08, 2), CriticalProtocolError),
+    "fragmented-pong": (raw_header(0x0A, 0), CriticalProtocolError),
+    "ping-126": (raw_header(0x89, 126), CriticalProtocolError),
+    "close-65536": (raw_header(0x88, 65536), CriticalProtocolError),
+    "pong-127": (raw_header(0x8A, 127), CriticalProtocolError),
+    "length-2**63": (struct.pack("!BBQ", 0x82, 127, 1 << 63), PayloadTooLarge),
+    "length-2**64-1": (struct.pack("!BBQ", 0x82, 127, (1 << 64) - 1), PayloadTooLarge),
+}
+
+
+@pytest.mark.parametrize("name", sorted(VIOLATIONS))
+def test_violation_reported_after_preceding_frames(name: str) -> None:
+    header, kind = VIOLATIONS[name]
+    reader = read_frames()
+    # Only the header: the payload never arrives, yet the violation is reported.
+    frames, error = reader.send(GOOD + header)
+    assert frames == GOOD_FRAMES
+    assert isinstance(error, kind)
+    assert type(error) is kind
+    with pytest.raises(StopIteration):
+        reader.send(b"more")
+
+
+@pytest.mark.parametrize("name", sorted(VIOLATIONS))
+def test_violation_in_a_later_read(name: str) -> None:
+    header, kind = VIOLATIONS[name]
+    reader = read_frames()
+    assert reader.send(GOOD) == (GOOD_FRAMES, None)
+    frames, error = reader.send(header)
+    assert frames == []
+    assert type(error) is kind
+
+
+@pytest.mark.parametrize("name", sorted(VIOLATIONS))
+def test_violation_with_header_split(name: str) -> None:
+    """The check happens as soon as the header completes, even byte by byte."""
+    header, kind = VIOLATIONS[name]
+    reader = read_frames()
+    frames, error = feed_all(reader, [GOOD] + [header[i : i + 1] for i in range(len(header))])
+    assert frames == GOOD_FRAMES
+    assert type(error) is kind
+
+
+def test_violation_codes() -> None:
+    _, error = read_frames().send(raw_header(0x83, 0))
+    assert error is not None and error.code == 1002
+    _, error = read_frames().send(VIOLATIONS["length-2**63"][0])
+    assert error is not None and error.code == 1009
+
+
+def test_rsv1_still_forbidden_without_extension_but_rsv2_always() -> None:
+    _, error = read_frames(allow_rsv1=True).send(raw_header(0x80 | 0x20 | 0x1, 0))
+    assert isinstance(error, CriticalProtocolError)
+    _, error = read_frames(allow_rsv1=False).send(raw_header(0x80 | 0x40 | 0x1, 0))
+    assert isinstance(error, CriticalProtocolError)
+
+
+def test_control_frame_of_125_is_fine() -> None:
+    frames, error = read_frames().send(server_frame(Opcode.PING, b"p" * 125))
+    assert error is None and frames == [Frame(Opcode.PING, b"p" * 125)]
+
+
+def test_max_size() -> None:
+    reader = read_frames(max_size=1000)
+    frames, error = reader.send(server_frame(Opcode.BINARY, b"a" * 1000))
+    assert error is None and frames == [Frame(Opcode.BINARY, b"a" * 1000)]
+    frames, error = reader.send(server_frame(Opcode.TEXT, b"ok") + raw_header(0x82, 1001))
+    assert frames == [Frame(Opcode.TEXT, b"ok")]
+    assert isinstance(error, PayloadTooLarge)
+    assert error.code == 1009
+
+
+def test_max_size_rejects_a_huge_length_from_the_header_alone() -> None:
+    reader = read_frames(max_size=1 << 20)
+    frames, error = reader.send(raw_header(0x02, 1 << 40))
+    assert frames == []
+    assert isinstance(error, PayloadTooLarge)
+
+
+def test_no_max_size_waits_for_a_long_payload() -> None:
+    reader = read_frames(max_size=None)
+    assert reader.send(raw_header(0x82, 1 << 20)) == ([], None)
+    assert reader.send(b"\0" * (1 << 20)) == ([Frame(Opcode.BINARY, b"\0" * (1 << 20))], None)
+
+
+def test_error_after_a_frame_completed_from_a_previous_read() -> None:
+    """A frame whose payload completes in this read, then a violation, both reported."""
+    reader = read_frames()
+    data = server_frame(Opcode.BINARY, b"x" * 500)
+    assert reader.send(data[:100]) == ([], None)
+    frames, error = reader.send(data[100:] + raw_header(0x83, 0))
+    assert frames == [Frame(Opcode.BINARY, b"x" * 500)]
+    assert isinstance(error, CriticalProtocolError)
