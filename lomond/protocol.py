@@ -20,7 +20,12 @@ from enum import Enum
 from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple, Union
 
 from . import events
-from .constants import DEFAULT_MAX_SIZE, MAX_RESPONSE_HEADER_SIZE
+from .constants import (
+    DEFAULT_MAX_SIZE,
+    MAX_RESPONSE_HEADER_SIZE,
+    PAYLOAD_READ_SIZE,
+    READ_SIZE,
+)
 from .errors import (
     CriticalProtocolError,
     FrameBuildError,
@@ -134,6 +139,8 @@ class ClientProtocol:
         self.failure: Optional[ProtocolViolation] = None
         self._header_buffer = bytearray()
         self._reader: Optional[FrameReader] = None
+        # Payload bytes the frame in progress still lacks (kept by the reader).
+        self._missing = [0]
         # The fragmented message in progress (RFC 6455 section 5.4).
         self._message_opcode: Optional[int] = None
         self._message_parts: List[Union[str, bytes]] = []
@@ -181,7 +188,9 @@ class ClientProtocol:
             self.state = State.CLOSED
             return [events.Rejected(response, str(error))]
         self.state = State.OPEN
-        self._reader = read_frames(self.max_size, allow_rsv1=self.deflate is not None)
+        self._reader = read_frames(
+            self.max_size, allow_rsv1=self.deflate is not None, missing=self._missing
+        )
         extensions = frozenset([self.deflate.name]) if self.deflate is not None else frozenset()
         ready: List[events.Event] = [events.Ready(response, self.protocol, extensions)]
         if rest:
@@ -204,6 +213,19 @@ class ClientProtocol:
         return [events.ConnectFail(reason)]
 
     # -- receiving ---------------------------------------------------------
+
+    @property
+    def read_size(self) -> int:
+        """How many bytes the next read should ask for.
+
+        :data:`READ_SIZE` normally; more, up to :data:`PAYLOAD_READ_SIZE`,
+        while a large payload is known to be on its way, so that a big
+        message takes fewer reads (and fewer passes through the event loop).
+        """
+        missing = self._missing[0]
+        if missing <= READ_SIZE:
+            return READ_SIZE
+        return missing if missing < PAYLOAD_READ_SIZE else PAYLOAD_READ_SIZE
 
     def receive_data(self, data: bytes) -> List[events.Event]:
         """Feed bytes received from the server; return the events they complete."""

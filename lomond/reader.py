@@ -22,7 +22,11 @@ _unpack16 = struct.Struct("!H").unpack_from
 _unpack64 = struct.Struct("!Q").unpack_from
 
 
-def read_frames(max_size: Optional[int] = None, allow_rsv1: bool = False) -> FrameReader:
+def read_frames(
+    max_size: Optional[int] = None,
+    allow_rsv1: bool = False,
+    missing: Optional[List[int]] = None,
+) -> FrameReader:
     """A primed generator: ``reader.send(data)`` returns ``(frames, error)``.
 
     ``frames`` are the frames completed so far, in order. ``error`` is
@@ -33,14 +37,16 @@ def read_frames(max_size: Optional[int] = None, allow_rsv1: bool = False) -> Fra
     violation is lost.
 
     ``max_size`` caps a single frame's payload; ``allow_rsv1`` is true when an
-    extension (permessage-deflate) gives RSV1 a meaning.
+    extension (permessage-deflate) gives RSV1 a meaning. If ``missing`` (a
+    one-item list) is given, the reader keeps in it how many payload bytes
+    the frame in progress still lacks, so the caller can size its next read.
     """
-    reader = _frame_reader(max_size, allow_rsv1)
+    reader = _frame_reader(max_size, allow_rsv1, missing if missing is not None else [0])
     next(reader)
     return reader
 
 
-def _frame_reader(max_size: Optional[int], allow_rsv1: bool) -> FrameReader:
+def _frame_reader(max_size: Optional[int], allow_rsv1: bool, hint: List[int]) -> FrameReader:
     rsv_forbidden = 0x30 if allow_rsv1 else 0x70
     # A header split across reads: its first bytes, prepended to the next data.
     head = b""
@@ -67,6 +73,7 @@ def _frame_reader(max_size: Optional[int], allow_rsv1: bool) -> FrameReader:
             if end < missing:
                 pieces.append(view)
                 missing -= end
+                hint[0] = missing
                 continue
             pieces.append(view[:missing])
             opcode, fin, rsv1 = partial
@@ -74,6 +81,7 @@ def _frame_reader(max_size: Optional[int], allow_rsv1: bool) -> FrameReader:
             pos = missing
             partial = None
             pieces = []
+            hint[0] = 0
         # Parse every complete frame in the buffer in one pass: a burst of
         # small messages costs one generator resume, not one per frame.
         try:
@@ -122,6 +130,7 @@ def _frame_reader(max_size: Optional[int], allow_rsv1: bool) -> FrameReader:
                     partial = (opcode, fin, bool(byte0 & 0x40))
                     pieces = [view[start:]]
                     missing = stop - end
+                    hint[0] = missing
                     pos = end
                     break
                 frames.append(Frame(opcode, view[start:stop].tobytes(), fin, bool(byte0 & 0x40)))

@@ -73,8 +73,12 @@ class WebsocketSession:
         """
         with self._send_lock:
             transport = self._transport
+            if self._drop_reason is not None:
+                # Being dropped (a failed send, for one): another write could
+                # only block for a further send_timeout on a dead connection.
+                raise WebSocketClosed("the websocket is closed")
             if transport is None or transport.closed:
-                if self.finished or self._drop_reason is not None:
+                if self.finished:
                     raise WebSocketClosed("the websocket is closed")
                 raise WebSocketUnavailable("the websocket is not connected yet")
             data = build(*args)
@@ -98,7 +102,12 @@ class WebsocketSession:
         """
         with self._send_lock:
             protocol = self.protocol
-            if self.finished or protocol.close_sent or protocol.failure is not None:
+            if (
+                self.finished
+                or self._drop_reason is not None
+                or protocol.close_sent
+                or protocol.failure is not None
+            ):
                 return
             if protocol.state is State.CONNECTING or self._transport is None:
                 self._drop("closed before the connection was ready")
@@ -237,7 +246,7 @@ class WebsocketSession:
             # Read first and wait only when nothing is buffered: while data is
             # streaming in, this saves a select() call per read.
             try:
-                data = transport.recv()
+                data = transport.recv(protocol.read_size)
             except OSError as error:
                 reason = describe_os_error(error)
                 if protocol.state is State.CONNECTING:

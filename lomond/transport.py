@@ -126,8 +126,8 @@ class Transport:
         readable, _, _ = _select(self._read_selector, self.sock, self.wakeup, timeout)
         return readable
 
-    def recv(self) -> Optional[bytes]:
-        """Read what is available: ``None`` at end of stream, ``b""`` if nothing yet.
+    def recv(self, size: int = READ_SIZE) -> Optional[bytes]:
+        """Read up to ``size`` bytes: ``None`` at end of stream, ``b""`` if nothing yet.
 
         Raises ``OSError`` (including ``ssl.SSLError``) if the connection broke.
         """
@@ -137,7 +137,7 @@ class Transport:
         # many small reads of a chatty feed.
         try:
             with self._io_lock:
-                data = self.sock.recv(READ_SIZE)
+                data = self.sock.recv(size)
         except _WOULD_BLOCK:
             return b""
         except (ssl.SSLZeroReturnError, ssl.SSLEOFError):

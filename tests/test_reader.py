@@ -258,3 +258,33 @@ def test_error_after_a_frame_completed_from_a_previous_read() -> None:
     frames, error = reader.send(data[100:] + raw_header(0x83, 0))
     assert frames == [Frame(Opcode.BINARY, b"x" * 500)]
     assert isinstance(error, CriticalProtocolError)
+
+
+def test_missing_hint_tracks_a_payload_spanning_reads() -> None:
+    missing = [0]
+    reader = read_frames(missing=missing)
+    data = bytes([0x82, 127]) + (300_000).to_bytes(8, "big") + b"a" * 1000
+    frames, error = reader.send(data[:500])
+    assert (frames, error, missing[0]) == ([], None, 300_000 - (500 - 10))
+    frames, error = reader.send(data[500:] + b"b" * (300_000 - 1000 - 1))
+    assert (frames, error, missing[0]) == ([], None, 1)
+    frames, error = reader.send(b"c" + bytes([0x81, 1]) + b"x")
+    assert [len(f.payload) for f in frames] == [300_000, 1]
+    assert missing[0] == 0
+
+
+def test_protocol_read_size_grows_for_big_payloads() -> None:
+    from test_protocol import frame, open_protocol
+
+    from lomond.constants import PAYLOAD_READ_SIZE, READ_SIZE
+
+    protocol = open_protocol()
+    assert protocol.read_size == READ_SIZE
+    big = frame(0x2, b"z" * (1 << 20))
+    protocol.receive_data(big[:100])
+    assert protocol.read_size == PAYLOAD_READ_SIZE
+    protocol.receive_data(big[100 : -100_000])
+    assert protocol.read_size == 100_000
+    got = protocol.receive_data(big[-100_000:])
+    assert len(got[0].data) == 1 << 20  # type: ignore[attr-defined]
+    assert protocol.read_size == READ_SIZE
