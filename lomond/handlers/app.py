@@ -1,0 +1,490 @@
+""":class:`WebSocketApp`: handlers for lomond's events, a run loop and a thread runner."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import threading
+from typing import Any, Dict, FrozenSet, Iterator, List, Optional, Tuple
+
+import blinker
+
+from .. import events
+from ..persist import persist
+from ..status import Status
+from ..websocket import WebSocket
+from .interrupt import graceful_sigint
+from .outcome import Outcome, OutcomeTracker
+from .policy import ErrorPolicy, PolicyAction, check_policy, decide
+from .registration import Registration
+from .registry import Handler, HandlerRegistry
+from .runner import Runner
+
+log = logging.getLogger("lomond.handlers")
+
+#: Keyword arguments of ``run_forever()``: those of ``WebSocket.connect()`` ...
+CONNECT_OPTIONS: FrozenSet[str] = frozenset(
+    name for name in inspect.signature(WebSocket.connect).parameters if name != "self"
+)
+#: ... and, with ``reconnect=True``, those of :func:`~lomond.persist.persist`.
+PERSIST_OPTIONS: FrozenSet[str] = frozenset({"min_wait", "max_wait"})
+
+#: The close sent when a handler error stops the app (RFC 6455 section 7.4.1).
+HANDLER_ERROR_CLOSE = (Status.INTERNAL_ERROR, "handler error")
+#: The close sent when ``KeyboardInterrupt`` (or ``SystemExit``) leaves a handler.
+INTERRUPT_CLOSE = (Status.GOING_AWAY, "interrupted")
+
+
+class StrongSignal(blinker.NamedSignal):
+    """A blinker signal whose receivers are held strongly by default.
+
+    ``connect(receiver)`` means ``connect(receiver, weak=False)``, so lambdas
+    and closures connected to it are never dropped by the garbage collector.
+    """
+
+    def connect(self, receiver: Any, sender: Any = blinker.ANY, weak: bool = False) -> Any:
+        """Connect ``receiver`` (strongly, unless ``weak=True``)."""
+        return super().connect(receiver, sender, weak)
+
+
+class WebSocketApp(Registration):
+    """A WebSocket client driven by event handlers.
+
+    Owns a :class:`~lomond.WebSocket` (:attr:`websocket`, built from ``url``
+    and ``websocket_options``) and calls handlers for its events.
+    Handlers come from two places, called in this order for each event:
+
+    1. methods of a subclass: ``on_event(self, event)`` for every event, then
+       ``on_<name>(self, event)`` for events called ``name``
+       (``on_ready``, ``on_text``, ``on_closing``, ...), looked up on the
+       class when the app is created;
+    2. functions registered with :meth:`on` (``@app.on("text")``,
+       ``@app.on(Text)``, ``@app.on("*")``), in registration order.
+
+    Every handler for an event finishes before the next event is handled,
+    in the thread that runs the loop. What happens when a handler raises is
+    set by ``error_policy`` (see :mod:`lomond.handlers.policy`); the
+    :meth:`on_error` method and the :attr:`on_error_signal` signal hear of
+    every error.
+
+    :param url: a ``ws://`` or ``wss://`` URL.
+    :param error_policy: ``"close"`` (default), ``"log"``, ``"raise"`` or a
+        callable ``policy(event, exc)`` returning one of them; ``ValueError``
+        for anything else.
+    :param websocket_options: passed to :class:`~lomond.WebSocket`
+        (``protocols``, ``compress``, ``headers``, ...).
+    """
+
+    def __init__(
+        self, url: str, error_policy: ErrorPolicy = "close", **websocket_options: Any
+    ) -> None:
+        check_policy(error_policy)
+        #: The underlying :class:`~lomond.WebSocket`.
+        self.websocket = WebSocket(url, **websocket_options)
+        #: See :mod:`lomond.handlers.policy`.
+        self.error_policy: ErrorPolicy = error_policy
+        self._registry = HandlerRegistry()
+        #: This app's own blinker namespace (signals are never shared between apps).
+        self.signals = blinker.Namespace()
+        #: Sent as ``receiver(app, event=event, exc=exc)`` after a handler raised
+        #: (and after :meth:`on_error`). Receivers are held strongly; their
+        #: order is blinker's (unspecified); an error in one is logged and ignored.
+        self.on_error_signal = self.signals["error"] = StrongSignal(
+            "error", doc="A handler raised: receiver(app, event=event, exc=exc)."
+        )
+        self._generic, self._methods = self._find_methods()
+        self._dispatch_lock = threading.RLock()
+        self._state_lock = threading.Lock()
+        self._stop_event = threading.Event()
+        self._finished = threading.Event()
+        self._finished.set()
+        # wait_ready(): whether a connection is ready; runs started and ended.
+        self._ready_condition = threading.Condition()
+        self._ready = False
+        self._runs_started = self._runs_ended = 0
+        self._running = False
+        self._loop_thread: Optional[threading.Thread] = None
+        self._tracker = OutcomeTracker()
+        self._last_outcome: Optional[Outcome] = None
+        self._runner: Optional[Runner[Outcome]] = None
+
+    def __repr__(self) -> str:
+        state = "running" if self._running else "idle"
+        return f"<{type(self).__name__} {self.websocket.url.url!r} {state}>"
+
+    def _find_methods(self) -> Tuple[Tuple[Handler, ...], Dict[str, Tuple[Handler, ...]]]:
+        """The class's handler methods: ``on_event`` alone, and with ``on_<name>`` per event."""
+        on_event = getattr(self, "on_event", None)
+        generic: Tuple[Handler, ...] = (on_event,) if callable(on_event) else ()
+        methods: Dict[str, Tuple[Handler, ...]] = {}
+        for name in events.EVENT_TYPES:
+            method = getattr(self, f"on_{name}", None)
+            if callable(method):
+                methods[name] = (*generic, method)
+        return generic, methods
+
+    # -- the WebSocket's API -----------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The URL (without credentials)."""
+        return self.websocket.url.url
+
+    @property
+    def is_active(self) -> bool:
+        """Connected, ready and not closing: sends will be accepted."""
+        return self.websocket.is_active
+
+    @property
+    def is_closing(self) -> bool:
+        """A Close frame was sent or received and the connection is not gone yet."""
+        return self.websocket.is_closing
+
+    @property
+    def is_closed(self) -> bool:
+        """Not connected (never connected, disconnected, or the close handshake is done)."""
+        return self.websocket.is_closed
+
+    @property
+    def is_secure(self) -> bool:
+        """Whether the URL is ``wss://``."""
+        return self.websocket.is_secure
+
+    @property
+    def is_running(self) -> bool:
+        """Whether a run (:meth:`run_forever` or :meth:`start`) is in progress."""
+        return self._running
+
+    def send_text(self, text: str, compress: bool = True) -> None:
+        """Send a text message (see :meth:`lomond.WebSocket.send_text`)."""
+        self.websocket.send_text(text, compress)
+
+    def send_binary(self, data: bytes, compress: bool = True) -> None:
+        """Send a binary message (see :meth:`lomond.WebSocket.send_binary`)."""
+        self.websocket.send_binary(data, compress)
+
+    def send_json(self, _obj: Any = ..., **kwargs: Any) -> None:
+        """Send JSON text (see :meth:`lomond.WebSocket.send_json`)."""
+        self.websocket.send_json(_obj, **kwargs)
+
+    def send_ping(self, data: bytes = b"") -> None:
+        """Send a Ping (see :meth:`lomond.WebSocket.send_ping`)."""
+        self.websocket.send_ping(data)
+
+    def send_pong(self, data: bytes = b"") -> None:
+        """Send a Pong (see :meth:`lomond.WebSocket.send_pong`)."""
+        self.websocket.send_pong(data)
+
+    def close(self, code: int = Status.NORMAL, reason: str = "goodbye") -> None:
+        """Start the close handshake, from any thread; returns at once.
+
+        As :meth:`lomond.WebSocket.close`: the run ends once the server
+        answers (and, with ``reconnect=True``, does not reconnect). Use
+        :meth:`stop` to also wait for the end.
+        """
+        self.websocket.close(code, reason)
+
+    # -- hooks -----------------------------------------------------------------------------
+
+    def on_error(self, event: events.Event, exc: Exception) -> None:
+        """Called when a handler for ``event`` raised ``exc`` (already logged).
+
+        Override it in a subclass to report errors; it does nothing by
+        default. An exception raised here is logged and otherwise ignored.
+        The error policy applies afterwards.
+        """
+
+    # -- dispatch --------------------------------------------------------------------------
+
+    @property
+    def outcome(self) -> Outcome:
+        """The :class:`Outcome` of the current run, or of the last one.
+
+        Events passed to :meth:`dispatch` outside a run count too (so a unit
+        test can check ``app.outcome.error``); a new run starts afresh.
+        """
+        return self._tracker.outcome()
+
+    def dispatch(self, event: events.Event) -> None:
+        """Handle ``event`` as if the connection had produced it.
+
+        The same pipeline as the loop: class methods, then registered
+        handlers, then the error policy. Meant for unit tests of handlers,
+        without a network. Outside a run, the ``"close"`` policy only records
+        the error in :attr:`outcome` (there is nothing to close) and
+        ``"raise"`` re-raises it from here, after the remaining handlers ran.
+        During a run, it is handled in the caller's thread, serialized with
+        the loop's events.
+        """
+        if not isinstance(event, events.Event):
+            raise TypeError(f"dispatch() takes a lomond event, not {event!r}")
+        self._dispatch(event)
+
+    def _dispatch(self, event: events.Event) -> None:
+        tracker = self._tracker
+        with self._dispatch_lock:
+            tracker.record(event)
+            name = event.name
+            failures: Optional[List[Tuple[PolicyAction, Exception]]] = None
+            for handler in self._methods.get(name, self._generic) + self._registry.handlers_for(
+                name
+            ):
+                try:
+                    handler(event)
+                except Exception as error:
+                    if failures is None:
+                        failures = []
+                    failures.append((self._handler_failed(event, handler, error), error))
+            if failures is not None:
+                self._apply_policy(failures, tracker)
+            kind = type(event)
+            if kind is events.Ready:
+                if self._running:
+                    self._set_ready(self.websocket.is_active)
+            elif kind is events.Disconnected:
+                self._set_ready(False)
+
+    def _set_ready(self, ready: bool, run_ended: bool = False) -> None:
+        with self._ready_condition:
+            self._ready = ready
+            if run_ended:
+                self._runs_ended += 1
+            self._ready_condition.notify_all()
+
+    def _handler_failed(
+        self, event: events.Event, handler: Handler, error: Exception
+    ) -> PolicyAction:
+        """Log ``error`` (from inside its ``except`` block), tell the hooks, pick an action."""
+        log.exception("%s handler %r raised %s", event.name, handler, type(error).__name__)
+        try:
+            self.on_error(event, error)
+        except Exception:
+            log.exception("on_error raised while handling an error; ignored")
+        for receiver in list(self.on_error_signal.receivers_for(self)):
+            try:
+                receiver(self, event=event, exc=error)
+            except Exception:
+                log.exception("error signal receiver %r raised; ignored", receiver)
+        return decide(self.error_policy, event, error)
+
+    def _apply_policy(
+        self, failures: List[Tuple[PolicyAction, Exception]], tracker: OutcomeTracker
+    ) -> None:
+        """After all of an event's handlers ran: close, or (outside a run) raise."""
+        ending = [(action, error) for action, error in failures if action != "log"]
+        if not ending:
+            return
+        first = tracker.error is None
+        if first:
+            tracker.error = ending[0][1]
+        to_raise = next((error for action, error in ending if action == "raise"), None)
+        if not self._running:
+            if to_raise is not None:
+                raise to_raise
+            return
+        if to_raise is not None and tracker.to_raise is None:
+            tracker.to_raise = to_raise
+        if first:
+            log.info("%r: closing after a handler error (policy %r)", self, ending[0][0])
+        self.websocket.close(*HANDLER_ERROR_CLOSE)
+        self._stop_event.set()  # and do not reconnect: the handlers are broken
+
+    # -- running ------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_options(reconnect: bool, options: Dict[str, Any]) -> None:
+        for name in options:
+            if name in PERSIST_OPTIONS and not reconnect:
+                raise TypeError(f"{name} applies to reconnects: pass reconnect=True to use it")
+            if name not in CONNECT_OPTIONS and name not in PERSIST_OPTIONS:
+                raise TypeError(f"run_forever() got an unexpected keyword argument {name!r}")
+
+    def _begin_run(self) -> OutcomeTracker:
+        with self._state_lock:
+            if self._running:
+                raise RuntimeError(f"{self!r} is already running")
+            self._running = True
+            self._stop_event.clear()
+            self._finished.clear()
+            self._tracker = tracker = OutcomeTracker()
+        with self._ready_condition:
+            self._runs_started += 1
+            self._ready = False
+        return tracker
+
+    def run_forever(self, reconnect: bool = False, **options: Any) -> Outcome:
+        """Connect and handle events in this thread until the connection ends.
+
+        With ``reconnect=True``, reconnect whenever the connection ends (with
+        :func:`lomond.persist.persist`'s back-off) until :meth:`stop` or
+        :meth:`close` is called, or a handler error ends the run.
+
+        :param options: :meth:`lomond.WebSocket.connect`'s options (``poll``,
+            ``ping_rate``, ``ping_timeout``, ``close_timeout``, ...), plus
+            ``min_wait`` and ``max_wait`` with ``reconnect=True``
+            (``TypeError`` otherwise).
+        :returns: the run's :class:`Outcome`.
+        :raises: with error policy ``"raise"``, the handler's exception, once
+            the connection is gone; ``KeyboardInterrupt`` (or ``SystemExit``)
+            raised by a handler, after a graceful close (code 1001) bounded
+            by ``close_timeout``; ``KeyboardInterrupt`` after Ctrl-C in the
+            main thread, once the connection closed gracefully (code 1000;
+            a second Ctrl-C interrupts at once, see
+            :mod:`lomond.handlers.interrupt`); ``RuntimeError`` if the app
+            is running already.
+        """
+        self._check_options(reconnect, options)
+        tracker = self._begin_run()
+        return self._run(tracker, reconnect, options)
+
+    def _run(self, tracker: OutcomeTracker, reconnect: bool, options: Dict[str, Any]) -> Outcome:
+        self._loop_thread = threading.current_thread()
+        try:
+            if self._stop_event.is_set():
+                log.debug("%r: stopped before connecting", self)
+            else:
+                source: Iterator[events.Event]
+                if reconnect:
+                    source = persist(self.websocket, exit_event=self._stop_event, **options)
+                else:
+                    source = self.websocket._connect_for_persist(self._stop_event, **options)
+                try:
+                    with graceful_sigint(self._stop_event) as interrupted:
+                        self._pump(source)
+                finally:
+                    close = getattr(source, "close", None)
+                    if close is not None:
+                        close()
+                if interrupted:
+                    raise KeyboardInterrupt
+        finally:
+            outcome = tracker.outcome()
+            with self._state_lock:
+                self._last_outcome = outcome
+                self._running = False
+                self._loop_thread = None
+                self._stop_event.clear()
+            self._set_ready(False, run_ended=True)
+            self._finished.set()
+        if tracker.to_raise is not None:
+            raise tracker.to_raise
+        return outcome
+
+    def _pump(self, source: Iterator[events.Event]) -> None:
+        for event in source:
+            try:
+                self._dispatch(event)
+            except BaseException:
+                # KeyboardInterrupt or SystemExit from a handler: close
+                # gracefully, wait (up to close_timeout) for the end, re-raise.
+                self._stop_event.set()
+                self.websocket.close(*INTERRUPT_CLOSE)
+                for rest in source:
+                    self._tracker.record(rest)
+                raise
+
+    # -- the thread runner ---------------------------------------------------------------
+
+    def start(self, reconnect: bool = False, **options: Any) -> None:
+        """Run :meth:`run_forever` in a daemon thread and return at once.
+
+        The thread is named ``lomond-app-<host>``. Use :meth:`wait_ready`,
+        :meth:`stop` and :meth:`join`. ``RuntimeError`` if already running.
+        A :meth:`stop` issued right after ``start()`` is never lost: the run
+        then ends without connecting.
+        """
+        self._check_options(reconnect, options)
+        tracker = self._begin_run()
+
+        def target() -> Outcome:
+            try:
+                return self._run(tracker, reconnect, options)
+            except BaseException as error:
+                if error is not tracker.to_raise:  # a handler error is logged already
+                    log.error("%r: the loop ended with an exception", self, exc_info=error)
+                raise
+
+        runner: Runner[Outcome] = Runner(target, name=f"lomond-app-{self.websocket.url.host}")
+        self._runner = runner
+        try:
+            runner.start()
+        except BaseException:
+            with self._state_lock:
+                self._running = False
+            self._finished.set()
+            raise
+
+    run_in_thread = start
+
+    def stop(self, timeout: Optional[float] = 5.0) -> Optional[Outcome]:
+        """End the run from any thread: close gracefully, cancel any back-off wait, wait.
+
+        Returns the run's :class:`Outcome`, or ``None`` if it is still running
+        after ``timeout`` seconds (or when called from a handler, which cannot
+        wait for its own loop). Never raises the run's error (see :meth:`join`).
+        On an app that is not running it only returns the last outcome.
+        """
+        with self._state_lock:
+            running = self._running
+            if running:
+                self._stop_event.set()
+        if running:
+            self.websocket.close()
+            if self._loop_thread is threading.current_thread():
+                return None
+        if not self._finished.wait(timeout):
+            return None
+        runner = self._runner
+        if runner is not None:
+            runner.wait(timeout)
+        return self._last_outcome
+
+    def join(self, timeout: Optional[float] = None) -> Optional[Outcome]:
+        """Wait for the thread started by :meth:`start`; its :class:`Outcome`.
+
+        ``None`` if it is still running after ``timeout`` seconds (or if it
+        was never started). Raises what ``run_forever`` raised in the thread:
+        with error policy ``"raise"``, the handler's exception.
+        """
+        runner = self._runner
+        if runner is not None and runner.thread is threading.current_thread():
+            raise RuntimeError("join() called from a handler: the loop cannot wait for itself")
+        if runner is None or not runner.wait(timeout):
+            return None
+        if runner.exception is not None:
+            raise runner.exception
+        return runner.result
+
+    def wait_ready(self, timeout: Optional[float] = None) -> bool:
+        """Wait until a connection is ready (and its Ready handlers ran).
+
+        Returns ``True`` once a connection is ready, ``False`` if the run
+        ends or ``timeout`` seconds pass first. When the app is not running
+        it returns ``False`` at once, except before the app's first run: then
+        it waits for that run (which another thread may be about to start).
+        """
+
+        def settled() -> bool:
+            return self._ready or 0 < self._runs_started == self._runs_ended
+
+        with self._ready_condition:
+            self._ready_condition.wait_for(settled, timeout)
+            return self._ready
+
+    @contextlib.contextmanager
+    def running(self, reconnect: bool = False, **options: Any) -> Iterator[WebSocketApp]:
+        """``with app.running(**options):`` starts the app, and stops it on exit.
+
+        On a normal exit, an error the run raised (policy ``"raise"``) is
+        re-raised; if the body raised, that exception propagates instead.
+        """
+        self.start(reconnect, **options)
+        try:
+            yield self
+        finally:
+            self.stop()
+        self.join(0)
+
+
+__all__ = ["CONNECT_OPTIONS", "PERSIST_OPTIONS", "StrongSignal", "WebSocketApp"]

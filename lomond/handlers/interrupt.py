@@ -1,0 +1,54 @@
+"""Ctrl-C during ``run_forever()``: a graceful close instead of a dropped connection.
+
+A ``KeyboardInterrupt`` raised while lomond waits for the socket would end the
+event generator at once, dropping the connection without a Close frame. So,
+while an app runs in the main thread and SIGINT has Python's default handler,
+:func:`graceful_sigint` replaces that handler: the first Ctrl-C only sets the
+app's stop event (the session then closes gracefully, code 1000, within
+50 ms, and the run ends within ``close_timeout``), and ``run_forever`` raises
+``KeyboardInterrupt`` afterwards. A second Ctrl-C raises ``KeyboardInterrupt``
+at once, as usual. The previous handler is restored when the run ends.
+
+The replacement handler takes no lock (it may interrupt code holding one):
+it only sets a :class:`threading.Event`, which the session looks at every
+50 ms.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from types import FrameType
+from typing import Iterator, List, Optional
+
+
+@contextlib.contextmanager
+def graceful_sigint(stop: threading.Event) -> Iterator[List[int]]:
+    """Turn the first SIGINT into ``stop.set()`` while the block runs.
+
+    Yields a list that gets an item when that happened. Does nothing outside
+    the main thread, or when SIGINT has a handler other than Python's default.
+    """
+    interrupted: List[int] = []
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield interrupted
+        return
+
+    def on_sigint(signum: int, frame: Optional[FrameType]) -> None:
+        if interrupted:
+            signal.default_int_handler(signum, frame)  # the second one: raise now
+        interrupted.append(signum)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+__all__ = ["graceful_sigint"]
