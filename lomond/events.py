@@ -177,9 +177,11 @@ class Unresponsive(Event):
 class ProtocolError(Event):
     """The server violated the protocol (RFC 6455 section 7.1.7: the connection is failed).
 
-    ``error`` describes the violation. When ``critical`` is false a Close frame
-    with ``code`` (1002, 1007 or 1009) was sent before dropping the connection;
-    when true the connection was dropped at once.
+    ``error`` describes the violation. A Close frame with ``code`` (1002,
+    1007 or 1009) is sent, unless one was sent already, and the connection
+    is dropped without waiting for the answer. ``critical`` is true when the
+    byte stream itself is broken (a bad frame header), so nothing after the
+    violation could be read; false for a bad message in a well-formed frame.
     """
 
     name: ClassVar[str] = "protocol_error"

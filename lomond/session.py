@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 from . import events
 from .connection import open_connection
-from .errors import ConnectError, TransportFail, WebSocketClosed, WebSocketUnavailable
+from .errors import (
+    ConnectError,
+    TransportFail,
+    WebSocketClosed,
+    WebSocketError,
+    WebSocketUnavailable,
+)
 from .protocol import ClientProtocol, State
 from .status import Status
 from .transport import Transport, Wakeup, describe_os_error
@@ -182,8 +188,33 @@ class WebsocketSession:
             yield from self._run_connected(
                 poll, ping_rate, ping_timeout, auto_pong, handshake_timeout
             )
+        except GeneratorExit:
+            # The caller stopped iterating (its loop body raised, or it broke
+            # out): say goodbye with a best-effort Close 1001 instead of
+            # vanishing. The socket is closed right after; nothing is awaited.
+            self._abandon()
+            raise
         finally:
             self._shutdown()
+
+    def _abandon(self) -> None:
+        with self._send_lock:
+            protocol = self.protocol
+            transport = self._transport
+            if (
+                transport is None
+                or transport.closed
+                or self._drop_reason is not None
+                or protocol.state is not State.OPEN
+                or protocol.close_sent
+            ):
+                return
+            try:
+                data = protocol.send_close(Status.GOING_AWAY, "going away")
+            except WebSocketError:
+                return
+            self.sent_close_time = time.time()
+            transport.try_write(data)
 
     def _on_handshake_start(self, started: float) -> None:
         self._handshake_started = started

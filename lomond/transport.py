@@ -161,6 +161,18 @@ class Transport:
             return  # the common case: the socket buffer took it all
         self._write_rest(memoryview(data)[sent:])
 
+    def try_write(self, data: bytes) -> bool:
+        """One non-blocking attempt to write ``data``; whether it all went.
+
+        For a farewell frame just before the socket is closed, where waiting
+        for buffer space would only delay the close.
+        """
+        try:
+            with self._io_lock:
+                return self.sock.send(data) == len(data)
+        except (OSError, ValueError):
+            return False
+
     def _write_rest(self, view: memoryview) -> None:
         deadline = time.monotonic() + self.send_timeout
         while view:

@@ -55,6 +55,20 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
+    """Skip ``slow`` tests unless ``LOMOND_SLOW=1`` (``.ci/run`` sets it).
+
+    The default run stays a few minutes on two cores; CI, which has the
+    budget, runs the soak too.
+    """
+    if os.environ.get("LOMOND_SLOW", "") not in ("", "0"):
+        return
+    skip = pytest.mark.skip(reason="slow: set LOMOND_SLOW=1 to run it")
+    for item in items:
+        if item.get_closest_marker("slow") is not None:
+            item.add_marker(skip)
+
+
 def _abort_hung_run(config: pytest.Config, nodeid: str, limit: float) -> None:
     """Timer callback: print every thread's stack where it can be seen, then exit."""
     # The output must reach the real stderr, not pytest's capture (which is

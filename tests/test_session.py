@@ -560,3 +560,17 @@ def test_handshake_timeout_covers_tls_and_the_upgrade_together(tls: Any) -> None
         assert time.monotonic() - start < 2.0
     finally:
         server.close()
+
+
+def test_leaving_the_loop_sends_a_going_away_close(ws_server: Any) -> None:
+    """A loop body that raises (or breaks) closes the generator: lomond says
+    goodbye with a best-effort Close 1001 before dropping the socket."""
+    websocket = WebSocket(ws_server.url_for("/echo"))
+    with pytest.raises(RuntimeError):
+        for event in websocket.connect(ping_rate=0):
+            if event.name == "ready":
+                raise RuntimeError("the application failed")
+    record = ws_server.last
+    assert record.closed.wait(5)
+    assert (record.close_code, record.close_reason) == (1001, "going away")
+    assert websocket.is_closed

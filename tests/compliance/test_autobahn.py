@@ -142,7 +142,7 @@ def test_harness_detects_failures(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         return honest(url, offers, echo, handle)
 
     monkeypatch.setitem(ab.TESTEES, "websockets", broken)
-    suite = _run("websockets", ["1.2.1", "2.2", "1.1.1"], tmp_path, case_timeout=2)
+    suite = _run("websockets", ["1.2.1", "2.2", "1.1.1"], tmp_path, case_timeout=6)
     assert not suite.ok
     assert suite.behavior("1.2.1") == "FAILED"
     assert [r.case_id for r in suite.timeouts] == ["2.2"]
