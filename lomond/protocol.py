@@ -341,7 +341,10 @@ class ClientProtocol:
     def _check_can_send(self) -> None:
         if self.state is State.CONNECTING:
             raise WebSocketUnavailable("the websocket is not connected yet")
-        if self.failure is not None or self.state is State.CLOSED:
+        # A violation alone does not stop sends: messages delivered before
+        # the ProtocolError event may still be answered until fail_close()
+        # is called for it (the session does so when it reaches that event).
+        if self.state is State.CLOSED:
             raise WebSocketClosed("the websocket is closed")
         if self.close_sent:
             raise WebSocketClosing("the websocket is closing")

@@ -506,6 +506,13 @@ def test_reader_violation_is_critical_and_follows_good_events() -> None:
     assert error.code == 1002
     assert protocol.failure is not None
     assert protocol.receive_data(frame(Opcode.TEXT, b"after")) == []
+    # The message before the violation may still be answered (Autobahn 3.3,
+    # 4.1.3: the echo is expected before the Close) ...
+    _, _, payload = parse_client_frame(protocol.send_data(Opcode.TEXT, b"reply"))
+    assert payload == b"reply"
+    # ... until the connection is failed for the ProtocolError.
+    closing = protocol.fail_close(error.code, error.error)
+    assert parse_client_frame(closing)[1] == Opcode.CLOSE
     with pytest.raises(WebSocketClosed):
         protocol.send_data(Opcode.TEXT, b"x")
 
