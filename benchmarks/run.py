@@ -37,7 +37,7 @@ RESULTS_DIR = os.path.join(HERE, "results")
 RUN_TIMEOUT = 180.0
 SERVER_REPORT_TIMEOUT = 20.0
 MEMORY_SCENARIO = "recv_binary_1m"
-PROFILE_SCENARIOS = ("recv_text_16", "recv_binary_1m", "send_binary_16")
+PROFILE_SCENARIOS = ("echo_16", "recv_text_16", "recv_binary_1m", "send_binary_16")
 
 
 # --- processes ----------------------------------------------------------------

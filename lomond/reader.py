@@ -36,6 +36,16 @@ def read_frames(
     good frames alongside the error means nothing valid that arrived before a
     violation is lost.
 
+    A data frame whose payload spans reads is delivered in pieces, as the
+    bytes arrive: the first piece has the frame's opcode and RSV1, later ones
+    are continuation frames, and only the last carries the frame's FIN. A
+    message is the concatenation of its frames' payloads, so this changes no
+    message, but lets the protocol validate UTF-8 (and inflate, and count
+    ``max_size``) as the bytes come in rather than when the frame ends
+    (Autobahn 6.4.3). Piece payloads are memoryviews of the received data,
+    so a large payload is still copied once, when the message is assembled.
+    Control frames (at most 125 bytes) are always delivered whole.
+
     ``max_size`` caps a single frame's payload; ``allow_rsv1`` is true when an
     extension (permessage-deflate) gives RSV1 a meaning. If ``missing`` (a
     one-item list) is given, the reader keeps in it how many payload bytes
@@ -50,10 +60,11 @@ def _frame_reader(max_size: Optional[int], allow_rsv1: bool, hint: List[int]) ->
     rsv_forbidden = 0x30 if allow_rsv1 else 0x70
     # A header split across reads: its first bytes, prepended to the next data.
     head = b""
-    # A frame whose header is parsed but whose payload spans reads: the
-    # received pieces are kept as views and joined once, so a large payload
-    # is copied a single time however many reads it took.
-    partial: Optional[Tuple[int, bool, bool]] = None  # opcode, fin, rsv1
+    # A frame whose header is parsed but whose payload spans reads: opcode,
+    # FIN and RSV1 of its next piece (for a control frame, of the whole
+    # frame, whose pieces are collected here and joined at the end).
+    partial: Optional[Tuple[int, bool, bool]] = None
+    started = False  # whether a piece of the ``partial`` data frame was delivered
     pieces: List[memoryview] = []
     missing = 0  # payload bytes still to come for ``partial``
     frames: List[Frame] = []
@@ -69,19 +80,28 @@ def _frame_reader(max_size: Optional[int], allow_rsv1: bool, hint: List[int]) ->
         view = memoryview(data)
         end = len(view)
         pos = 0
-        if partial is not None:
-            if end < missing:
-                pieces.append(view)
-                missing -= end
-                hint[0] = missing
-                continue
-            pieces.append(view[:missing])
+        if partial is not None and end:
             opcode, fin, rsv1 = partial
-            frames.append(Frame(opcode, b"".join(pieces), fin, rsv1))
-            pos = missing
+            take = end if end < missing else missing
+            missing -= take
+            if opcode >= 0x8:
+                pieces.append(view[:take])
+                if not missing:
+                    frames.append(Frame(opcode, b"".join(pieces), fin, rsv1))
+                    pieces = []
+            elif started or missing:
+                frames.append(Frame(opcode, view[:take], fin and not missing, rsv1))  # type: ignore[arg-type]
+                partial = (0, fin, False)  # the rest of the payload continues it
+                started = True
+            else:
+                # The header came alone and now the whole payload: one frame.
+                frames.append(Frame(opcode, view[:take].tobytes(), fin, rsv1))
+            hint[0] = missing
+            if missing:
+                continue
+            pos = take
             partial = None
-            pieces = []
-            hint[0] = 0
+            started = False
         # Parse every complete frame in the buffer in one pass: a burst of
         # small messages costs one generator resume, not one per frame.
         try:
@@ -127,11 +147,19 @@ def _frame_reader(max_size: Optional[int], allow_rsv1: bool, hint: List[int]) ->
                     raise PayloadTooLarge(f"frame of {length} bytes exceeds max_size={max_size}")
                 stop = start + length
                 if stop > end:
-                    partial = (opcode, fin, bool(byte0 & 0x40))
-                    pieces = [view[start:]]
+                    rsv1 = bool(byte0 & 0x40)
                     missing = stop - end
                     hint[0] = missing
                     pos = end
+                    if opcode >= 0x8:
+                        partial = (opcode, fin, rsv1)
+                        pieces = [view[start:]]
+                    elif start < end:
+                        frames.append(Frame(opcode, view[start:], False, rsv1))  # type: ignore[arg-type]
+                        partial = (0, fin, False)
+                        started = True
+                    else:
+                        partial = (opcode, fin, rsv1)
                     break
                 frames.append(Frame(opcode, view[start:stop].tobytes(), fin, bool(byte0 & 0x40)))
                 pos = stop

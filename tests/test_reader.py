@@ -45,6 +45,33 @@ def feed_all(
     return frames, None
 
 
+def coalesce(frames: List[Frame]) -> List[Frame]:
+    """Frames as whole messages: each data frame run up to FIN joined into one.
+
+    The reader delivers a data frame that spans reads in pieces (and a real
+    fragmented message is also several frames); both are the same message,
+    which is what splitting the input must never change. Control frames,
+    which may sit between fragments, stay where they are.
+    """
+    out: List[Frame] = []
+    opcode: Optional[int] = None
+    rsv1 = False
+    parts: List[bytes] = []
+    for frame in frames:
+        if frame.opcode >= 0x8:
+            out.append(Frame(frame.opcode, bytes(frame.payload), frame.fin, frame.rsv1))
+            continue
+        if opcode is None:
+            opcode, rsv1 = frame.opcode, frame.rsv1
+        parts.append(bytes(frame.payload))
+        if frame.fin:
+            out.append(Frame(opcode, b"".join(parts), True, rsv1))
+            opcode, parts = None, []
+    if opcode is not None:  # the input ended inside a message: what came of it
+        out.append(Frame(opcode, b"".join(parts), False, rsv1))
+    return out
+
+
 STREAM_FRAMES = [
     Frame(Opcode.TEXT, b"hello"),
     Frame(Opcode.BINARY, b""),
@@ -65,7 +92,7 @@ STREAM = b"".join(server_frame(f.opcode, f.payload, f.fin) for f in STREAM_FRAME
 def test_one_shot() -> None:
     frames, error = read_frames().send(STREAM)
     assert error is None
-    assert frames == STREAM_FRAMES
+    assert frames == STREAM_FRAMES  # complete frames arrive as they are
 
 
 def test_byte_at_a_time_gives_the_same_frames() -> None:
@@ -79,7 +106,9 @@ def test_byte_at_a_time_gives_the_same_frames() -> None:
         got, error = reader.send(stream[i : i + 1])
         assert error is None
         frames.extend(got)
-    assert frames == small
+    assert coalesce(frames) == coalesce(small)
+    # Control frames are never split, even when they arrive byte by byte.
+    assert [f for f in frames if f.opcode >= 0x8] == [f for f in small if f.opcode >= 0x8]
 
 
 def test_byte_at_a_time_large_lengths() -> None:
@@ -101,7 +130,7 @@ def test_byte_at_a_time_large_lengths() -> None:
             frames.extend(got)
             pos += step
             step = step * 3 + 1
-        assert frames == [Frame(Opcode.BINARY, payload)]
+        assert coalesce(frames) == [Frame(Opcode.BINARY, payload)]
 
 
 @pytest.mark.parametrize("cut", range(1, 40))
@@ -110,16 +139,23 @@ def test_every_split_point(cut: int) -> None:
     frames_whole, _ = read_frames().send(stream)
     frames, error = feed_all(read_frames(), [stream[:cut], stream[cut:]])
     assert error is None
-    assert frames == frames_whole
+    assert coalesce(frames) == coalesce(frames_whole)
 
 
 def test_frames_are_reported_as_soon_as_complete() -> None:
     reader = read_frames()
     first = server_frame(Opcode.TEXT, b"one")
     second = server_frame(Opcode.TEXT, b"two")
-    assert reader.send(first + second[:3]) == ([Frame(Opcode.TEXT, b"one")], None)
+    # The first payload byte of "two" arrives with "one": it is delivered at
+    # once, as the first piece of its frame; the rest follows as a continuation.
+    assert reader.send(first + second[:3]) == (
+        [Frame(Opcode.TEXT, b"one"), Frame(Opcode.TEXT, b"t", fin=False)], None
+    )
     assert reader.send(b"") == ([], None)
-    assert reader.send(second[3:]) == ([Frame(Opcode.TEXT, b"two")], None)
+    assert reader.send(second[3:]) == ([Frame(Opcode.CONTINUATION, b"wo")], None)
+    # A header that arrives alone, then its whole payload: one frame.
+    assert reader.send(second[:2]) == ([], None)
+    assert reader.send(second[2:]) == ([Frame(Opcode.TEXT, b"two")], None)
 
 
 def test_rsv1_is_reported_when_allowed() -> None:
@@ -134,11 +170,11 @@ def test_buffers_are_copied(kind: type) -> None:
     data = bytearray(server_frame(Opcode.BINARY, b"A" * 300))
     reader = read_frames()
     first = bytearray(data[:100])
-    assert reader.send(kind(first)) == ([], None)
+    pieces, _ = reader.send(kind(first))
     first[:] = b"\xff" * 100  # the caller reuses its buffer
     frames, error = reader.send(kind(bytearray(data[100:])))
     assert error is None
-    assert frames == [Frame(Opcode.BINARY, b"A" * 300)]
+    assert coalesce(pieces + frames) == [Frame(Opcode.BINARY, b"A" * 300)]
 
 
 def test_payload_spanning_many_reads() -> None:
@@ -147,7 +183,12 @@ def test_payload_spanning_many_reads() -> None:
     chunks = [data[i : i + 7919] for i in range(0, len(data), 7919)]
     frames, error = feed_all(read_frames(), chunks)
     assert error is None
-    assert frames == [Frame(Opcode.BINARY, payload)]
+    # One piece per read, as the bytes arrive; together, the frame.
+    assert len(frames) == len(chunks)
+    assert frames[0].opcode == Opcode.BINARY and not frames[0].fin
+    assert all(f.opcode == Opcode.CONTINUATION for f in frames[1:])
+    assert [f.fin for f in frames].count(True) == 1 and frames[-1].fin
+    assert coalesce(frames) == [Frame(Opcode.BINARY, payload)]
 
 
 # -- header violations ------------------------------------------------------
@@ -254,9 +295,9 @@ def test_error_after_a_frame_completed_from_a_previous_read() -> None:
     """A frame whose payload completes in this read, then a violation, both reported."""
     reader = read_frames()
     data = server_frame(Opcode.BINARY, b"x" * 500)
-    assert reader.send(data[:100]) == ([], None)
+    first, _ = reader.send(data[:100])
     frames, error = reader.send(data[100:] + raw_header(0x83, 0))
-    assert frames == [Frame(Opcode.BINARY, b"x" * 500)]
+    assert coalesce(first + frames) == [Frame(Opcode.BINARY, b"x" * 500)]
     assert isinstance(error, CriticalProtocolError)
 
 
@@ -265,11 +306,11 @@ def test_missing_hint_tracks_a_payload_spanning_reads() -> None:
     reader = read_frames(missing=missing)
     data = bytes([0x82, 127]) + (300_000).to_bytes(8, "big") + b"a" * 1000
     frames, error = reader.send(data[:500])
-    assert (frames, error, missing[0]) == ([], None, 300_000 - (500 - 10))
+    assert ([len(f.payload) for f in frames], error, missing[0]) == ([490], None, 300_000 - 490)
     frames, error = reader.send(data[500:] + b"b" * (300_000 - 1000 - 1))
-    assert (frames, error, missing[0]) == ([], None, 1)
+    assert (error, missing[0]) == (None, 1)
     frames, error = reader.send(b"c" + bytes([0x81, 1]) + b"x")
-    assert [len(f.payload) for f in frames] == [300_000, 1]
+    assert [(len(f.payload), f.fin) for f in frames] == [(1, True), (1, True)]
     assert missing[0] == 0
 
 
