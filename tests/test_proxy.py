@@ -20,6 +20,7 @@ import attrs
 import pytest
 from peers.proxy import ProxyServer
 from peers.raw_server import RawConnection
+from peers.relay import pump
 
 from lomond import WebSocket, events
 from lomond.errors import ConnectError
@@ -679,24 +680,6 @@ def tunnel_to(
 
 def relay(a: socket.socket, b: socket.socket) -> None:
     """Copy bytes both ways until either side closes."""
-
-    def pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            src.settimeout(10)
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
     thread = threading.Thread(target=pump, args=(b, a), daemon=True)
     thread.start()
     pump(a, b)

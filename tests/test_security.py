@@ -18,13 +18,14 @@ import logging
 import socket
 import struct
 import threading
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
 import attrs
 import pytest
 from core_helpers import collect, no_proxy_env, refused_port  # noqa: F401
 from peers.proxy import PROXY_PASSWORD, PROXY_USER, ProxyServer
 from peers.raw_server import RawConnection
+from peers.relay import pump
 from peers.tls import TLSBundle
 from peers.ws_server import WSServer
 
@@ -62,31 +63,11 @@ class RecordingRelay:
             record = bytearray()
             self.client_bytes.append(record)
             for src, dst, rec in ((client, upstream, record), (upstream, client, None)):
-                thread = threading.Thread(target=self._pump, args=(src, dst, rec), daemon=True)
+                thread = threading.Thread(
+                    target=pump, args=(src, dst, rec, self.stop_event), daemon=True
+                )
                 thread.start()
                 self.threads.append(thread)
-
-    def _pump(self, src: socket.socket, dst: socket.socket, record: Optional[bytearray]) -> None:
-        src.settimeout(0.2)
-        try:
-            while not self.stop_event.is_set():
-                try:
-                    data = src.recv(65536)
-                except socket.timeout:
-                    continue
-                if not data:
-                    break
-                if record is not None:
-                    record += data
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def close(self) -> None:
         self.stop_event.set()
