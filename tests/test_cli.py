@@ -29,6 +29,12 @@ ENV = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
 ENV["PYTHONUNBUFFERED"] = "1"
 
 
+def default_sigint() -> None:
+    """In the child: Ctrl-C as in a terminal, even if this run ignores SIGINT
+    (a test run started in the background inherits SIG_IGN)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_cli(*args: str, stdin: str = "", timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "lomond", *args],
@@ -186,7 +192,7 @@ def test_ctrl_c_closes_gracefully_and_exits_130() -> None:
     with LocalServer(handler) as server:
         process = subprocess.Popen(
             [sys.executable, "-m", "lomond", "--no-stdin", server.url],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, preexec_fn=default_sigint,
         )
         try:
             assert process.stdout is not None
@@ -285,7 +291,7 @@ def test_untrusted_certificate_fails_then_insecure_or_cafile_connects(
 def test_echo_server_prints_its_url_echoes_and_stops_on_ctrl_c() -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "lomond", "--echo-server", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, preexec_fn=default_sigint,
     )
     try:
         assert process.stdout is not None
@@ -333,7 +339,8 @@ def test_exit_is_prompt_while_stdin_is_still_open() -> None:
         started = time.monotonic()
         process = subprocess.Popen(
             [sys.executable, "-m", "lomond", server.url],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=ENV, preexec_fn=default_sigint,
         )
         try:
             status = process.wait(timeout=TIMEOUT)  # stdin is still open here
@@ -350,7 +357,8 @@ def test_exit_is_prompt_while_stdin_is_still_open() -> None:
 def test_ctrl_c_while_the_handshake_hangs(ws_server: WSServer) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "lomond", "-v", ws_server.url_for("/slow-handshake?delay=10")],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=ENV, preexec_fn=default_sigint,
     )
     try:
         assert process.stderr is not None

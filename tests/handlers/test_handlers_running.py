@@ -360,9 +360,16 @@ def test_keyboard_interrupt_with_reconnect_stops_reconnecting(ws_server: WSServe
     assert len(ws_server.connections) == 1
 
 
-def test_ctrl_c_in_the_main_thread_closes_gracefully(ws_server: WSServer) -> None:
+def test_ctrl_c_in_the_main_thread_closes_gracefully(
+    ws_server: WSServer, request: pytest.FixtureRequest
+) -> None:
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("signals are delivered to the main thread only")
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # A run started in the background inherits SIG_IGN: use Python's
+        # default Ctrl-C handling for this test, as in a terminal.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        request.addfinalizer(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         pytest.skip("SIGINT has a custom handler in this test run")
     app = WebSocketApp(ws_server.url_for("/record"))
