@@ -361,12 +361,16 @@ class ClientProtocol:
             return build_frame(frame.opcode, frame.payload, rsv1=frame.rsv1)
         return build_frame(opcode, payload)
 
-    def _control(self, opcode: int, data: bytes) -> bytes:
+    def _control(self, opcode: int, data: bytes, after_our_close: bool = False) -> bytes:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError("control frame data must be bytes")
         if len(data) > MAX_CONTROL_PAYLOAD:
             raise ValueError(f"control frame payload is {len(data)} bytes; the limit is 125")
-        self._check_can_send()
+        # Only data frames must stop once our Close is sent (RFC 6455 section
+        # 5.5.1); ``after_our_close`` lets a control frame through until the
+        # server's Close arrives (state CLOSING with close_sent).
+        if not (after_our_close and self.close_sent and self.state is State.CLOSING):
+            self._check_can_send()
         return build_frame(opcode, bytes(data))
 
     def send_ping(self, data: bytes = b"") -> bytes:
@@ -385,9 +389,7 @@ class ClientProtocol:
         sent (section 5.5.1), and a Ping must be answered until a Close is
         received.
         """
-        if self.close_sent and not self.close_received and self.failure is None:
-            return build_frame(Opcode.PONG, bytes(data))
-        return self._control(Opcode.PONG, data)
+        return self._control(Opcode.PONG, data, after_our_close=True)
 
     def send_close(self, code: Optional[int] = Status.NORMAL, reason: str = "") -> bytes:
         """A Close frame (RFC 6455 section 5.5.1): starts or completes the close handshake."""

@@ -32,6 +32,8 @@ from typing import Any, Callable, Iterator, List, Optional, Union
 
 import pytest
 
+from lomond import accel
+
 # tests/ has no __init__.py (test modules are rootdir-relative), so make the
 # support package importable as "peers" explicitly rather than relying on
 # pytest's sys.path insertion for conftest directories.
@@ -108,6 +110,17 @@ def _hang_guard(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 # -- TLS ---------------------------------------------------------------------
+
+
+@pytest.fixture(params=sorted(accel.IMPLEMENTATIONS))
+def masking(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the test once per masking implementation (pure Python, wsaccel, C), then restore."""
+    previous = accel.IMPLEMENTATION
+    accel.use(request.param)
+    try:
+        yield request.param
+    finally:
+        accel.use(previous)
 
 
 @pytest.fixture(scope="session")

@@ -16,11 +16,15 @@ from typing import Any, Callable, List, Tuple
 import pytest
 
 from lomond import WebSocket, events
-from lomond.connection import ABORT_CHECK_INTERVAL, _tunnel, open_connection
+from lomond.connection import _tunnel, open_connection
 from lomond.errors import ConnectError
 from lomond.handshake import parse_url
 from lomond.proxy import Proxy
 from lomond.transport import Wakeup
+
+#: How soon a stop must end a connect step that would otherwise wait 30 s:
+#: far below that, and generous for a busy 2-core CI machine.
+PROMPT = 1.0
 
 
 @pytest.fixture(autouse=True)
@@ -152,7 +156,7 @@ def test_aborted_callback_stops_a_hanging_connect(hanging: Callable[..., socket.
     stopped = later(0.2, stop.set)
     with pytest.raises(ConnectError, match="connection aborted"):
         hanging(aborted=stop.is_set)
-    assert time.monotonic() - stopped[0] < ABORT_CHECK_INTERVAL + 0.2
+    assert time.monotonic() - stopped[0] < PROMPT
 
 
 def test_wakeup_stops_a_hanging_connect(hanging: Callable[..., socket.socket]) -> None:
@@ -168,7 +172,7 @@ def test_wakeup_stops_a_hanging_connect(hanging: Callable[..., socket.socket]) -
         with pytest.raises(ConnectError, match="connection aborted"):
             # A wake-up means "look at aborted()": it ends the wait at once.
             hanging(wakeup=wakeup, aborted=stop.is_set)
-        assert time.monotonic() - stopped[0] < 0.2
+        assert time.monotonic() - stopped[0] < PROMPT
     finally:
         wakeup.close()
 
@@ -193,7 +197,7 @@ def test_close_stops_a_hanging_connect_through_websocket(scripted_server: Any) -
     seen = run(websocket, connect_timeout=30)
     assert names(seen) == ["connecting", "connect_fail"]
     assert seen[-1].reason == "closed before the connection was ready"  # type: ignore[attr-defined]
-    assert time.monotonic() - stopped[0] < 0.2
+    assert time.monotonic() - stopped[0] < PROMPT
 
 
 # -- sockets are owned and closed ------------------------------------------------------

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import pytest
 
-from lomond import accel
 from lomond.errors import FrameBuildError
 from lomond.frame import (
     KNOWN_OPCODES,
@@ -60,17 +59,6 @@ def parse_frame(data: bytes) -> Parsed:
     if masked:
         payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
     return Parsed(bool(byte0 & 0x80), (byte0 >> 4) & 0x7, byte0 & 0x0F, masked, key, payload, field)
-
-
-@pytest.fixture(params=sorted(accel.IMPLEMENTATIONS))
-def masking(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Run the test once per masking implementation (pure Python, wsaccel, C)."""
-    previous = accel.IMPLEMENTATION
-    accel.use(request.param)
-    try:
-        yield request.param
-    finally:
-        accel.use(previous)
 
 
 @pytest.mark.parametrize("length", LENGTHS)
