@@ -185,9 +185,20 @@ def _import_type_checking_names() -> None:
         if parts[-1] == "__init__":
             parts.pop()
         module = importlib.import_module(".".join(parts))
+        names: Dict[str, Any] = {"__name__": module.__name__, "__package__": module.__package__}
         for block in blocks:
             code = compile(ast.Module(body=block.body, type_ignores=[]), str(path), "exec")
-            exec(code, vars(module))
+            exec(code, names)
+        imported = {k: v for k, v in names.items() if not k.startswith("__")}
+        for key, value in imported.items():
+            setattr(module, key, value)
+        # attrs generates each class's __init__ with globals of its own, in
+        # which the hints of its fields are evaluated.
+        for value in list(vars(module).values()):
+            init = getattr(value, "__init__", None)
+            if hasattr(value, "__attrs_attrs__") and hasattr(init, "__globals__"):
+                for key, name_value in imported.items():
+                    init.__globals__.setdefault(key, name_value)
 
 
 _import_type_checking_names()

@@ -6,7 +6,7 @@ back; every ``send_*`` method returns the bytes to write. It holds no locks:
 the session serializes the ``send_*`` calls (they share the compressor and
 the close state) and calls ``receive_data`` from one thread.
 
-A violation by the server never raises out of :meth:`receive_data`: it ends
+A violation by the server never raises out of :meth:`~ClientProtocol.receive_data`: it ends
 the event list with a :class:`~lomond.events.ProtocolError` carrying the
 close code, after every event that was valid before it, and the protocol
 ignores further input.
