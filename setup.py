@@ -36,13 +36,13 @@ class OptionalBuildExt(build_ext):
             return
         try:
             super().run()
-        except Exception as error:  # noqa: BLE001 - any failure means: go on without it
+        except Exception as error:  # whatever failed, lomond works without it
             self._fell_back(f"{type(error).__name__}: {error}")
 
     def build_extension(self, ext: Extension) -> None:
         try:
             super().build_extension(ext)
-        except Exception as error:  # noqa: BLE001 - compiler missing, headers missing...
+        except Exception as error:  # no compiler, no Python headers, a compile error
             self._fell_back(f"{type(error).__name__}: {error}")
 
     def _fell_back(self, reason: str) -> None:

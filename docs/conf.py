@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import importlib
 import sys
-from pathlib import Path
 import warnings
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,7 +70,7 @@ _EXTERNAL_MODULES = (
     "urllib", "http", "contextlib", "_thread", "json", "email", "time",
 )
 nitpick_ignore_regex = [
-    (r"py:.*", r"(%s)(\..+)?" % "|".join(m.replace(".", r"\.") for m in _EXTERNAL_MODULES)),
+    (r"py:.*", r"({})(\..+)?".format("|".join(m.replace(".", r"\.") for m in _EXTERNAL_MODULES))),
     # Builtins and typing names as sphinx-autodoc-typehints renders them.
     (r"py:(class|obj|data)", r"(int|float|str|bytes|bytearray|memoryview|bool|object|"
      r"None|NoneType|dict|list|tuple|set|frozenset|type|callable|Ellipsis|"
