@@ -481,4 +481,3 @@ def test_server_keeps_talking_after_its_close(scripted_server: Any) -> None:
     assert run.names == ["connecting", "connected", "ready", "poll", "closing", "disconnected"]
     assert run.first(events.Disconnected).graceful
     assert server.result() == (1000, "")
-
