@@ -217,7 +217,13 @@ def _connect_tcp(
         raise ConnectError(f"could not resolve {host!r}: {describe_os_error(error)}") from None
     last_error = "no addresses"
     for family, kind, proto, _, address in addresses:
-        sock = socket.socket(family, kind, proto)
+        try:
+            sock = socket.socket(family, kind, proto)
+        except OSError as error:
+            # Out of descriptors (EMFILE) or memory: say so, as a ConnectError.
+            raise ConnectError(
+                f"could not create a socket: {describe_os_error(error)}"
+            ) from None
         step = "connect"
         try:
             sock.setblocking(False)

@@ -21,7 +21,7 @@ import socket
 import ssl
 import threading
 import time
-from typing import Callable, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Iterator, List, Mapping, Optional, Protocol, Tuple, Union
 
 import attrs
 
@@ -82,18 +82,135 @@ class SessionSettings:
     on_response: Optional[Callable[[Response], None]] = None
 
 
-class WebsocketSession:
-    """Drives one connection; :meth:`lomond.websocket.WebSocket.connect` creates it.
+class Session(Protocol):
+    """What a :class:`~lomond.websocket.WebSocket` needs of the driver of its connection.
 
-    Sends may come from any thread; :meth:`run` runs in the caller's thread.
-    ``on_end`` is called once, from the loop's thread, when the connection
-    is over and its socket closed.
+    :class:`WebsocketSession` (one connection in the caller's thread) and
+    :class:`~lomond.hub_session.HubSession` (many connections on one
+    :class:`~lomond.reactor.Reactor` thread) both provide it. Sends and
+    :meth:`close` may be called from any thread.
+    """
+
+    @property
+    def settings(self) -> SessionSettings:
+        """The connection's fixed settings."""
+        ...
+
+    @property
+    def protocol(self) -> ClientProtocol:
+        """The sans-I/O protocol of the connection."""
+        ...
+
+    @property
+    def state(self) -> State:
+        """The protocol state (RFC 6455 sections 4 and 7)."""
+        ...
+
+    @property
+    def supports_compression(self) -> bool:
+        """Whether permessage-deflate was negotiated."""
+        ...
+
+    @property
+    def sent_close_time(self) -> Optional[float]:
+        """``time.time()`` when our Close frame was sent, or ``None``."""
+        ...
+
+    @property
+    def finished(self) -> bool:
+        """Whether the connection is over (its socket closed)."""
+        ...
+
+    @property
+    def is_active(self) -> bool:
+        """Ready, and no Close sent: sends are accepted."""
+        ...
+
+    def send_message(self, opcode: int, payload: bytes, compress: bool = True) -> None:
+        """Send a whole Text or Binary message (RFC 6455 section 5.6)."""
+
+    def send_control(self, opcode: int, data: bytes) -> None:
+        """Send a Ping or a Pong (RFC 6455 section 5.5)."""
+
+    def close(self, code: Optional[int] = Status.NORMAL, reason: Union[str, bytes] = "") -> None:
+        """Start the close handshake (RFC 6455 section 7.1.2)."""
+
+    def force_disconnect(self, reason: str = "disconnected by the application") -> None:
+        """Drop the connection without a close handshake."""
+
+    def wait_finished(self, timeout: Optional[float] = None) -> bool:
+        """Wait until the connection is over; whether it is."""
+        ...
+
+    def drain(self) -> None:
+        """Run a loop suspended in this thread to its end (a no-op for other drivers)."""
+
+
+def observe_event(
+    event: events.Event,
+    timers: ConnectionTimers,
+    settings: SessionSettings,
+    trace: Optional[Tracer],
+) -> bool:
+    """What every driver does with an event besides delivering it; whether a Poll is due now.
+
+    Timers hear of pongs and Ready, ``on_response`` gets the upgrade
+    response, and the trace records the step. Pings are the driver's (it
+    writes the pong before later events are delivered).
+    """
+    kind = type(event)
+    if kind is events.Pong:
+        timers.pong_received()
+    elif kind is events.Ready:
+        poll_now = timers.ready(time.monotonic())
+        response = event.response  # type: ignore[attr-defined]
+        if settings.on_response is not None:
+            settings.on_response(response)
+        if trace is not None:
+            trace("handshake_ready", status=response.status_code,
+                  protocol=event.protocol,  # type: ignore[attr-defined]
+                  extensions=sorted(event.extensions))  # type: ignore[attr-defined]
+        return poll_now
+    elif kind is events.Rejected:
+        response = event.response  # type: ignore[attr-defined]
+        if settings.on_response is not None:
+            settings.on_response(response)
+        if trace is not None:
+            trace("handshake_rejected", status=response.status_code,
+                  reason=event.reason)  # type: ignore[attr-defined]
+    elif trace is not None:
+        if kind is events.Text:
+            trace("message_text", length=len(event.text))  # type: ignore[attr-defined]
+        elif kind is events.Binary:
+            trace("message_binary", length=len(event.data))  # type: ignore[attr-defined]
+        elif kind is events.Closing or kind is events.Closed:
+            trace("close_received", code=event.code,  # type: ignore[attr-defined]
+                  reason=event.reason)  # type: ignore[attr-defined]
+    return False
+
+
+def trace_end(trace: Optional[Tracer], event: events.Event) -> None:
+    """Trace an event of :meth:`~lomond.protocol.ClientProtocol.finish` (the end)."""
+    if trace is not None:
+        if type(event) is events.ConnectFail:
+            trace("connect_fail", reason=event.reason)
+        elif type(event) is events.Disconnected:
+            trace("disconnected", reason=event.reason, graceful=event.graceful)
+
+
+class SessionBase:
+    """The part of a driver that does not depend on how it waits: state, sends, close.
+
+    A driver subclasses it and provides :meth:`_write_locked` (write or
+    buffer bytes, under the send lock), :meth:`_has_socket_locked`,
+    :meth:`_wake` (make its loop look at the connection now) and
+    :attr:`finished`.
     """
 
     def __init__(
         self,
         settings: SessionSettings,
-        on_end: Optional[Callable[[WebsocketSession], None]] = None,
+        on_end: Optional[Callable[[Any], None]] = None,
     ) -> None:
         self.settings = settings
         self.protocol = ClientProtocol(
@@ -108,16 +225,31 @@ class WebsocketSession:
         self.timers = ConnectionTimers(settings.options)
         self._on_end = on_end
         self._send_lock = threading.Lock()
-        self._wakeup = Wakeup()
-        self._transport: Optional[Transport] = None
         #: Why the loop must drop the connection (set from any thread).
         self._drop_reason: Optional[str] = None
         self._trace = Tracer(settings.trace, settings.url.url) if settings.trace else None
         self._sent_close_time: Optional[float] = None
-        self._finished = threading.Event()
-        self._events: Optional[Iterator[events.Event]] = None
 
-    # -- state, for the WebSocket ----------------------------------------------
+    # -- what a driver provides ---------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        """Whether the connection is over (its socket closed)."""
+        raise NotImplementedError
+
+    def _write_locked(self, data: bytes) -> None:
+        """Write under the send lock; a failure drops the connection and raises TransportFail."""
+        raise NotImplementedError
+
+    def _has_socket_locked(self) -> bool:
+        """Whether a socket is connected and open (under the send lock)."""
+        raise NotImplementedError
+
+    def _wake(self) -> None:
+        """Make the loop look at this connection now (from any thread)."""
+        raise NotImplementedError
+
+    # -- state ----------------------------------------------------------------------
 
     @property
     def state(self) -> State:
@@ -140,11 +272,6 @@ class WebsocketSession:
         return self._sent_close_time
 
     @property
-    def finished(self) -> bool:
-        """Whether the connection is over (its socket closed)."""
-        return self._finished.is_set()
-
-    @property
     def is_active(self) -> bool:
         """Ready, and no Close sent: sends are accepted."""
         return (
@@ -154,37 +281,14 @@ class WebsocketSession:
             and not self.finished
         )
 
-    @property
-    def socket(self) -> Optional[socket.socket]:
-        """The connected socket (``None`` before it connects and once it is closed)."""
-        transport = self._transport
-        return None if transport is None or transport.closed else transport.sock
-
-    def wait_finished(self, timeout: Optional[float] = None) -> bool:
-        """Wait until the connection is over; whether it is."""
-        return self._finished.wait(timeout)
-
     # -- sending, from any thread ---------------------------------------------
-
-    def _write_locked(self, data: bytes) -> None:
-        """Write under the send lock; a failure drops the connection and is raised."""
-        transport = self._transport
-        assert transport is not None
-        try:
-            transport.write(data)
-        except TransportFail as error:
-            self._drop(str(error))
-            raise
-        if self._trace is not None:
-            self._trace("socket_send", bytes=len(data))
 
     def _check_open_locked(self) -> None:
         if self._drop_reason is not None or self.finished:
             # Being dropped (a failed send, for one): another write could
             # only block for a further send_timeout on a dead connection.
             raise WebSocketClosed("the websocket is closed")
-        transport = self._transport
-        if transport is None or transport.closed:
+        if not self._has_socket_locked():
             raise WebSocketUnavailable("the websocket is not connected yet")
 
     def send_message(self, opcode: int, payload: bytes, compress: bool = True) -> None:
@@ -231,7 +335,7 @@ class WebsocketSession:
                 or protocol.should_close
             ):
                 return  # closing, or ending already
-            if protocol.state is State.CONNECTING or self._transport is None:
+            if protocol.state is State.CONNECTING or not self._has_socket_locked():
                 self._drop("closed before the connection was ready")
                 return
             data = protocol.send_close(code, reason)
@@ -240,7 +344,7 @@ class WebsocketSession:
                 self._write_locked(data)
             except TransportFail:
                 pass  # _write_locked dropped the connection
-        self._wakeup.wake()
+        self._wake()
 
     def force_disconnect(self, reason: str = "disconnected by the application") -> None:
         """Drop the connection without a close handshake, from any thread."""
@@ -249,7 +353,74 @@ class WebsocketSession:
     def _drop(self, reason: str) -> None:
         if self._drop_reason is None:
             self._drop_reason = reason
+        self._wake()
+
+    def _flush_replies(self, include_close: bool = True) -> None:
+        """Write what the protocol owes the server (pongs, the Close echo, a failing Close)."""
+        with self._send_lock:
+            data = self.protocol.data_to_send(include_close)
+            if data and self._drop_reason is None and not self.finished:
+                try:
+                    self._write_locked(data)
+                except TransportFail:
+                    pass  # _write_locked dropped the connection
+                else:
+                    if self.protocol.close_sent and self._sent_close_time is None:
+                        self._sent_close_time = time.time()
+
+
+class WebsocketSession(SessionBase):
+    """Drives one connection; :meth:`lomond.websocket.WebSocket.connect` creates it.
+
+    Sends may come from any thread; :meth:`run` runs in the caller's thread.
+    ``on_end`` is called once, from the loop's thread, when the connection
+    is over and its socket closed.
+    """
+
+    def __init__(
+        self,
+        settings: SessionSettings,
+        on_end: Optional[Callable[[WebsocketSession], None]] = None,
+    ) -> None:
+        super().__init__(settings, on_end)
+        self._wakeup = Wakeup()
+        self._transport: Optional[Transport] = None
+        self._finished = threading.Event()
+        self._events: Optional[Iterator[events.Event]] = None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the connection is over (its socket closed)."""
+        return self._finished.is_set()
+
+    @property
+    def socket(self) -> Optional[socket.socket]:
+        """The connected socket (``None`` before it connects and once it is closed)."""
+        transport = self._transport
+        return None if transport is None or transport.closed else transport.sock
+
+    def wait_finished(self, timeout: Optional[float] = None) -> bool:
+        """Wait until the connection is over; whether it is."""
+        return self._finished.wait(timeout)
+
+    def _wake(self) -> None:
         self._wakeup.wake()
+
+    def _has_socket_locked(self) -> bool:
+        transport = self._transport
+        return transport is not None and not transport.closed
+
+    def _write_locked(self, data: bytes) -> None:
+        """Write under the send lock; a failure drops the connection and is raised."""
+        transport = self._transport
+        assert transport is not None
+        try:
+            transport.write(data)
+        except TransportFail as error:
+            self._drop(str(error))
+            raise
+        if self._trace is not None:
+            self._trace("socket_send", bytes=len(data))
 
     # -- the loop -------------------------------------------------------------
 
@@ -366,60 +537,15 @@ class WebsocketSession:
         """Close the socket, then report the end: a Disconnected handler sees it gone."""
         self._shutdown()
         for event in self.protocol.finish(reason, graceful):
-            if self._trace is not None:
-                if type(event) is events.ConnectFail:
-                    self._trace("connect_fail", reason=event.reason)
-                elif type(event) is events.Disconnected:
-                    self._trace("disconnected", reason=event.reason, graceful=event.graceful)
+            trace_end(self._trace, event)
             yield event
-
-    def _flush_replies(self, include_close: bool = True) -> None:
-        """Write what the protocol owes the server (pongs, the Close echo, a failing Close)."""
-        with self._send_lock:
-            data = self.protocol.data_to_send(include_close)
-            if data and self._drop_reason is None and not self.finished:
-                try:
-                    self._write_locked(data)
-                except TransportFail:
-                    pass  # _write_locked dropped the connection
-                else:
-                    if self.protocol.close_sent and self._sent_close_time is None:
-                        self._sent_close_time = time.time()
 
     def _observe(self, event: events.Event) -> bool:
         """Act on the few events the driver cares about; whether a Poll is due at once."""
-        kind = type(event)
-        trace = self._trace
-        if kind is events.Ping:
+        if type(event) is events.Ping:
             self._flush_replies(include_close=False)  # the pong, before later events
-        elif kind is events.Pong:
-            self.timers.pong_received()
-        elif kind is events.Ready:
-            poll_now = self.timers.ready(time.monotonic())
-            response = event.response  # type: ignore[attr-defined]
-            if self.settings.on_response is not None:
-                self.settings.on_response(response)
-            if trace is not None:
-                trace("handshake_ready", status=response.status_code,
-                      protocol=event.protocol,  # type: ignore[attr-defined]
-                      extensions=sorted(event.extensions))  # type: ignore[attr-defined]
-            return poll_now
-        elif kind is events.Rejected:
-            response = event.response  # type: ignore[attr-defined]
-            if self.settings.on_response is not None:
-                self.settings.on_response(response)
-            if trace is not None:
-                trace("handshake_rejected", status=response.status_code,
-                      reason=event.reason)  # type: ignore[attr-defined]
-        elif trace is not None:
-            if kind is events.Text:
-                trace("message_text", length=len(event.text))  # type: ignore[attr-defined]
-            elif kind is events.Binary:
-                trace("message_binary", length=len(event.data))  # type: ignore[attr-defined]
-            elif kind is events.Closing or kind is events.Closed:
-                trace("close_received", code=event.code,  # type: ignore[attr-defined]
-                      reason=event.reason)  # type: ignore[attr-defined]
-        return False
+            return False
+        return observe_event(event, self.timers, self.settings, self._trace)
 
     def _run_connected(self) -> Iterator[events.Event]:
         protocol = self.protocol
@@ -517,4 +643,6 @@ class WebsocketSession:
             transport.wait_readable(timeout)
 
 
-__all__ = ["SessionSettings", "WebsocketSession"]
+__all__ = [
+    "Session", "SessionBase", "SessionSettings", "WebsocketSession", "observe_event", "trace_end",
+]

@@ -19,7 +19,18 @@ from __future__ import annotations
 import selectors
 import socket
 import time
-from typing import Optional, Tuple
+from typing import Optional, Protocol, Tuple
+
+
+class Wakeable(Protocol):
+    """Anything a :class:`StopSignal` can wake: a :class:`Wakeup`, or a loop's own waker.
+
+    ``wake()`` must be lock-free and signal-safe, as :meth:`Wakeup.wake` is
+    (the hub's waker appends to a deque and writes one byte).
+    """
+
+    def wake(self) -> None:
+        """Make the loop look again; lock-free, signal-safe."""
 
 
 class Wakeup:
@@ -81,7 +92,7 @@ class StopSignal:
         self._requested = False
         # Replaced, never mutated in place: set() iterates a snapshot that
         # no other thread can change under it, without a lock.
-        self._wakeups: Tuple[Wakeup, ...] = ()
+        self._wakeups: Tuple[Wakeable, ...] = ()
 
     def __repr__(self) -> str:
         return f"<StopSignal {'set' if self._requested else 'clear'}>"
@@ -100,13 +111,13 @@ class StopSignal:
         """Withdraw the request (before a new run)."""
         self._requested = False
 
-    def attach(self, wakeup: Wakeup) -> None:
+    def attach(self, wakeup: Wakeable) -> None:
         """Wake ``wakeup`` when the signal is set (at once if it is set already)."""
         self._wakeups = (*self._wakeups, wakeup)
         if self._requested:
             wakeup.wake()
 
-    def detach(self, wakeup: Wakeup) -> None:
+    def detach(self, wakeup: Wakeable) -> None:
         """Stop waking ``wakeup``."""
         self._wakeups = tuple(w for w in self._wakeups if w is not wakeup)
 
@@ -142,4 +153,4 @@ def wait_for_stop(signals: Tuple[StopSignal, ...], timeout: Optional[float]) -> 
         wakeup.close()
 
 
-__all__ = ["StopSignal", "Wakeup", "wait_for_stop"]
+__all__ = ["StopSignal", "Wakeable", "Wakeup", "wait_for_stop"]

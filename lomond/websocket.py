@@ -10,6 +10,7 @@ import threading
 from types import TracebackType
 from typing import (
     Any,
+    Callable,
     FrozenSet,
     Iterable,
     Iterator,
@@ -19,6 +20,7 @@ from typing import (
     Sequence,
     Tuple,
     Type,
+    TypeVar,
     Union,
 )
 
@@ -33,7 +35,7 @@ from .options import DEFAULT_CONNECT, ConnectOptions
 from .protocol import State, encode_close
 from .proxy import Proxy, select_proxy
 from .response import Response
-from .session import SessionSettings, WebsocketSession
+from .session import Session, SessionSettings, WebsocketSession
 from .status import Status
 from .tls import make_ssl_context
 from .trace import TraceFunc, Tracer
@@ -45,6 +47,9 @@ Compress = Union[bool, PerMessageDeflate, Sequence[PerMessageDeflate], None]
 Headers = Union[Mapping[str, str], Iterable[Tuple[HeaderValue, HeaderValue]], None]
 
 _BUFFER_TYPES = (bytes, bytearray, memoryview)
+
+#: A driver type for :meth:`WebSocket.open_session`.
+S = TypeVar("S", bound=Session)
 
 
 class WebSocket:
@@ -159,8 +164,8 @@ class WebSocket:
         )
         self._lock = threading.Lock()
         #: The current connection's session, or ``None`` between connections.
-        self.session: Optional[WebsocketSession] = None
-        self._last_session: Optional[WebsocketSession] = None
+        self.session: Optional[Session] = None
+        self._last_session: Optional[Session] = None
         #: Set by :meth:`close`: a stop request that :func:`~lomond.persist.persist`
         #: (which clears it when it starts) waits on between connections.
         self.close_requested = StopSignal()
@@ -296,16 +301,35 @@ class WebSocket:
         options: ConnectOptions,
         stop: Optional[StopSignal],
     ) -> Iterator[events.Event]:
+        # Settings are taken when iteration starts: proxies from the
+        # environment are read for each connection.
+        session = self.open_session(session_class, options, stop)
+        yield from session.run()
+
+    def open_session(
+        self,
+        factory: Callable[[SessionSettings, Callable[[Session], None]], S],
+        options: ConnectOptions = DEFAULT_CONNECT,
+        stop: Optional[StopSignal] = None,
+    ) -> S:
+        """Start a connection with a driver: ``factory(settings, on_end)`` (for runners).
+
+        The seam between this object and what moves its bytes: the threaded
+        :class:`~lomond.session.WebsocketSession` (:meth:`connect`) or the
+        :class:`~lomond.hub_session.HubSession` of a
+        :class:`~lomond.handlers.hub.Hub`. The driver becomes :attr:`session`
+        (sends go to it) until it calls ``on_end(driver)``. Raises
+        :class:`~lomond.errors.WebSocketUnavailable` if a connection is live.
+        """
         with self._lock:
             if self.session is not None:
                 raise WebSocketUnavailable("the websocket is already connected")
-            # Settings are taken when iteration starts: proxies from the
-            # environment are read for each connection.
-            session = self.session = session_class(self._settings(options, stop), self._ended)
+            session = factory(self._settings(options, stop), self._ended)
+            self.session = session
         self._last_session = session
-        yield from session.run()
+        return session
 
-    def _ended(self, session: WebsocketSession) -> None:
+    def _ended(self, session: Session) -> None:
         with self._lock:
             if self.session is session:
                 self.session = None
@@ -382,7 +406,7 @@ class WebSocket:
 
     # -- sending -----------------------------------------------------------------------
 
-    def _session(self) -> WebsocketSession:
+    def _session(self) -> Session:
         session = self.session
         if session is None:
             if self._last_session is not None:
