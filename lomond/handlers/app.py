@@ -21,7 +21,7 @@ from .outcome import Outcome, OutcomeTracker
 from .policy import ErrorPolicy, PolicyAction, check_policy, decide
 from .registration import Registration
 from .registry import Handler, HandlerRegistry
-from .runner import Runner
+from .runner import Completion, Runner
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -109,7 +109,7 @@ class WebSocketApp(Registration):
         self._loop_thread: Optional[threading.Thread] = None
         self._tracker = OutcomeTracker()
         self._last_outcome: Optional[Outcome] = None
-        self._runner: Optional[Runner[Outcome]] = None
+        self._runner: Optional[Completion[Outcome]] = None
 
     def __repr__(self) -> str:
         state = "running" if self._running else "idle"
@@ -307,6 +307,40 @@ class WebSocketApp(Registration):
             self._ready = False
         return tracker
 
+    # -- the seam for runners: the thread runner and lomond.handlers.hub.Hub -------------
+
+    @property
+    def stop_signal(self) -> StopSignal:
+        """The current run's stop request (set by :meth:`stop`, a handler error, Ctrl-C).
+
+        A runner attaches its waker to it (see :class:`~lomond.wakeup.StopSignal`).
+        """
+        return self._stop
+
+    def begin_run(self, runner: Optional[Completion[Outcome]] = None) -> OutcomeTracker:
+        """Mark a run as started (``RuntimeError`` if one is in progress): for runners.
+
+        ``runner`` is where :meth:`join` and :meth:`stop` find the run's end
+        (and its thread, which they must not wait on). The runner feeds the
+        run's events to :meth:`dispatch` and calls :meth:`finish_run` once.
+        """
+        tracker = self._begin_run()
+        if runner is not None:
+            self._runner = runner
+        return tracker
+
+    def finish_run(self, tracker: OutcomeTracker) -> Outcome:
+        """Mark the run begun with :meth:`begin_run` as over; its :class:`Outcome`."""
+        outcome = tracker.outcome()
+        with self._state_lock:
+            self._last_outcome = outcome
+            self._running = False
+            self._loop_thread = None
+            self._stop.clear()
+        self._set_ready(False, run_ended=True)
+        self._finished.set()
+        return outcome
+
     def run_forever(self, reconnect: bool = False, **options: Unpack[RunKeywords]) -> Outcome:
         """Connect and handle events in this thread until the connection ends.
 
@@ -330,7 +364,7 @@ class WebSocketApp(Registration):
             is running already.
         """
         connect, reconnect_options = split_options(options, "run_forever()", reconnect)
-        tracker = self._begin_run()
+        tracker = self.begin_run()
         return self._run(tracker, reconnect, connect, reconnect_options)
 
     def _run(
@@ -362,14 +396,7 @@ class WebSocketApp(Registration):
                 if interrupted:
                     raise KeyboardInterrupt
         finally:
-            outcome = tracker.outcome()
-            with self._state_lock:
-                self._last_outcome = outcome
-                self._running = False
-                self._loop_thread = None
-                self._stop.clear()
-            self._set_ready(False, run_ended=True)
-            self._finished.set()
+            outcome = self.finish_run(tracker)
         if tracker.to_raise is not None:
             raise tracker.to_raise
         return outcome
@@ -398,7 +425,7 @@ class WebSocketApp(Registration):
         then ends without connecting.
         """
         connect, reconnect_options = split_options(options, "start()", reconnect)
-        tracker = self._begin_run()
+        tracker = self.begin_run()
 
         def target() -> Outcome:
             try:
@@ -434,8 +461,11 @@ class WebSocketApp(Registration):
                 self._stop.set()
         if running:
             self.websocket.close()
-            if self._loop_thread is threading.current_thread():
-                return None
+            runner = self._runner
+            if self._loop_thread is threading.current_thread() or (
+                runner is not None and runner.thread is threading.current_thread()
+            ):
+                return None  # a handler cannot wait for its own loop (one app's, or a hub's)
         if not self._finished.wait(timeout):
             return None
         runner = self._runner

@@ -1,4 +1,7 @@
-"""Running a function once in a daemon thread, keeping its result or exception."""
+"""Running a function once in a daemon thread, keeping its result or exception.
+
+:class:`Completion` is the part a runner that is not a thread (the hub) shares.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,43 @@ from typing import Callable, Generic, Optional, TypeVar
 T = TypeVar("T")
 
 
-class Runner(Generic[T]):
+class Completion(Generic[T]):
+    """The end of a run that happens elsewhere: its result or exception, and a way to wait.
+
+    The thread runner (:class:`Runner`) and :class:`~lomond.handlers.hub.Hub`
+    both hand one to :meth:`WebSocketApp.begin_run
+    <lomond.handlers.app.WebSocketApp.begin_run>`, so that ``stop()`` and
+    ``join()`` work the same whichever runs the app.
+    """
+
+    def __init__(self, thread: Optional[threading.Thread] = None) -> None:
+        self._done = threading.Event()
+        self.result: Optional[T] = None
+        self.exception: Optional[BaseException] = None
+        #: The thread that runs the app (``None`` until it is known).
+        self.thread = thread
+
+    def set_result(self, result: Optional[T]) -> None:
+        """The run returned ``result``."""
+        self.result = result
+        self._done.set()
+
+    def set_exception(self, exception: BaseException) -> None:
+        """The run raised ``exception``."""
+        self.exception = exception
+        self._done.set()
+
+    @property
+    def done(self) -> bool:
+        """Whether the run returned or raised."""
+        return self._done.is_set()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Wait up to ``timeout`` seconds (``None``: forever) for the run to finish."""
+        return self._done.wait(timeout)
+
+
+class Runner(Completion[T]):
     """Runs ``target()`` in a named daemon thread.
 
     Whatever ``target`` returns is kept in :attr:`result`; whatever it raises
@@ -18,35 +57,28 @@ class Runner(Generic[T]):
 
     def __init__(self, target: Callable[[], T], name: str) -> None:
         self._target = target
-        self._done = threading.Event()
-        self.result: Optional[T] = None
-        self.exception: Optional[BaseException] = None
-        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        super().__init__(self._thread)
 
     def start(self) -> None:
         """Start the thread."""
-        self.thread.start()
+        self._thread.start()
 
     def _run(self) -> None:
         try:
-            self.result = self._target()
+            result = self._target()
         except BaseException as error:  # kept for join(); the target logs it
-            self.exception = error
-        finally:
-            self._done.set()
-
-    @property
-    def done(self) -> bool:
-        """Whether ``target`` returned or raised."""
-        return self._done.is_set()
+            self.set_exception(error)
+        else:
+            self.set_result(result)
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Wait up to ``timeout`` seconds (``None``: forever) for ``target`` to finish."""
         if not self._done.wait(timeout):
             return False
-        if self.thread is not threading.current_thread():
-            self.thread.join()  # only the thread's exit is left: immediate
+        if self._thread is not threading.current_thread():
+            self._thread.join()  # only the thread's exit is left: immediate
         return True
 
 
-__all__ = ["Runner"]
+__all__ = ["Completion", "Runner"]
