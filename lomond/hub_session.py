@@ -143,7 +143,7 @@ class HubSession(SessionBase):
         """Nothing to do: the reactor's thread runs the connection."""
 
     def wake(self) -> None:
-        """Look at the connection on the reactor's thread soon (a :class:`~lomond.wakeup.Wakeable`)."""
+        """Look at the connection on the reactor thread soon (a Wakeable)."""
         self._wake()
 
     def _wake(self) -> None:

@@ -74,6 +74,42 @@ def back_off_delay(failures: int, min_wait: float, max_wait: float) -> float:
     return min_wait + random() * max(0.0, cap - min_wait)
 
 
+class BackOff:
+    """The reconnect loop's bookkeeping: attempts in a row that failed, and ``Retry-After``.
+
+    Shared by :func:`persist` and the :class:`~lomond.handlers.hub.Hub`:
+    call :meth:`observe` with each event of a connection, then
+    :meth:`next_delay` once it ended.
+    """
+
+    __slots__ = ("_failures", "_max_wait", "_ready", "_settings", "_wait_at_least")
+
+    def __init__(self, settings: PersistOptions) -> None:
+        self._settings = settings
+        self._max_wait = max(settings.max_wait, settings.min_wait)
+        self._failures = 0
+        self._ready = False
+        self._wait_at_least = 0.0
+
+    def observe(self, event: events.Event) -> None:
+        """Note a Ready (the cap resets) or a Rejected's ``Retry-After``."""
+        if isinstance(event, events.Ready):
+            self._ready = True
+        elif isinstance(event, events.Rejected) and self._settings.respect_retry_after:
+            self._wait_at_least = retry_after(event.response) or 0.0
+
+    def next_delay(self) -> float:
+        """The wait before the next attempt (see :func:`back_off_delay`); starts a new attempt."""
+        self._failures = 0 if self._ready else self._failures + 1
+        delay = max(
+            back_off_delay(self._failures, self._settings.min_wait, self._max_wait),
+            self._wait_at_least,
+        )
+        self._ready = False
+        self._wait_at_least = 0.0
+        return delay
+
+
 def persist(
     websocket: WebSocket,
     poll: float = 5,
@@ -179,7 +215,6 @@ def _persist(
     settings: PersistOptions,
     exit_event: Optional[ExitEvent],
 ) -> Iterator[events.Event]:
-    max_wait = max(settings.max_wait, settings.min_wait)
     close_requested = getattr(websocket, "close_requested", None)
     signals: Tuple[StopSignal, ...] = ()
     if isinstance(close_requested, StopSignal):
@@ -196,18 +231,13 @@ def _persist(
                 exit_event is not None and exit_event.is_set()
             )
 
-        failures = 0
+        back_off = BackOff(settings)
         while not stopping():
-            ready = False
-            wait_at_least = 0.0
             connection = connect(**keywords)
             try:
                 closing = False
                 for event in connection:
-                    if isinstance(event, events.Ready):
-                        ready = True
-                    elif isinstance(event, events.Rejected) and settings.respect_retry_after:
-                        wait_at_least = retry_after(event.response) or 0.0
+                    back_off.observe(event)
                     yield event
                     # A request the signal could not carry (a connect() without
                     # stop=, or an exit_event set through a bound method taken
@@ -223,8 +253,7 @@ def _persist(
                     close()
             if stopping():
                 break
-            failures = 0 if ready else failures + 1
-            delay = max(back_off_delay(failures, settings.min_wait, max_wait), wait_at_least)
+            delay = back_off.next_delay()
             log.debug("reconnecting to %s in %.2f s", websocket.url, delay)
             yield events.BackOff(delay)
             _back_off(signals, exit_event, delay)
@@ -254,4 +283,4 @@ def _back_off(
     wait_for_stop((*signals, released), delay)
 
 
-__all__ = ["ExitEvent", "back_off_delay", "persist", "random", "retry_after"]
+__all__ = ["BackOff", "ExitEvent", "back_off_delay", "persist", "random", "retry_after"]

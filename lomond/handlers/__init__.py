@@ -19,13 +19,15 @@ Two styles, which may be mixed::
 or a subclass with ``on_<event name>`` methods (``on_ready``, ``on_text``,
 ..., ``on_event`` for every event, ``on_error`` for handler errors).
 See ``docs/handlers.md`` for running in a thread, error policies and testing
-handlers with :meth:`WebSocketApp.dispatch`.
+handlers with :meth:`WebSocketApp.dispatch`. A :class:`Hub` runs many apps
+on one thread (see ``docs/hub.md``).
 """
 
 from __future__ import annotations
 
 from .app import WebSocketApp
+from .hub import Hub
 from .outcome import Outcome
 from .policy import ErrorPolicy
 
-__all__ = ["ErrorPolicy", "Outcome", "WebSocketApp"]
+__all__ = ["ErrorPolicy", "Hub", "Outcome", "WebSocketApp"]

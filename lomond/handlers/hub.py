@@ -1,0 +1,435 @@
+""":class:`Hub`: many :class:`~lomond.handlers.WebSocketApp` connections on one thread.
+
+``app.start()`` gives each app a thread of its own; a hub runs any number of
+apps on a single thread, with one selector and one timer heap
+(:class:`~lomond.reactor.Reactor`), over the same sans-I/O protocol::
+
+    from lomond.handlers import Hub, WebSocketApp
+
+    hub = Hub()
+    for symbol in symbols:
+        app = WebSocketApp(f"wss://example.org/feed/{symbol}")
+        app.on("text")(show)
+        hub.add(app, reconnect=True)
+    hub.run_forever()              # or hub.start() ... hub.stop()
+
+Each app keeps all of its behaviour: handlers and subclass methods, error
+policies, :meth:`~lomond.handlers.WebSocketApp.stop`,
+:meth:`~lomond.handlers.WebSocketApp.join`, outcomes, reconnects with
+jittered back-off (``reconnect=True`` and the
+:class:`~lomond.options.PersistOptions`), the connection options, and
+sends from any thread.
+
+One thread runs every app's handlers, one event at a time: **a handler that
+blocks delays every other app on the hub** (its pings and close handshakes
+included). Keep handlers short, and hand slow work to :meth:`Hub.offload`,
+which runs it on a pool of threads one task at a time per app, so that an
+app's messages are still processed in the order they arrived. Do not wait
+for a hub app from a handler on the hub (``wait_ready()``, ``join()``);
+``stop()`` there only requests the stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, TypeVar
+
+from .. import events
+from ..errors import WebSocketUnavailable
+from ..hub_session import Connector, HubSession
+from ..options import ConnectOptions, split_options
+from ..persist import BackOff
+from ..reactor import Reactor, Timer
+from ..session import Session, SessionSettings
+from ..wakeup import StopSignal
+from .app import INTERRUPT_CLOSE, WebSocketApp
+from .interrupt import graceful_sigint
+from .outcome import Outcome, OutcomeTracker
+from .runner import Completion, Runner
+from .serial import SerialExecutor
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ..options import RunKeywords
+
+log = logging.getLogger("lomond.hub")
+
+T = TypeVar("T")
+
+
+class _Member:
+    """One app's run on the hub: its connections, back-off waits and end (hub thread)."""
+
+    __slots__ = (
+        "app", "back_off", "begun", "completion", "ended", "hub", "options", "session",
+        "timer", "tracker",
+    )
+
+    def __init__(
+        self,
+        hub: Hub,
+        app: WebSocketApp,
+        tracker: OutcomeTracker,
+        completion: Completion[Outcome],
+        options: ConnectOptions,
+        back_off: Optional[BackOff],
+    ) -> None:
+        self.hub = hub
+        self.app = app
+        self.tracker = tracker
+        self.completion = completion
+        self.options = options
+        self.back_off = back_off
+        self.session: Optional[HubSession] = None
+        self.timer: Optional[Timer] = None
+        self.begun = False
+        self.ended = False
+
+    def wake(self) -> None:
+        """A stop request (a :class:`~lomond.wakeup.Wakeable`): look on the hub's thread."""
+        self.hub._reactor.call_soon_threadsafe(self.check_stop)
+
+    def stopping(self) -> bool:
+        app = self.app
+        return app.stop_signal.is_set() or (
+            self.back_off is not None and app.websocket.close_requested.is_set()
+        )
+
+    def begin(self) -> None:
+        if self.begun or self.ended:
+            return
+        self.begun = True
+        self.completion.thread = threading.current_thread()
+        app = self.app
+        app.stop_signal.attach(self)
+        if self.back_off is not None:
+            # As persist(): a close() before this run does not end it; one during it does.
+            app.websocket.close_requested.clear()
+            app.websocket.close_requested.attach(self)
+        if self.stopping():
+            log.debug("%r: stopped before connecting", app)
+            self.end()
+            return
+        self.connect()
+
+    def _session(
+        self, settings: SessionSettings, on_end: Callable[[Session], None]
+    ) -> HubSession:
+        hub = self.hub
+        assert hub._connector is not None
+        return HubSession(
+            settings, on_end, reactor=hub._reactor, connector=hub._connector,
+            emit=self.emit, on_over=self.connection_over,
+        )
+
+    def connect(self) -> None:
+        self.timer = None
+        if self.ended:
+            return
+        if self.stopping():
+            self.end()
+            return
+        try:
+            session = self.app.websocket.open_session(
+                self._session, self.options, self.app.stop_signal
+            )
+        except WebSocketUnavailable as error:
+            log.error("%r: cannot connect on the hub: %s", self.app, error)
+            self.end()
+            return
+        self.session = session
+        session.start()
+
+    def emit(self, event: events.Event) -> None:
+        """Deliver one event to the app; never raises (the reactor's callbacks must not)."""
+        if self.back_off is not None:
+            self.back_off.observe(event)
+        try:
+            self.app.dispatch(event)
+        except BaseException as error:
+            # KeyboardInterrupt or SystemExit from a handler: as run_forever()
+            # does, close this app gracefully; then the hub stops and re-raises.
+            self.app.stop_signal.set()
+            self.app.websocket.close(*INTERRUPT_CLOSE)
+            self.hub._interrupted(error)
+
+    def connection_over(self) -> None:
+        """After a connection's last event: back off and reconnect, or end the run."""
+        self.session = None
+        if self.back_off is None or self.stopping():
+            self.end()
+            return
+        delay = self.back_off.next_delay()
+        log.debug("reconnecting to %s in %.2f s", self.app.websocket.url, delay)
+        self.emit(events.BackOff(delay))
+        if self.stopping():
+            self.end()
+            return
+        self.timer = self.hub._reactor.call_later(delay, self.connect)
+
+    def check_stop(self) -> None:
+        # The session sees the stop request itself; between connections
+        # (a back-off wait) it is ours to end the run.
+        if self.begun and not self.ended and self.session is None and self.stopping():
+            self.end()
+
+    def end(self) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        app = self.app
+        app.stop_signal.detach(self)
+        app.websocket.close_requested.detach(self)
+        outcome = app.finish_run(self.tracker)
+        if self.tracker.to_raise is not None:
+            self.completion.set_exception(self.tracker.to_raise)
+        else:
+            self.completion.set_result(outcome)
+        self.hub._member_ended(self)
+
+
+class Hub:
+    """Runs many :class:`~lomond.handlers.WebSocketApp` connections on one thread.
+
+    :param connect_workers: threads that open connections (DNS, TCP, proxy,
+        TLS; name resolution blocks, so it happens there). At most this many
+        connects are in progress at once; the rest queue.
+    :param offload_workers: threads for :meth:`offload` (started when first used).
+    :param name: the name of the thread :meth:`start` creates.
+
+    See the module documentation for what runs where.
+    """
+
+    def __init__(
+        self, *, connect_workers: int = 8, offload_workers: int = 8, name: str = "lomond-hub"
+    ) -> None:
+        Connector(connect_workers).shutdown()  # checks the number now, in the caller's thread
+        if (
+            isinstance(offload_workers, bool)
+            or not isinstance(offload_workers, int)
+            or offload_workers < 1
+        ):
+            raise ValueError("offload_workers must be a whole number >= 1")
+        self.name = name
+        self._connect_workers = connect_workers
+        self._offload_workers = offload_workers
+        self._reactor = Reactor()
+        self._connector: Optional[Connector] = None
+        self._lock = threading.Lock()
+        self._members: Dict[WebSocketApp, _Member] = {}
+        self._running = False
+        self._stopping = False
+        self._stop = StopSignal()
+        self._done = threading.Event()
+        self._done.set()
+        self._interrupt: Optional[BaseException] = None
+        self._runner: Optional[Runner[None]] = None
+        self._serial: Optional[SerialExecutor] = None
+
+    def __repr__(self) -> str:
+        state = "running" if self._running else "idle"
+        return f"<Hub {self.name!r} {state}, {len(self._members)} apps>"
+
+    # -- apps ---------------------------------------------------------------------------
+
+    @property
+    def apps(self) -> List[WebSocketApp]:
+        """The apps on the hub (added and not ended)."""
+        with self._lock:
+            return list(self._members)
+
+    @property
+    def is_running(self) -> bool:
+        """Whether the hub's loop runs (:meth:`run_forever` or :meth:`start`)."""
+        return self._running
+
+    def add(
+        self, app: WebSocketApp, reconnect: bool = False, **options: Unpack[RunKeywords]
+    ) -> None:
+        """Run ``app`` on the hub (from any thread; it connects once the hub runs).
+
+        The same as ``app.run_forever(reconnect, **options)``, on the hub's
+        thread: ``app.stop()``, ``app.join()``, ``app.wait_ready()`` and
+        :attr:`~lomond.handlers.WebSocketApp.outcome` work as for
+        :meth:`~lomond.handlers.WebSocketApp.start`. The app leaves the hub
+        when its run ends. ``RuntimeError`` if the app is running already or
+        the hub is stopping; ``TypeError``/``ValueError`` for wrong options.
+        """
+        if not isinstance(app, WebSocketApp):
+            raise TypeError(f"Hub.add() takes a WebSocketApp, not {app!r}")
+        connect, persist_options = split_options(options, "Hub.add()", reconnect)
+        back_off = BackOff(persist_options) if reconnect else None
+        completion: Completion[Outcome] = Completion(self._reactor.thread)
+        with self._lock:
+            if self._stopping:
+                raise RuntimeError(f"{self!r} is stopping: cannot add {app!r}")
+            tracker = app.begin_run(completion)
+            member = _Member(self, app, tracker, completion, connect, back_off)
+            self._members[app] = member
+        self._reactor.call_soon_threadsafe(member.begin)
+
+    def remove(self, app: WebSocketApp, timeout: Optional[float] = 5.0) -> Optional[Outcome]:
+        """Stop ``app`` (a graceful close) and wait for its run to end: ``app.stop(timeout)``.
+
+        Returns its :class:`~lomond.handlers.Outcome`, or ``None`` while it
+        is still closing (or when called from the hub's thread, which cannot
+        wait for itself). ``ValueError`` if the app is not on this hub.
+        """
+        with self._lock:
+            member = self._members.get(app)
+            if member is None:
+                raise ValueError(f"{app!r} is not on {self!r}")
+            idle = not self._running
+        if idle:
+            self._end_unstarted([member])
+        return app.stop(timeout)
+
+    def offload(
+        self, app: WebSocketApp, fn: Callable[..., T], *args: Any, **kwargs: Any
+    ) -> Future[T]:
+        """Run ``fn(*args, **kwargs)`` off the hub's thread, after ``app``'s earlier offloads.
+
+        For slow work in a handler: the hub goes on serving the other apps,
+        and one app's tasks run one at a time in the order they were
+        offloaded (so its messages are processed in order). Tasks of
+        different apps run in parallel, on ``offload_workers`` threads.
+        Returns a :class:`concurrent.futures.Future`. Send replies from the
+        task with ``app.send_text()`` and friends: sends work from any thread.
+        """
+        with self._lock:
+            serial = self._serial
+            if serial is None:
+                pool = ThreadPoolExecutor(
+                    self._offload_workers, thread_name_prefix=f"{self.name}-work"
+                )
+                serial = self._serial = SerialExecutor(pool)
+        return serial.submit(app, fn, *args, **kwargs)
+
+    # -- running ---------------------------------------------------------------------------
+
+    def run_forever(self) -> None:
+        """Run the hub in this thread until :meth:`stop` (apps may come and go meanwhile).
+
+        :meth:`stop` closes every app gracefully and returns once they all
+        ended. In the main thread, Ctrl-C does the same, then
+        ``KeyboardInterrupt`` is raised; so is a ``KeyboardInterrupt`` (or
+        ``SystemExit``) that a handler raised. ``RuntimeError`` if running.
+        """
+        with self._lock:
+            if self._running:
+                raise RuntimeError(f"{self!r} is running already")
+            self._running = True
+            self._stopping = False
+            self._interrupt = None
+            self._stop.clear()
+            self._done.clear()
+            self._connector = Connector(self._connect_workers)
+            thread = threading.current_thread()
+            for member in self._members.values():
+                member.completion.thread = thread
+        self._stop.attach(self)
+        try:
+            with graceful_sigint(self._stop) as interrupted:
+                self._reactor.run()
+        finally:
+            self._stop.detach(self)
+            self._connector.shutdown()
+            with self._lock:
+                self._running = False
+                self._stopping = False
+            self._done.set()
+        if self._interrupt is not None:
+            raise self._interrupt
+        if interrupted:
+            raise KeyboardInterrupt
+
+    def start(self) -> None:
+        """Run :meth:`run_forever` in a daemon thread (named :attr:`name`); returns at once."""
+        with self._lock:
+            if self._running:
+                raise RuntimeError(f"{self!r} is running already")
+        runner: Runner[None] = Runner(self.run_forever, name=self.name)
+        self._runner = runner
+        runner.start()
+
+    def stop(self, timeout: Optional[float] = 10.0) -> bool:
+        """Close every app gracefully, then end the loop; from any thread.
+
+        Waits up to ``timeout`` seconds for that (each app's close is bounded
+        by its ``close_timeout``) and returns whether the hub stopped; from
+        the hub's own thread it only requests the stop (``False``).
+        """
+        self._stop.set()
+        with self._lock:
+            running = self._running
+            unstarted = [] if running else list(self._members.values())
+        if unstarted:
+            self._end_unstarted(unstarted)
+        if not running:
+            return True
+        if self._reactor.in_loop():
+            return False
+        return self._done.wait(timeout)
+
+    def join(self, timeout: Optional[float] = None) -> bool:
+        """Wait for the thread :meth:`start` created; whether it ended.
+
+        Re-raises what ``run_forever()`` raised there (``KeyboardInterrupt``
+        from a handler, say).
+        """
+        runner = self._runner
+        if runner is None:
+            return not self._running
+        if not runner.wait(timeout):
+            return False
+        if runner.exception is not None:
+            raise runner.exception
+        return True
+
+    # -- internal, on the hub's thread -----------------------------------------------------
+
+    def wake(self) -> None:
+        """The hub's stop signal was set (a :class:`~lomond.wakeup.Wakeable`)."""
+        self._reactor.call_soon_threadsafe(self._begin_stopping)
+
+    def _begin_stopping(self) -> None:
+        with self._lock:
+            if not self._running:
+                return
+            self._stopping = True
+            members = list(self._members.values())
+        for member in members:
+            member.app.stop_signal.set()
+            member.app.websocket.close()
+        if not members:
+            self._reactor.stop()
+
+    def _end_unstarted(self, members: List[_Member]) -> None:
+        # The hub does not run: nothing else touches these members, so
+        # their runs end here, in the caller's thread.
+        for member in members:
+            if not member.begun:
+                member.begun = True
+                member.end()
+
+    def _member_ended(self, member: _Member) -> None:
+        with self._lock:
+            if self._members.get(member.app) is member:
+                del self._members[member.app]
+            last = self._stopping and not self._members
+        if last:
+            self._reactor.stop()
+
+    def _interrupted(self, error: BaseException) -> None:
+        if self._interrupt is None:
+            self._interrupt = error
+        self._stop.set()
+
+
+__all__ = ["Hub"]
