@@ -317,6 +317,15 @@ class WebSocketApp(Registration):
         """
         return self._stop
 
+    def handles(self, name: str) -> bool:
+        """Whether an event called ``name`` would reach a handler now (a method or registered).
+
+        A runner may skip producing events nobody handles: a
+        :class:`~lomond.handlers.hub.Hub` does not schedule Poll events for
+        an app that has no handler for them when it connects.
+        """
+        return bool(self._methods.get(name, self._generic) or self._registry.handlers_for(name))
+
     def begin_run(self, runner: Optional[Completion[Outcome]] = None) -> OutcomeTracker:
         """Mark a run as started (``RuntimeError`` if one is in progress): for runners.
 

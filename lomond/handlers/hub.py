@@ -27,6 +27,12 @@ which runs it on a pool of threads one task at a time per app, so that an
 app's messages are still processed in the order they arrived. Do not wait
 for a hub app from a handler on the hub (``wait_ready()``, ``join()``);
 ``stop()`` there only requests the stop.
+
+An idle hub wakes only for its connections' own timers. One difference from
+a thread: an app that has no handler for :class:`~lomond.events.Poll` events
+(no ``on_poll``/``on_event`` method, nothing registered for ``"poll"`` or
+``"*"``) when a connection starts gets no Poll events on that connection, so
+its idle connection wakes only for pings.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, TypeVar
+
+import attrs
 
 from .. import events
 from ..errors import WebSocketUnavailable
@@ -132,9 +140,14 @@ class _Member:
         if self.stopping():
             self.end()
             return
+        options = self.options
+        if options.poll and not self.app.handles("poll"):
+            # Nobody listens: a Poll would wake the hub for nothing, 10,000
+            # connections times every few seconds. Checked per connection.
+            options = attrs.evolve(options, poll=0)
         try:
             session = self.app.websocket.open_session(
-                self._session, self.options, self.app.stop_signal
+                self._session, options, self.app.stop_signal
             )
         except WebSocketUnavailable as error:
             log.error("%r: cannot connect on the hub: %s", self.app, error)

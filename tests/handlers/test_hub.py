@@ -316,13 +316,15 @@ def test_keyboard_interrupt_in_a_handler_stops_the_hub(ws_server: WSServer) -> N
     quitter = WebSocketApp(ws_server.url_for("/echo"))
     other = Recorder(ws_server.url_for("/echo"))
 
-    @quitter.on("ready")
+    @quitter.on("text")
     def interrupt(event: events.Event) -> None:
         raise KeyboardInterrupt
 
     hub.add(quitter)
     hub.add(other)
     hub.start()
+    assert quitter.wait_ready(10) and other.wait_ready(10)
+    quitter.send_text("quit")  # echoed: its handler raises
     with pytest.raises(KeyboardInterrupt):
         hub.join(20)
     assert quitter.outcome.close_code == 1001
@@ -448,3 +450,25 @@ def test_serial_executor_orders_per_key() -> None:
             failing.result(5)
     assert done == {"a": list(range(50)), "b": list(range(50))}
     assert serial.pending("a") == 0
+
+
+def test_polls_only_for_apps_that_handle_them(ws_server: WSServer, hub: Hub) -> None:
+    class Counting(WebSocketApp):
+        def __init__(self, url: str) -> None:
+            super().__init__(url)
+            self.dispatched: List[str] = []
+
+        def dispatch(self, event: events.Event) -> None:
+            self.dispatched.append(event.name)
+            super().dispatch(event)
+
+    quiet = Counting(ws_server.url_for("/echo"))
+    polled = Counting(ws_server.url_for("/echo"))
+    polls: List[events.Event] = []
+    polled.on("poll")(polls.append)
+    hub.add(quiet, poll=0.05)
+    hub.add(polled, poll=0.05)
+    hub.start()
+    assert wait_until(lambda: len(polls) >= 4)
+    assert polled.dispatched[:4] == ["connecting", "connected", "ready", "poll"]
+    assert "poll" not in quiet.dispatched and "ready" in quiet.dispatched
