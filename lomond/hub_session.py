@@ -34,6 +34,7 @@ from typing import Any, Callable, List, Optional
 
 from . import events
 from .connection import open_connection
+from .constants import READ_SIZE
 from .errors import ConnectError, TransportFail, WebSocketClosed, WebSocketUnavailable
 from .frame import Opcode
 from .protocol import State
@@ -50,6 +51,16 @@ log = logging.getLogger("lomond.hub")
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 _READ = selectors.EVENT_READ
 _READ_WRITE = selectors.EVENT_READ | selectors.EVENT_WRITE
+
+#: Bytes per read of small messages. Smaller than the threaded driver's
+#: :data:`~lomond.constants.READ_SIZE`: every message of one read is an event
+#: alive until the read is handled, and fewer than the garbage collector's
+#: first threshold (700 objects) keeps them from being promoted to older
+#: generations, whose collections would then walk every connection's objects.
+#: Large payloads still use the protocol's larger sizes.
+HUB_READ_SIZE = 8 * 1024
+#: Reads of one connection per turn, before the other connections' turn.
+_READS_PER_TURN = 8
 
 #: Where a hub connection's events go: called on the reactor's thread, must not raise.
 Emit = Callable[[events.Event], None]
@@ -314,14 +325,18 @@ class HubSession(SessionBase):
         Text, Binary, Ping = events.Text, events.Binary, events.Ping
         emit = self._emit
         trace = self._trace
+        reads = _READS_PER_TURN
         while True:
             batch: List[events.Event]
+            size = protocol.read_size
+            if size <= READ_SIZE:
+                size = HUB_READ_SIZE
             try:
                 if self._tls:
                     with self._send_lock:
-                        data = sock.recv(protocol.read_size)
+                        data = sock.recv(size)
                 else:
-                    data = sock.recv(protocol.read_size)
+                    data = sock.recv(size)
             except _WOULD_BLOCK:
                 break
             except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
@@ -353,8 +368,13 @@ class HubSession(SessionBase):
             if protocol.should_close:
                 self._end()
                 return
-            if self._done or not (self._tls and sock.pending()):  # type: ignore[attr-defined]
-                break  # TLS may hold decrypted bytes that select() cannot see
+            if self._done:
+                break
+            if self._tls and sock.pending():  # type: ignore[attr-defined]
+                continue  # decrypted bytes that select() cannot see
+            reads -= 1
+            if not data or len(data) < size or not reads:
+                break  # drained, or another connection's turn
         self._service()
 
     def _service(self) -> None:
@@ -463,4 +483,4 @@ class HubSession(SessionBase):
         self._on_over()
 
 
-__all__ = ["Connector", "Emit", "HubSession"]
+__all__ = ["HUB_READ_SIZE", "Connector", "Emit", "HubSession"]
