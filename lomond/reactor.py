@@ -154,6 +154,14 @@ class Reactor:
         try:
             while not self._stopping:
                 heap = self._heap
+                # Cancelled timers (a connection's earlier deadline, say its
+                # handshake timeout once Ready) must not wake the loop.
+                while heap and heap[0][2].cancelled:
+                    heappop(heap)
+                    self._cancelled -= 1
+                if self._cancelled > 64 and self._cancelled * 2 > len(heap):
+                    self._compact()
+                    heap = self._heap
                 if ready:
                     timeout: Optional[float] = 0.0
                 elif heap:
@@ -179,8 +187,6 @@ class Reactor:
                             timer.cancelled = True  # fired: a late cancel() is a no-op
                             self._call(timer.callback)
                         heap = self._heap  # a callback may have compacted it
-                    if self._cancelled > 64 and self._cancelled * 2 > len(heap):
-                        self._compact()
                 # Calls queued by callbacks and by other threads, including
                 # those queued while these run (a bounded number per step
                 # keeps timers and I/O from starving).

@@ -472,3 +472,24 @@ def test_polls_only_for_apps_that_handle_them(ws_server: WSServer, hub: Hub) -> 
     assert wait_until(lambda: len(polls) >= 4)
     assert polled.dispatched[:4] == ["connecting", "connected", "ready", "poll"]
     assert "poll" not in quiet.dispatched and "ready" in quiet.dispatched
+
+
+def test_reactor_does_not_wake_for_cancelled_timers() -> None:
+    reactor = Reactor()
+    timeouts: List[Any] = []
+    select = reactor._selector.select
+
+    def recording_select(timeout: Any = None) -> Any:
+        timeouts.append(timeout)
+        return select(timeout)
+
+    reactor._selector.select = recording_select  # type: ignore[method-assign]
+    now = time.monotonic()
+    for i in range(100):
+        reactor.call_at(now + 0.01 + i * 0.001, lambda: None).cancel()
+    reactor.call_at(now + 0.3, reactor.stop)
+    reactor.run()
+    # One wait for the live timer (a spurious early return at most), not
+    # one per cancelled deadline.
+    assert len(timeouts) <= 3, timeouts
+    assert timeouts[0] is not None and timeouts[0] > 0.2
