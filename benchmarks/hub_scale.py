@@ -230,7 +230,7 @@ def report(results: Dict[str, Dict[str, Dict[str, Any]]], args: argparse.Namespa
         ("scale", "  Ready / failed", None, "", 0),
         ("scale", "  hello received", "received", "", 0),
         ("scale", "  memory per connection (KiB)", "rss_per_conn_kib", "", 1),
-        ("scale", f"  CPU while idle, {args.idle_seconds:g} s (ms)", "idle_cpu_ms", "", 0),
+        ("scale", f"  CPU while idle, {args.idle_seconds:g} s (ms)", "idle_cpu_ms", "", 1),
         ("scale", "  threads", "threads", "", 0),
         ("scale", "  graceful stop (s)", "stop_s", "", 2),
         ("scale", "  closed gracefully", "graceful", "", 0),

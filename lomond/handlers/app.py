@@ -320,9 +320,9 @@ class WebSocketApp(Registration):
     def handles(self, name: str) -> bool:
         """Whether an event called ``name`` would reach a handler now (a method or registered).
 
-        A runner may skip producing events nobody handles: a
-        :class:`~lomond.handlers.hub.Hub` does not schedule Poll events for
-        an app that has no handler for them when it connects.
+        Runners skip producing Poll events nobody handles: :meth:`run_forever`
+        and :meth:`start` check when the run starts, a
+        :class:`~lomond.handlers.hub.Hub` when each connection starts.
         """
         return bool(self._methods.get(name, self._generic) or self._registry.handlers_for(name))
 
@@ -361,7 +361,8 @@ class WebSocketApp(Registration):
             ``ping_rate``, ``ping_timeout``, ``close_timeout``, ...), plus
             :class:`~lomond.options.PersistOptions` (``min_wait``,
             ``max_wait``, ``respect_retry_after``) with ``reconnect=True``
-            (``TypeError`` otherwise).
+            (``TypeError`` otherwise). An app with no handler for Poll
+            events when the run starts gets none (see :meth:`handles`).
         :returns: the run's :class:`Outcome`.
         :raises: with error policy ``"raise"``, the handler's exception, once
             the connection is gone; ``KeyboardInterrupt`` (or ``SystemExit``)
@@ -389,6 +390,10 @@ class WebSocketApp(Registration):
                 log.debug("%r: stopped before connecting", self)
             else:
                 source: Iterator[events.Event]
+                if connect.poll and not self.handles("poll"):
+                    # Nobody listens to Poll events: do not wake every few
+                    # seconds to deliver them (an idle app then costs nothing).
+                    connect = attrs.evolve(connect, poll=0)
                 keywords: Dict[str, Any] = attrs.asdict(connect)
                 if reconnect:
                     keywords.update(attrs.asdict(reconnect_options))

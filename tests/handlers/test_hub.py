@@ -493,3 +493,24 @@ def test_reactor_does_not_wake_for_cancelled_timers() -> None:
     # one per cancelled deadline.
     assert len(timeouts) <= 3, timeouts
     assert timeouts[0] is not None and timeouts[0] > 0.2
+
+
+def test_threaded_apps_poll_only_when_they_handle_polls(ws_server: WSServer) -> None:
+    class Counting(WebSocketApp):
+        def __init__(self, url: str) -> None:
+            super().__init__(url)
+            self.dispatched: List[str] = []
+
+        def _dispatch(self, event: events.Event) -> None:  # the thread runner's pipeline
+            self.dispatched.append(event.name)
+            super()._dispatch(event)
+
+    quiet = Counting(ws_server.url_for("/echo"))
+    polled = Counting(ws_server.url_for("/echo"))
+    polls: List[events.Event] = []
+    polled.on("poll")(polls.append)
+    with quiet.running(poll=0.05), polled.running(poll=0.05):
+        assert wait_until(lambda: len(polls) >= 4)
+        assert quiet.is_active
+    assert "poll" not in quiet.dispatched and "ready" in quiet.dispatched
+    assert polled.dispatched[:4] == ["connecting", "connected", "ready", "poll"]
