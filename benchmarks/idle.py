@@ -20,6 +20,8 @@ waits until all are open, lets them settle for a second, then measures for
 
 Clients: ``lomond-threaded`` (``WebSocketApp.start()`` each: a thread per
 connection), ``lomond-hub`` (every app on one :class:`lomond.handlers.Hub`),
+the same two with a Poll handler (``+poll``: a Poll event every 5 s, the
+default, which apps without a Poll handler do not get),
 ``websocket-client`` (its ``WebSocketApp.run_forever`` in a thread each),
 ``websockets-asyncio`` (``websockets.asyncio.client.connect``, one event loop).
 ``--lomond-path DIR`` also runs ``lomond-threaded`` from an older lomond tree
@@ -44,7 +46,10 @@ from typing import Any, Dict, List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-CLIENTS = ["lomond-threaded", "lomond-hub", "websocket-client", "websockets-asyncio"]
+CLIENTS = [
+    "lomond-threaded", "lomond-threaded+poll", "lomond-hub", "lomond-hub+poll",
+    "websocket-client", "websockets-asyncio",
+]
 
 
 def rss_kib() -> int:
@@ -88,12 +93,20 @@ def measure(n: int, seconds: float, before: int) -> Dict[str, Any]:
 # -- the clients (each in its own process) ----------------------------------------------
 
 
-def run_lomond_threaded(url: str, n: int, seconds: float) -> Dict[str, Any]:
+def make_apps(url: str, n: int, poll: bool) -> List[Any]:
     from lomond.handlers import WebSocketApp
 
+    apps = [WebSocketApp(url) for _ in range(n)]
+    if poll:  # an app that handles Poll events gets one every 5 s (the default)
+        for app in apps:
+            app.on("poll")(lambda event: None)
+    return apps
+
+
+def run_lomond_threaded(url: str, n: int, seconds: float, poll: bool = False) -> Dict[str, Any]:
     gc.collect()
     before = rss_kib()
-    apps = [WebSocketApp(url) for _ in range(n)]
+    apps = make_apps(url, n, poll)
     for app in apps:
         app.start()
     ready = sum(app.wait_ready(60) for app in apps)
@@ -104,13 +117,13 @@ def run_lomond_threaded(url: str, n: int, seconds: float) -> Dict[str, Any]:
     return result
 
 
-def run_lomond_hub(url: str, n: int, seconds: float) -> Dict[str, Any]:
-    from lomond.handlers import Hub, WebSocketApp
+def run_lomond_hub(url: str, n: int, seconds: float, poll: bool = False) -> Dict[str, Any]:
+    from lomond.handlers import Hub
 
     gc.collect()
     before = rss_kib()
     hub = Hub()
-    apps = [WebSocketApp(url) for _ in range(n)]
+    apps = make_apps(url, n, poll)
     for app in apps:
         hub.add(app)
     hub.start()
@@ -180,7 +193,10 @@ def child(args: argparse.Namespace) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     sys.path.insert(0, args.lomond_path or ROOT)
     name = args.child.split("@")[0]
-    result = RUNNERS[name](args.url, args.n, args.seconds)
+    if name.endswith("+poll"):
+        result = RUNNERS[name[:-5]](args.url, args.n, args.seconds, True)  # type: ignore[call-arg]
+    else:
+        result = RUNNERS[name](args.url, args.n, args.seconds)
     if name.startswith("lomond"):
         import lomond
 
@@ -232,8 +248,8 @@ def table(results: Dict[str, Dict[str, Any]], n: int, seconds: float) -> str:
             lines.append(f"| {name} | FAILED: {r['error']} | | | |")
             continue
         lines.append(
-            f"| {name} | {r['rss_per_conn_kib']:.1f} KiB | {r['cpu_ms']:.0f} ms "
-            f"({r['cpu_ms'] / (seconds * 10):.1f}% of a core) | {r['threads']} | {r['ready']}/{n} |"
+            f"| {name} | {r['rss_per_conn_kib']:.1f} KiB | {r['cpu_ms']:.1f} ms "
+            f"({r['cpu_ms'] / (seconds * 10):.2f}% of a core) | {r['threads']} | {r['ready']}/{n} |"
         )
     return "\n".join(lines)
 
