@@ -67,7 +67,7 @@ _EXTERNAL_MODULES = (
     "socket", "ssl", "threading", "selectors", "collections", "collections.abc",
     "typing", "typing_extensions", "types", "enum", "datetime", "zlib", "random",
     "logging", "argparse", "io", "os", "signal", "blinker", "attr", "attrs",
-    "urllib", "http", "contextlib", "_thread", "json", "email", "time",
+    "urllib", "http", "contextlib", "_thread", "json", "email", "time", "concurrent",
 )
 nitpick_ignore_regex = [
     (r"py:.*", r"({})(\..+)?".format("|".join(m.replace(".", r"\.") for m in _EXTERNAL_MODULES))),

@@ -201,10 +201,9 @@ def trace_end(trace: Optional[Tracer], event: events.Event) -> None:
 class SessionBase:
     """The part of a driver that does not depend on how it waits: state, sends, close.
 
-    A driver subclasses it and provides :meth:`_write_locked` (write or
-    buffer bytes, under the send lock), :meth:`_has_socket_locked`,
-    :meth:`_wake` (make its loop look at the connection now) and
-    :attr:`finished`.
+    A driver subclasses it and provides ``_write_locked`` (write or buffer
+    bytes, under the send lock), ``_has_socket_locked``, ``_wake`` (make its
+    loop look at the connection now) and :attr:`finished`.
     """
 
     def __init__(

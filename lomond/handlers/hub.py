@@ -229,6 +229,7 @@ class Hub:
             or offload_workers < 1
         ):
             raise ValueError("offload_workers must be a whole number >= 1")
+        #: The name of the thread :meth:`start` creates.
         self.name = name
         self._connect_workers = connect_workers
         self._offload_workers = offload_workers
@@ -363,7 +364,7 @@ class Hub:
             raise KeyboardInterrupt
 
     def start(self) -> None:
-        """Run :meth:`run_forever` in a daemon thread (named :attr:`name`); returns at once."""
+        """Run :meth:`run_forever` in a daemon thread (named ``name``); returns at once."""
         with self._lock:
             if self._running:
                 raise RuntimeError(f"{self!r} is running already")
