@@ -335,6 +335,26 @@ class Hub:
         ``KeyboardInterrupt`` is raised; so is a ``KeyboardInterrupt`` (or
         ``SystemExit``) that a handler raised. ``RuntimeError`` if running.
         """
+        self._prepare()
+        self._loop()
+
+    def start(self) -> None:
+        """Run :meth:`run_forever` in a daemon thread (named ``name``); returns at once.
+
+        A :meth:`stop` right after ``start()`` is never lost.
+        """
+        self._prepare()
+        runner: Runner[None] = Runner(self._loop, name=self.name)
+        self._runner = runner
+        try:
+            runner.start()
+        except BaseException:
+            self._finish()
+            raise
+
+    def _prepare(self) -> None:
+        # In the caller's thread, so that a stop() issued as soon as start()
+        # returns finds the hub running and is seen by its loop.
         with self._lock:
             if self._running:
                 raise RuntimeError(f"{self!r} is running already")
@@ -344,33 +364,32 @@ class Hub:
             self._stop.clear()
             self._done.clear()
             self._connector = Connector(self._connect_workers)
-            thread = threading.current_thread()
+        self._stop.attach(self)
+
+    def _loop(self) -> None:
+        thread = threading.current_thread()
+        with self._lock:
             for member in self._members.values():
                 member.completion.thread = thread
-        self._stop.attach(self)
+        interrupted: List[int] = []
         try:
             with graceful_sigint(self._stop) as interrupted:
                 self._reactor.run()
         finally:
-            self._stop.detach(self)
-            self._connector.shutdown()
-            with self._lock:
-                self._running = False
-                self._stopping = False
-            self._done.set()
+            self._finish()
         if self._interrupt is not None:
             raise self._interrupt
         if interrupted:
             raise KeyboardInterrupt
 
-    def start(self) -> None:
-        """Run :meth:`run_forever` in a daemon thread (named ``name``); returns at once."""
+    def _finish(self) -> None:
+        self._stop.detach(self)
+        if self._connector is not None:
+            self._connector.shutdown()
         with self._lock:
-            if self._running:
-                raise RuntimeError(f"{self!r} is running already")
-        runner: Runner[None] = Runner(self.run_forever, name=self.name)
-        self._runner = runner
-        runner.start()
+            self._running = False
+            self._stopping = False
+        self._done.set()
 
     def stop(self, timeout: Optional[float] = 10.0) -> bool:
         """Close every app gracefully, then end the loop; from any thread.

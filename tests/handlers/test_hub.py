@@ -514,3 +514,15 @@ def test_threaded_apps_poll_only_when_they_handle_polls(ws_server: WSServer) -> 
         assert quiet.is_active
     assert "poll" not in quiet.dispatched and "ready" in quiet.dispatched
     assert polled.dispatched[:4] == ["connecting", "connected", "ready", "poll"]
+
+
+def test_a_stop_right_after_start_is_not_lost(ws_server: WSServer) -> None:
+    for count in (0, 3):
+        hub = Hub()
+        apps = [Recorder(ws_server.url_for("/echo")) for _ in range(count)]
+        for app in apps:
+            hub.add(app)
+        hub.start()
+        assert hub.stop(10)
+        assert hub.join(5) and not hub.is_running
+        assert all(not app.is_running for app in apps)
