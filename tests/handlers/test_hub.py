@@ -526,3 +526,33 @@ def test_a_stop_right_after_start_is_not_lost(ws_server: WSServer) -> None:
         assert hub.stop(10)
         assert hub.join(5) and not hub.is_running
         assert all(not app.is_running for app in apps)
+
+
+def test_tls_and_compression_on_the_hub(wss_server: WSServer, tls: Any, hub: Hub) -> None:
+    apps = [
+        Recorder(wss_server.url_for("/echo"), ssl_context=tls.client_context(), compress=True)
+        for _ in range(20)
+    ]
+    for app in apps:
+        hub.add(app)
+    hub.start()
+    assert all(app.wait_ready(20) for app in apps)
+    assert all(app.websocket.supports_compression for app in apps)
+    big = "".join(str(i) for i in range(400_000))  # ~2 MB: buffered, TLS-wrapped, deflated
+    for i, app in enumerate(apps):
+        app.send_text(f"hello {i}")
+    apps[0].send_text(big)
+    assert wait_until(lambda: all(f"hello {i}" in app.texts for i, app in enumerate(apps)), 20)
+    assert wait_until(lambda: big in apps[0].texts, 20)
+    assert hub.stop(20)
+    assert all(app.outcome.graceful for app in apps)
+
+
+def test_a_certificate_error_is_a_connect_fail_on_the_hub(wss_server: WSServer, hub: Hub) -> None:
+    app = Recorder(wss_server.url_for("/echo"))  # the system CAs do not know the test CA
+    failures: List[str] = []
+    app.on("connect_fail")(lambda event: failures.append(event.reason))
+    hub.add(app)
+    hub.start()
+    assert app.join(10) is not None
+    assert failures and "certificate verify failed" in failures[0]
