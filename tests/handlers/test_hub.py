@@ -556,3 +556,15 @@ def test_a_certificate_error_is_a_connect_fail_on_the_hub(wss_server: WSServer, 
     hub.start()
     assert app.join(10) is not None
     assert failures and "certificate verify failed" in failures[0]
+
+
+def test_through_a_proxy_on_the_hub(ws_server: WSServer, http_proxy: Any, hub: Hub) -> None:
+    app = Recorder(ws_server.url_for("/echo"), proxies={"http": http_proxy.url})
+    connected: List[events.Connected] = []
+    app.on("connected")(connected.append)
+    hub.add(app)
+    hub.start()
+    assert app.wait_ready(20)
+    app.send_text("via proxy")
+    assert wait_until(lambda: app.texts == ["via proxy"])
+    assert connected[0].proxy == http_proxy.url
