@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 import time
 from typing import Any, List, Optional
 
@@ -27,6 +28,10 @@ STAMP = r"\d\d:\d\d:\d\d\.\d{3}"
 # The child must not pick up a proxy from the environment the tests run in.
 ENV = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
 ENV["PYTHONUNBUFFERED"] = "1"
+# The subprocess imports this checkout's lomond, not a copy installed in the venv.
+ENV["PYTHONPATH"] = os.pathsep.join(
+    [str(Path(__file__).resolve().parent.parent), *filter(None, [ENV.get("PYTHONPATH")])]
+)
 
 
 def default_sigint() -> None:
