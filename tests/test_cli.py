@@ -9,8 +9,8 @@ import signal
 import socket
 import subprocess
 import sys
-from pathlib import Path
 import time
+from pathlib import Path
 from typing import Any, List, Optional
 
 import pytest
