@@ -256,6 +256,18 @@ def test_refused_connection_exits_1() -> None:
     assert "refused" in line.lower()
 
 
+def test_unreachable_proxy_is_named_in_the_error_line() -> None:
+    with socket.socket() as sock:  # a port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = run_cli("--proxy", f"http://127.0.0.1:{port}", "ws://127.0.0.1:8765/")
+    assert result.returncode == 1
+    line = assert_one_error_line(
+        result, f"could not connect to the proxy http://127.0.0.1:{port}: "
+    )
+    assert "refused" in line.lower() and line.endswith("(connecting to ws://127.0.0.1:8765/)")
+
+
 def test_rejected_handshake_exits_1(ws_server: WSServer) -> None:
     result = run_cli(ws_server.url_for("/reject?status=403"))
     assert result.returncode == 1
