@@ -10,6 +10,10 @@ Quick use::
             websocket.send_json(subscribe="ticker")
         elif event.name == "text":
             print(event.json)
+        elif event.name in ("connect_fail", "rejected"):
+            print("could not connect:", event.reason)
+        elif event.name == "disconnected":
+            print("gone:", event.reason)
 
 See :class:`lomond.websocket.WebSocket`, :mod:`lomond.events`,
 :func:`lomond.persist.persist` and :mod:`lomond.handlers`.
