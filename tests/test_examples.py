@@ -76,6 +76,17 @@ def test_ticker_prints_count_ticks_then_closes() -> None:
     assert out[-1] == "disconnected (graceful) after 5 messages"
 
 
+def test_ticker_says_why_it_could_not_connect() -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "ticker.py"), f"ws://127.0.0.1:{refused_port()}/"],
+        capture_output=True, timeout=TIMEOUT, env=ENV,
+    )
+    assert result.returncode == 1
+    assert result.stdout == b""
+    assert re.fullmatch(r"ticker failed: could not connect to 127\.0\.0\.1:\d+: .+\n",
+                        result.stderr.decode()), result.stderr
+
+
 def test_ticker_stops_after_seconds() -> None:
     out = run_example("ticker.py", "--local", "--seconds", "0.5")
     ticks = [line for line in out if "(tick " in line]
