@@ -4,10 +4,13 @@
 :class:`~lomond.websocket.WebSocket` into the one :class:`ssl.SSLContext`
 a connection uses. The rules, and why:
 
-* Default (no arguments): the system's trusted CAs, certificate and host name
-  verified (:func:`ssl.create_default_context`). RFC 6455 section 10.6
-  leaves server authentication to TLS; anything weaker by default would be a
-  silent downgrade.
+* Default (no arguments): ``None``, meaning the system's trusted CAs with
+  certificate and host name verified (:func:`ssl.create_default_context`,
+  which the connection builds when a ``wss://`` connection needs it). RFC 6455
+  section 10.6 leaves server authentication to TLS; anything weaker by
+  default would be a silent downgrade. Building it lazily keeps
+  constructing a ``ws://`` WebSocket cheap (loading the system store takes
+  milliseconds) and picks up changes to the store between connections.
 * ``ssl_cafile``: trust the CA certificates in that PEM file *instead of* the
   system store, as :func:`ssl.create_default_context` does with ``cafile``
   (and as ``lomond --cafile`` does). Pinning a private CA is what the option
@@ -47,8 +50,11 @@ def make_ssl_context(
     ssl_context: Optional[ssl.SSLContext] = None,
     ssl_verify: bool = True,
     ssl_cafile: Optional[CAFile] = None,
-) -> ssl.SSLContext:
+) -> Optional[ssl.SSLContext]:
     """The :class:`ssl.SSLContext` for ``wss://`` connections, from the WebSocket's TLS options.
+
+    Returns ``None`` when all three are the defaults: the connection then uses
+    :func:`ssl.create_default_context` (system CAs, everything verified).
 
     :param ssl_context: a context to use as given (then ``ssl_verify`` and
         ``ssl_cafile`` must keep their defaults).
@@ -81,7 +87,7 @@ def make_ssl_context(
             )
         return _unverified_context()
     if path is None:
-        return ssl.create_default_context()
+        return None
     return _context_trusting(path)
 
 

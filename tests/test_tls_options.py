@@ -73,8 +73,9 @@ def acceptor(tls: TLSBundle) -> Iterator[Any]:
         server.stop()
 
 
-def handshake(context: ssl.SSLContext, port: int, host: str = "localhost") -> bytes:
+def handshake(context: Optional[ssl.SSLContext], port: int, host: str = "localhost") -> bytes:
     """A real TLS handshake to ``port``; returns the first bytes the server sends."""
+    assert context is not None
     with socket.create_connection(("127.0.0.1", port), timeout=5.0) as raw:
         with context.wrap_socket(raw, server_hostname=host) as tls:
             return tls.recv(5)
@@ -83,16 +84,16 @@ def handshake(context: ssl.SSLContext, port: int, host: str = "localhost") -> by
 # -- the defaults --------------------------------------------------------------------
 
 
-def test_default_verifies_against_the_system_store() -> None:
-    context = make_ssl_context()
-    assert context.verify_mode == ssl.CERT_REQUIRED
-    assert context.check_hostname
+def test_defaults_leave_the_context_to_the_connection() -> None:
+    # None: the connection builds ssl.create_default_context() when needed.
+    assert make_ssl_context() is None
+    assert make_ssl_context(None, True, None) is None
 
 
-def test_default_rejects_the_test_ca(acceptor: Any) -> None:
-    server = acceptor()
-    with pytest.raises(ssl.SSLCertVerificationError):
-        handshake(make_ssl_context(), server.port)
+def test_default_rejects_the_test_ca(wss_server: WSServer) -> None:
+    # Through a real WebSocket: the default verifies against the system store,
+    # which does not hold the test CA.
+    assert _echo_once(WebSocket(wss_server.url_for("/echo"), ssl_context=make_ssl_context())) is None
 
 
 # -- ssl_cafile ------------------------------------------------------------------------
@@ -253,5 +254,5 @@ def test_websocket_with_a_cafile_context(wss_server: WSServer, tls: TLSBundle) -
 def test_websocket_without_verification(ws_server_factory: Any, tls: TLSBundle) -> None:
     server = ws_server_factory(ssl_context=tls.server_context("untrusted"))
     url = server.url_for("/echo")
-    assert _echo_once(WebSocket(url, ssl_context=make_ssl_context())) is None
+    assert _echo_once(WebSocket(url, ssl_context=make_ssl_context(ssl_cafile=tls.ca_file))) is None
     assert _echo_once(WebSocket(url, ssl_context=make_ssl_context(ssl_verify=False))) == "tls"
