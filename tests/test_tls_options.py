@@ -93,7 +93,8 @@ def test_defaults_leave_the_context_to_the_connection() -> None:
 def test_default_rejects_the_test_ca(wss_server: WSServer) -> None:
     # Through a real WebSocket: the default verifies against the system store,
     # which does not hold the test CA.
-    assert _echo_once(WebSocket(wss_server.url_for("/echo"), ssl_context=make_ssl_context())) is None
+    websocket = WebSocket(wss_server.url_for("/echo"), ssl_context=make_ssl_context())
+    assert _echo_once(websocket) is None
 
 
 # -- ssl_cafile ------------------------------------------------------------------------
@@ -112,7 +113,7 @@ def test_cafile_accepts_a_path_object(acceptor: Any, tls: TLSBundle) -> None:
 
 def test_cafile_still_checks_the_host_name(acceptor: Any, tls: TLSBundle) -> None:
     server = acceptor("wrong_host")
-    with pytest.raises(ssl.SSLCertVerificationError, match="(?i)hostname|match"):
+    with pytest.raises(ssl.SSLCertVerificationError, match=r"(?i)hostname|match"):
         handshake(make_ssl_context(ssl_cafile=tls.ca_file), server.port)
 
 
