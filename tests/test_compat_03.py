@@ -629,7 +629,10 @@ def test_trace_records_each_step(ws_server: WSServer) -> None:
                   "send_text", "message_text", "close_requested", "disconnected"):
         assert stage in stages, (stage, stages)
     assert stages[0] == "connect_start" and stages[-1] == "disconnected"
+    # Records follow cause and effect: the step that produced an event is
+    # recorded before what the application did in response to it.
     assert stages.index("handshake_ready") < stages.index("send_text")
+    assert stages.index("message_text") < stages.index("close_requested")
     check_records(records, clean, "s3cret-pw")
 
 
