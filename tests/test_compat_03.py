@@ -228,6 +228,7 @@ def test_pings_disabled_and_auto_pong(ws_server: WSServer) -> None:
     run = collect(websocket, on_event, ping_rate=0)
     assert "ping" in run.names and "pong" in run.names
     record = ws_server.last
+    record.wait_closed()
     assert record.pongs[:1] == [b"hello"]  # answered automatically
     assert record.pings == [b"mine"]  # ping_rate=0: only the one sent by hand
 
@@ -236,7 +237,10 @@ def test_auto_pong_can_be_disabled(ws_server: WSServer) -> None:
     websocket = WebSocket(ws_server.url_for("/ping?data=x"))
     collect(websocket, lambda e: websocket.close() if isinstance(e, events.Ping) else None,
             auto_pong=False)
-    assert ws_server.last.pongs == []
+    record = ws_server.last
+    record.wait_closed()
+    assert record.pongs == []
+    assert record.close_code == 1000  # the connection did run to a clean close
 
 
 def test_poll_right_after_ready_then_every_poll_seconds(ws_server: WSServer) -> None:
@@ -482,7 +486,9 @@ def test_send_type_and_size_errors(ws_server: WSServer) -> None:
 
     collect(websocket, on_event)
     assert len(problems) == 7
-    assert ws_server.last.pongs == [b"unsolicited"]
+    record = ws_server.last
+    record.wait_closed()  # every frame the client sent has been recorded
+    assert record.pongs == [b"unsolicited"]
 
 
 def test_send_json_forms(ws_server: WSServer) -> None:
