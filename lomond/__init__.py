@@ -21,10 +21,12 @@ See :class:`lomond.websocket.WebSocket`, :mod:`lomond.events`,
 
 from __future__ import annotations
 
-from . import events
+# ``persist`` is the module, as in Lomond 0.3 (``lomond.persist.persist()``,
+# ``lomond.persist.random()``): binding the function of the same name here
+# would hide the module's other names.
+from . import events, persist
 from ._version import __version__
 from .compression import PerMessageDeflate
-from .persist import persist
 from .status import Status
 from .websocket import WebSocket
 
