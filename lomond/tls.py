@@ -43,7 +43,7 @@ from typing import Optional, Union
 log = logging.getLogger("lomond.tls")
 
 #: What ``ssl_cafile`` accepts: a path as ``str``, ``bytes`` or :class:`os.PathLike`.
-CAFile = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+CAFile = Union[str, bytes, os.PathLike[str], os.PathLike[bytes]]
 
 
 def make_ssl_context(
