@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import attrs
 
 from .errors import CompressionParameterError, PayloadTooLarge, ProtocolViolation
-from .frame import Frame, Opcode
+from .frame import Frame, Opcode, Payload
 
 EXTENSION_NAME = "permessage-deflate"
 
@@ -319,7 +319,7 @@ class Deflate:
             self._inflating = False
         return Frame(opcode, data, frame.fin)
 
-    def _inflate(self, data: bytes) -> bytes:
+    def _inflate(self, data: Payload) -> bytes:
         max_size = self.max_size
         try:
             if max_size is None:

@@ -143,7 +143,7 @@ class ClientProtocol:
         self._missing = [0]
         # The fragmented message in progress (RFC 6455 section 5.4).
         self._message_opcode: Optional[int] = None
-        self._message_parts: List[Union[str, bytes]] = []
+        self._message_parts: List[Union[str, bytes, bytearray, memoryview]] = []
         self._message_size = 0
         self._utf8: Optional[codecs.IncrementalDecoder] = None
 
@@ -259,22 +259,22 @@ class ClientProtocol:
             opcode = frame.opcode
             if opcode >= 0x8:
                 if opcode == Opcode.PING:
-                    append(events.Ping(frame.payload))
+                    append(events.Ping(bytes(frame.payload)))
                 elif opcode == Opcode.PONG:
-                    append(events.Pong(frame.payload))
+                    append(events.Pong(bytes(frame.payload)))
                 else:
-                    self._receive_close(frame.payload, out)
+                    self._receive_close(bytes(frame.payload), out)
                     return
             elif opcode and frame.fin and self._message_opcode is None:
                 # The common case, a whole message in one frame: no assembly.
                 if opcode == Opcode.TEXT:
                     try:
-                        text = frame.payload.decode("utf-8")
+                        text = str(frame.payload, "utf-8")
                     except UnicodeDecodeError as error:
                         raise self._bad_utf8(error) from None
                     append(events.Text(text))
                 else:
-                    append(events.Binary(frame.payload))
+                    append(events.Binary(bytes(frame.payload)))
             else:
                 message = self._assemble(frame)
                 if message is not None:
