@@ -231,72 +231,92 @@ def _masked_frame_reader(
     """The server side of :func:`read_frames`: client frames, masked, delivered whole."""
     rsv_forbidden = 0x30 if allow_rsv1 else 0x70
     wire_limit = compressed_wire_limit(max_size) if max_size is not None else 0
+
+    def parse(view: memoryview, frames: List[Frame]) -> int:
+        """Append the complete frames at the start of ``view``; return the bytes used.
+
+        Each payload is unmasked straight out of the view: copied once.
+        """
+        end = len(view)
+        pos = 0
+        while True:
+            available = end - pos
+            if available < 2:
+                return pos
+            byte0 = view[pos]
+            byte1 = view[pos + 1]
+            if byte0 & rsv_forbidden:
+                raise CriticalProtocolError(
+                    f"reserved bits {byte0 & 0x70:#04x} set without a negotiated extension"
+                )
+            opcode = byte0 & 0x0F
+            if opcode not in KNOWN_OPCODES:
+                raise CriticalProtocolError(f"reserved opcode {opcode:#x}")
+            if not byte1 & 0x80:
+                raise CriticalProtocolError("client frames must be masked")
+            length = byte1 & 0x7F
+            fin = bool(byte0 & 0x80)
+            if length < 126:
+                start = pos + 2
+            elif length == 126:
+                if available < 4:
+                    return pos
+                length = _unpack16(view, pos + 2)[0]
+                start = pos + 4
+            else:
+                if available < 10:
+                    return pos
+                length = _unpack64(view, pos + 2)[0]
+                if length >> 63:
+                    raise PayloadTooLarge("frame length has its most significant bit set")
+                start = pos + 10
+            if opcode >= 0x8:
+                if not fin:
+                    raise CriticalProtocolError("fragmented control frame")
+                if length > MAX_CONTROL_PAYLOAD:
+                    raise CriticalProtocolError(
+                        f"control frame payload of {length} bytes; the limit is 125"
+                    )
+            elif (
+                max_size is not None
+                and length > max_size
+                and _over_limit(byte0, opcode, length, allow_rsv1, max_size, wire_limit)
+            ):
+                raise PayloadTooLarge(f"frame of {length} bytes exceeds max_size={max_size}")
+            stop = start + 4 + length
+            if stop > end:
+                hint[0] = stop - end
+                return pos
+            key = view[start:start + 4].tobytes()
+            frames.append(Frame(opcode, accel.mask(key, view[start + 4:stop]), fin,
+                                bool(byte0 & 0x40)))
+            pos = stop
+            hint[0] = 0
+
+    # The start of an incomplete frame, kept for the next read.
     buffer = bytearray()
     frames: List[Frame] = []
     error: Optional[ProtocolViolation] = None
     while error is None:
         data = yield frames, None
         frames = []
-        buffer += data
-        end = len(buffer)
-        pos = 0
         try:
-            while True:
-                available = end - pos
-                if available < 2:
-                    break
-                byte0 = buffer[pos]
-                byte1 = buffer[pos + 1]
-                if byte0 & rsv_forbidden:
-                    raise CriticalProtocolError(
-                        f"reserved bits {byte0 & 0x70:#04x} set without a negotiated extension"
-                    )
-                opcode = byte0 & 0x0F
-                if opcode not in KNOWN_OPCODES:
-                    raise CriticalProtocolError(f"reserved opcode {opcode:#x}")
-                if not byte1 & 0x80:
-                    raise CriticalProtocolError("client frames must be masked")
-                length = byte1 & 0x7F
-                fin = bool(byte0 & 0x80)
-                if length < 126:
-                    start = pos + 2
-                elif length == 126:
-                    if available < 4:
-                        break
-                    length = _unpack16(buffer, pos + 2)[0]
-                    start = pos + 4
-                else:
-                    if available < 10:
-                        break
-                    length = _unpack64(buffer, pos + 2)[0]
-                    if length >> 63:
-                        raise PayloadTooLarge("frame length has its most significant bit set")
-                    start = pos + 10
-                if opcode >= 0x8:
-                    if not fin:
-                        raise CriticalProtocolError("fragmented control frame")
-                    if length > MAX_CONTROL_PAYLOAD:
-                        raise CriticalProtocolError(
-                            f"control frame payload of {length} bytes; the limit is 125"
-                        )
-                elif (
-                    max_size is not None
-                    and length > max_size
-                    and _over_limit(byte0, opcode, length, allow_rsv1, max_size, wire_limit)
-                ):
-                    raise PayloadTooLarge(f"frame of {length} bytes exceeds max_size={max_size}")
-                stop = start + 4 + length
-                if stop > end:
-                    hint[0] = stop - end
-                    break
-                key = bytes(buffer[start:start + 4])
-                payload = accel.mask(key, bytes(buffer[start + 4:stop]))
-                frames.append(Frame(opcode, payload, fin, bool(byte0 & 0x40)))
-                pos = stop
-                hint[0] = 0
+            with memoryview(data) as view:
+                if buffer:
+                    # Complete the pending frame with just the bytes it lacks
+                    # (all of them while its header is incomplete), so a big
+                    # read is not copied into the buffer as a whole.
+                    take = hint[0] or len(view)
+                    buffer += view[:take]
+                    view = view[take:]
+                    with memoryview(buffer) as pending:
+                        used = parse(pending, frames)
+                    del buffer[:used]
+                if not buffer:
+                    used = parse(view, frames)
+                    buffer += view[used:]
         except ProtocolViolation as violation:
             error = violation
-        del buffer[:pos]
     yield frames, error
 
 
