@@ -355,44 +355,43 @@ class Deflate:
     def encode(self, frame: Frame) -> Frame:
         """Compress a whole outgoing Text or Binary message (RFC 7692 section 7.2.1).
 
-        A message that deflate would make bigger (random or already
-        compressed data) goes out uncompressed, RSV1 off (section 6: an
-        endpoint may always send a message uncompressed), so that a peer
-        whose size limit the message fits is not sent a bigger frame.
+        A message of at least :data:`UNCOMPRESSED_FALLBACK_SIZE` bytes that
+        deflate would make bigger (random or already compressed data) goes
+        out uncompressed, RSV1 off (section 6: an endpoint may always send a
+        message uncompressed), so that a peer whose size limit the message
+        fits is not sent a bigger frame. A smaller message grows by a few
+        bytes at most and is sent compressed.
 
         The peer's inflater must see exactly the compressed data the shared
         compressor produced, or later messages that refer back into the
         window would inflate wrongly. Without context takeover that holds:
         each message ends with a full flush, after which nothing refers to
         it, so discarding its output is safe. With context takeover the
-        compressor is copied before the message (when it is at least
-        :data:`COPY_THRESHOLD` bytes) and the copy replaces it if the output
-        is discarded; a smaller message can grow by a few bytes only, so it
-        is sent compressed rather than pay for the copy on every message.
+        compressor is copied before such a message and the copy replaces it
+        when the output is discarded.
         """
         deflater = self._deflater
         if deflater is None or frame.opcode >= 0x8:
             return frame
         payload = frame.payload
         size = len(payload)
-        keep = None
-        if not self._no_context and size >= COPY_THRESHOLD:
-            keep = deflater.copy()
+        may_fall_back = size >= UNCOMPRESSED_FALLBACK_SIZE
+        keep = deflater.copy() if may_fall_back and not self._no_context else None
         data = deflater.compress(payload) + deflater.flush(self._flush_mode)
         if data.endswith(_TAIL):
             data = data[:-4]
-        if len(data) >= size and (self._no_context or keep is not None):
+        if may_fall_back and len(data) >= size:
             if keep is not None:
                 self._deflater = keep
             return frame
         return Frame(frame.opcode, data, frame.fin, rsv1=True)
 
 
-#: Size from which, with context takeover, :meth:`Deflate.encode` keeps a
-#: copy of the compressor to be able to send the message uncompressed if
-#: deflate makes it bigger. Copying costs about as much as compressing a few
-#: KiB; below this size deflate adds at most a few bytes.
-COPY_THRESHOLD = 4096
+#: Size from which :meth:`Deflate.encode` sends a message uncompressed when
+#: deflate would make it bigger. Below it the growth is a few bytes, and
+#: with context takeover being able to undo the compression needs a copy of
+#: the compressor, which costs about as much as compressing a few KiB.
+UNCOMPRESSED_FALLBACK_SIZE = 4096
 
 
 def negotiate_server(

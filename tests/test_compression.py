@@ -14,7 +14,7 @@ from test_protocol import frame, make_protocol, parse_client_frame, response_for
 
 from lomond import PerMessageDeflate, WebSocket, events
 from lomond.compression import (
-    COPY_THRESHOLD,
+    UNCOMPRESSED_FALLBACK_SIZE,
     Deflate,
     build_offer_header,
     negotiate,
@@ -417,7 +417,7 @@ def test_incompressible_message_goes_out_uncompressed_and_the_stream_stays_in_st
     no_context: bool,
 ) -> None:
     encoder = Deflate(client_no_context_takeover=no_context)
-    noise = os.urandom(COPY_THRESHOLD * 4)
+    noise = os.urandom(UNCOMPRESSED_FALLBACK_SIZE * 4)
     text = b"the same words again and again " * 200
     messages = [text, noise, text, noise[:5000] + text, text]
     frames = [encoder.encode(Frame(Opcode.BINARY, m)) for m in messages]
@@ -429,9 +429,10 @@ def test_incompressible_message_goes_out_uncompressed_and_the_stream_stays_in_st
     assert len(frames[2].payload) < 100  # context takeover still pays off
 
 
-def test_small_incompressible_message_with_context_takeover_stays_compressed() -> None:
-    """Below the copy threshold the output is kept (a few bytes bigger at most)."""
-    encoder = Deflate()
+@pytest.mark.parametrize("no_context", [False, True])
+def test_small_incompressible_message_stays_compressed(no_context: bool) -> None:
+    """Below the fallback size the output is kept (a few bytes bigger at most)."""
+    encoder = Deflate(client_no_context_takeover=no_context)
     small = os.urandom(100)
     frames = [encoder.encode(Frame(Opcode.BINARY, m)) for m in [small, b"abc" * 50, small]]
     assert all(f.rsv1 for f in frames)
@@ -479,8 +480,7 @@ def test_server_side_deflate_round_trips_with_a_client_side_one() -> None:
     assert client is not None
     for message in [b"ping pong " * 100, b"ping pong " * 100, b"x"]:
         to_client = server.encode(Frame(Opcode.BINARY, message))
-        # One byte would grow: it goes out as it is.
-        assert to_client.rsv1 == (len(message) > 1)
+        assert to_client.rsv1
         assert client.decode(to_client).payload == message
         to_server = client.encode(Frame(Opcode.TEXT, message))
         assert server.decode(to_server).payload == message
@@ -599,7 +599,8 @@ def test_real_server_incompressible_then_compressible_messages(
     server = ws_server_factory(extensions=[deflate(**server_params)])
     words = "context takeover keeps working " * 100
     messages: List[Any] = [
-        words, os.urandom(100_000), words, os.urandom(COPY_THRESHOLD) + words.encode(), words,
+        words, os.urandom(100_000), words,
+        os.urandom(UNCOMPRESSED_FALLBACK_SIZE) + words.encode(), words,
         os.urandom(50), words,
     ]
     websocket, _run, received = echo_run(server.url_for("/echo"), messages, compress=True)
