@@ -1,9 +1,57 @@
 """Build hook for the optional C accelerator; all metadata is in pyproject.toml.
 
-``optional=True``: where no compiler is available the build goes on without
-the extension and lomond uses wsaccel or pure Python (see lomond/accel.py).
+``lomond._speedups`` masks outgoing frames in C. It is optional: where it
+cannot be built (no compiler, no Python headers) the install goes on without
+it, says so once, and lomond uses wsaccel or pure Python at run time
+(``lomond.accel.IMPLEMENTATION`` tells which). ``LOMOND_NO_EXTENSION=1``
+skips the build on purpose.
 """
 
-from setuptools import Extension, setup
+from __future__ import annotations
 
-setup(ext_modules=[Extension("lomond._speedups", ["lomond/_speedups.c"], optional=True)])
+import os
+import sys
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+FALLBACK_MESSAGE = (
+    "lomond: the optional C extension lomond._speedups could not be built ({reason}); "
+    "lomond will use wsaccel if installed, else pure-Python masking. "
+    "Everything works; only sending is slower."
+)
+
+
+class OptionalBuildExt(build_ext):
+    """``build_ext`` that turns a failed compile into one clear message.
+
+    setuptools' own ``optional=True`` only logs a generic warning that is easy
+    to miss; this prints a single line (visible with ``pip install -v``) that
+    says what happened and what it means.
+    """
+
+    def run(self) -> None:
+        if os.environ.get("LOMOND_NO_EXTENSION"):
+            self._fell_back("LOMOND_NO_EXTENSION is set")
+            return
+        try:
+            super().run()
+        except Exception as error:  # whatever failed, lomond works without it
+            self._fell_back(f"{type(error).__name__}: {error}")
+
+    def build_extension(self, ext: Extension) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception as error:  # no compiler, no Python headers, a compile error
+            self._fell_back(f"{type(error).__name__}: {error}")
+
+    def _fell_back(self, reason: str) -> None:
+        lines = reason.strip().splitlines() or ["unknown"]
+        print(FALLBACK_MESSAGE.format(reason=lines[-1]), file=sys.stderr)
+        self.extensions = []
+
+
+SPEEDUPS = Extension("lomond._speedups", ["lomond/_speedups.c"])
+
+if __name__ == "__main__":  # setuptools runs this file as __main__; tests import it
+    setup(ext_modules=[SPEEDUPS], cmdclass={"build_ext": OptionalBuildExt})

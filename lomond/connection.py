@@ -1,11 +1,11 @@
 """Opening the connection: DNS, TCP, an optional proxy tunnel, then TLS.
 
 Every step is bounded by a deadline and can be interrupted: a
-:class:`~lomond.transport.Wakeup` (``close()`` from another thread) ends a
-wait at once, and the ``aborted`` callback (a persist ``exit_event``, which
-cannot wake a selector) is looked at every :data:`ABORT_CHECK_INTERVAL`
-seconds. All failures are raised as :class:`~lomond.errors.ConnectError`
-with a one-line reason that never contains proxy credentials.
+:class:`~lomond.wakeup.Wakeup` (woken by ``close()`` from another thread, or
+by a :class:`~lomond.wakeup.StopSignal`) ends a wait at once, and the
+``aborted`` callback then says whether to give up. Nothing is polled. All
+failures are raised as :class:`~lomond.errors.ConnectError` with a one-line
+reason that never contains proxy credentials.
 """
 
 from __future__ import annotations
@@ -22,13 +22,12 @@ from .constants import MAX_RESPONSE_HEADER_SIZE
 from .errors import ConnectError
 from .handshake import URL, bracket_host
 from .proxy import Proxy, connect_request, connect_status
-from .transport import Wakeup, describe_os_error
+from .trace import Tracer
+from .transport import describe_os_error
+from .wakeup import Wakeup
 
 #: A ``(level, option, value)`` tuple for ``socket.setsockopt``.
 SocketOption = Tuple[int, int, Union[int, bytes]]
-
-#: Seconds between looks at the ``aborted`` callback while a connect step waits.
-ABORT_CHECK_INTERVAL = 0.05
 
 # connect_ex() codes meaning "in progress" for a non-blocking socket
 # (10035 is Windows' WSAEWOULDBLOCK).
@@ -92,6 +91,7 @@ def open_connection(
     wakeup: Optional[Wakeup] = None,
     aborted: Callable[[], bool] = _never,
     on_handshake: Optional[Callable[[float], None]] = None,
+    trace: Optional[Tracer] = None,
 ) -> socket.socket:
     """A connected, non-blocking socket to ``url`` (TLS-wrapped for ``wss://``).
 
@@ -106,6 +106,7 @@ def open_connection(
     socket already leads to the server); ``socket_options`` are applied to it
     and TLS is started on it for ``wss://`` unless it is an ``ssl.SSLSocket``.
     The socket is owned from here on: it is closed if anything fails.
+    ``trace`` gets the ``tcp_connected``, ``proxy_tunnel`` and ``tls_wrapped`` steps.
     """
     deadline = time.monotonic() + connect_timeout
     if sock is None:
@@ -120,8 +121,12 @@ def open_connection(
         proxy = None
         _prepare_socket(sock, socket_options)
     try:
+        if trace is not None:
+            trace("tcp_connected", address=_peer(sock))
         if proxy is not None:
             _tunnel(sock, proxy, url.host, url.port, agent, deadline, wakeup, aborted)
+            if trace is not None:
+                trace("proxy_tunnel", proxy=proxy.display_url)
         if aborted():
             raise ConnectError("connection aborted")
         handshake_started = time.monotonic()
@@ -131,10 +136,21 @@ def open_connection(
             sock = _start_tls(
                 sock, url.host, ssl_context, handshake_started + handshake_timeout, wakeup, aborted
             )
+            if trace is not None:
+                cipher = sock.cipher()
+                trace("tls_wrapped", version=sock.version(), cipher=cipher[0] if cipher else None)
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+def _peer(sock: socket.socket) -> Optional[str]:
+    try:
+        address = sock.getpeername()
+    except OSError:
+        return None
+    return _host_port(address[0], address[1]) if isinstance(address, tuple) else None
 
 
 def _prepare_socket(sock: socket.socket, socket_options: Sequence[SocketOption]) -> None:
@@ -160,7 +176,9 @@ def _wait(
 ) -> bool:
     """Wait until ``sock`` is readable (or writable); ``False`` once ``deadline`` passes.
 
-    Raises ``ConnectError("connection aborted")`` as soon as ``aborted()`` is true.
+    Raises ``ConnectError("connection aborted")`` as soon as ``aborted()`` is
+    true: it is looked at before waiting and whenever ``wakeup`` fires (a stop
+    request wakes it), never on a timer.
     """
     with selectors.DefaultSelector() as selector:
         selector.register(sock, selectors.EVENT_READ if readable else selectors.EVENT_WRITE)
@@ -173,7 +191,7 @@ def _wait(
             if remaining <= 0:
                 return False
             ready = False
-            for key, _ in selector.select(min(remaining, ABORT_CHECK_INTERVAL)):
+            for key, _ in selector.select(remaining):
                 if key.fileobj is sock:
                     ready = True
                 elif wakeup is not None:
@@ -339,4 +357,4 @@ def _read_head(
             raise ConnectError(f"proxy {proxy.display_url} sent a header block over 64 KiB")
 
 
-__all__ = ["ABORT_CHECK_INTERVAL", "SocketOption", "open_connection", "tcp_keepalive"]
+__all__ = ["SocketOption", "open_connection", "tcp_keepalive"]

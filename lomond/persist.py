@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
+import inspect
 import logging
 import random as _random
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Tuple, Union
+
+import attrs
 
 from . import events
+from .options import DEFAULT_PERSIST, ConnectOptions, PersistOptions
+from .wakeup import StopSignal, wait_for_stop
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .options import MoreConnectKeywords
     from .websocket import WebSocket
 
 log = logging.getLogger("lomond.persist")
 
-#: Seconds between checks of ``exit_event`` and ``websocket.close()`` while
-#: waiting; bounds how long a stop can take.
-EXIT_CHECK_INTERVAL = 0.05
+#: What ``exit_event`` may be: a ``threading.Event`` (as in Lomond 0.3) or a
+#: :class:`~lomond.wakeup.StopSignal`.
+ExitEvent = Union[threading.Event, StopSignal]
 
 #: The cap stops doubling after this many failures in a row (``max_wait`` is
 #: reached long before; this only keeps ``2 ** failures`` finite).
@@ -68,76 +77,181 @@ def back_off_delay(failures: int, min_wait: float, max_wait: float) -> float:
 def persist(
     websocket: WebSocket,
     poll: float = 5,
-    min_wait: float = 5,
-    max_wait: float = 30,
+    min_wait: float = DEFAULT_PERSIST.min_wait,
+    max_wait: float = DEFAULT_PERSIST.max_wait,
     ping_rate: float = 30,
     ping_timeout: Optional[float] = None,
-    exit_event: Optional[threading.Event] = None,
-    **connect_options: Any,
+    exit_event: Optional[ExitEvent] = None,
+    respect_retry_after: bool = DEFAULT_PERSIST.respect_retry_after,
+    **connect_options: Unpack[MoreConnectKeywords],
 ) -> Iterator[events.Event]:
     """Run ``websocket`` forever, reconnecting whenever the connection ends.
+
+    ``websocket`` is a :class:`~lomond.websocket.WebSocket`, or any object
+    with Lomond 0.3's ``connect(poll=..., ping_rate=..., ping_timeout=...)``
+    method (a subclass that overrides ``connect()``, say).
 
     Every connection yields the usual events (``Connecting`` ...
     ``Disconnected``). Between attempts a :class:`~lomond.events.BackOff`
     event announces the wait (see :func:`back_off_delay`): a random delay
     between ``min_wait`` and a cap that doubles after each attempt that did
     not reach Ready, up to ``max_wait`` ("full jitter", so that many clients
-    dropped at once do not reconnect in step). A Ready resets the cap. After
-    a rejected handshake whose response has a ``Retry-After`` header, the wait
-    is at least what the server asked for (even beyond ``max_wait``).
+    dropped at once do not reconnect in step). A Ready resets the cap. With
+    ``respect_retry_after`` (the default), after a rejected handshake whose
+    response has a ``Retry-After`` header the wait is at least what the
+    server asked for (even beyond ``max_wait``).
 
     The loop ends when ``exit_event`` is set (a graceful close is started if
-    connected) or when ``websocket.close()`` is called, also during a wait;
-    a stop is noticed within :data:`EXIT_CHECK_INTERVAL` seconds.
-    Other keyword arguments (``connect_timeout``, ``close_timeout``, ...) are
-    passed to :meth:`WebSocket.connect`.
+    connected) or when ``websocket.close()`` is called, also during a wait.
+    ``exit_event`` may be a :class:`~lomond.wakeup.StopSignal` or a
+    ``threading.Event``; either wakes the loop at once. (A
+    ``threading.Event`` cannot wake a selector, so while this loop runs its
+    ``set`` method is wrapped to do so. A ``set`` bound before the loop
+    started, as in ``threading.Timer(5, event.set)``, still ends a back-off
+    wait at once, but while connected it is seen at the next event, at worst
+    ``poll`` seconds later: pass a :class:`~lomond.wakeup.StopSignal` where
+    that matters.) Other keyword arguments (``connect_timeout``,
+    ``close_timeout``, ...) are passed to ``connect()``; they and the waits
+    are checked when ``persist()`` is called.
     """
-    if min_wait < 0 or max_wait < 0:
-        raise ValueError("min_wait and max_wait must not be negative")
-    max_wait = max(max_wait, min_wait)
-    exit_event = exit_event or threading.Event()
-    close_requested = websocket._close_requested
-    close_requested.clear()
+    options = ConnectOptions(poll=poll, ping_rate=ping_rate, ping_timeout=ping_timeout,
+                             **connect_options)
+    settings = PersistOptions(
+        min_wait=min_wait, max_wait=max_wait, respect_retry_after=respect_retry_after
+    )
+    connect = getattr(websocket, "connect", None)
+    if not callable(connect):
+        raise TypeError("persist() needs a WebSocket (an object with a connect() method)")
+    return _persist(websocket, connect, options, settings, exit_event)
 
-    def stopping() -> bool:
-        return exit_event.is_set() or close_requested.is_set()
 
-    failures = 0
-    while not stopping():
-        ready = False
-        wait_at_least = 0.0
-        connection = websocket._connect_for_persist(
-            exit_event,
-            poll=poll,
-            ping_rate=ping_rate,
-            ping_timeout=ping_timeout,
-            **connect_options,
-        )
-        try:
-            for event in connection:
-                if isinstance(event, events.Ready):
-                    ready = True
-                elif isinstance(event, events.Rejected):
-                    wait_at_least = retry_after(event.response) or 0.0
-                yield event
-        finally:
-            # Also when the caller stops iterating or its handler raises:
-            # the socket is closed now, not whenever the generator is collected.
-            close = getattr(connection, "close", None)
-            if close is not None:
-                close()
-        if stopping():
-            break
-        failures = 0 if ready else failures + 1
-        delay = max(back_off_delay(failures, min_wait, max_wait), wait_at_least)
-        log.debug("reconnecting to %s in %.2f s", websocket.url.url, delay)
-        yield events.BackOff(delay)
-        deadline = time.monotonic() + delay
+def _accepts_stop(connect: Callable[..., Any]) -> bool:
+    """Whether ``connect`` takes ``stop=`` (ours does; a 0.3-style override may not)."""
+    try:
+        parameters = inspect.signature(connect).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(
+        p.name == "stop" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters
+    )
+
+
+@contextlib.contextmanager
+def _stop_signal(exit_event: Optional[ExitEvent]) -> Iterator[StopSignal]:
+    """A :class:`StopSignal` that is set when ``exit_event`` is.
+
+    A ``threading.Event`` cannot wake a selector, so while the loop runs its
+    ``set`` method is wrapped (on that one instance, and restored after) to
+    set the signal too. An object that does not allow that is still looked
+    at between events.
+    """
+    if exit_event is None or isinstance(exit_event, StopSignal):
+        yield exit_event if exit_event is not None else StopSignal()
+        return
+    signal = StopSignal()
+    original = exit_event.set
+
+    def set_and_wake() -> None:
+        original()
+        signal.set()
+
+    try:
+        exit_event.set = set_and_wake  # type: ignore[method-assign]
+        wrapped = True
+    except (AttributeError, TypeError):
+        wrapped = False
+    if exit_event.is_set():
+        signal.set()
+    try:
+        yield signal
+    finally:
+        if wrapped:
+            try:
+                del exit_event.set
+            except AttributeError:
+                pass
+
+
+def _persist(
+    websocket: WebSocket,
+    connect: Callable[..., Iterator[events.Event]],
+    options: ConnectOptions,
+    settings: PersistOptions,
+    exit_event: Optional[ExitEvent],
+) -> Iterator[events.Event]:
+    max_wait = max(settings.max_wait, settings.min_wait)
+    close_requested = getattr(websocket, "close_requested", None)
+    signals: Tuple[StopSignal, ...] = ()
+    if isinstance(close_requested, StopSignal):
+        close_requested.clear()
+        signals = (close_requested,)
+    keywords: Dict[str, Any] = attrs.asdict(options)
+    with _stop_signal(exit_event) as exit_signal:
+        signals = (exit_signal, *signals)
+        if _accepts_stop(connect):
+            keywords["stop"] = exit_signal
+
+        def stopping() -> bool:
+            return any(signal.is_set() for signal in signals) or (
+                exit_event is not None and exit_event.is_set()
+            )
+
+        failures = 0
         while not stopping():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            ready = False
+            wait_at_least = 0.0
+            connection = connect(**keywords)
+            try:
+                closing = False
+                for event in connection:
+                    if isinstance(event, events.Ready):
+                        ready = True
+                    elif isinstance(event, events.Rejected) and settings.respect_retry_after:
+                        wait_at_least = retry_after(event.response) or 0.0
+                    yield event
+                    # A request the signal could not carry (a connect() without
+                    # stop=, or an exit_event set through a bound method taken
+                    # before this loop wrapped it) is seen between events.
+                    if not closing and stopping():
+                        closing = True
+                        websocket.close()
+            finally:
+                # Also when the caller stops iterating or its handler raises:
+                # the socket is closed now, not whenever the generator is collected.
+                close = getattr(connection, "close", None)
+                if close is not None:
+                    close()
+            if stopping():
                 break
-            exit_event.wait(min(remaining, EXIT_CHECK_INTERVAL))
+            failures = 0 if ready else failures + 1
+            delay = max(back_off_delay(failures, settings.min_wait, max_wait), wait_at_least)
+            log.debug("reconnecting to %s in %.2f s", websocket.url, delay)
+            yield events.BackOff(delay)
+            _back_off(signals, exit_event, delay)
 
 
-__all__ = ["EXIT_CHECK_INTERVAL", "back_off_delay", "persist", "random", "retry_after"]
+def _back_off(
+    signals: Tuple[StopSignal, ...], exit_event: Optional[ExitEvent], delay: float
+) -> None:
+    """Sleep ``delay`` seconds unless a stop is requested; no polling.
+
+    A ``threading.Event`` set through a method bound before the loop wrapped
+    it cannot wake a selector: a helper thread waits on the event itself
+    for the length of this one wait, so that such a stop also ends it at once.
+    """
+    if exit_event is None or isinstance(exit_event, StopSignal) or exit_event.is_set():
+        wait_for_stop(signals, delay)
+        return
+    released = StopSignal()
+    event = exit_event
+
+    def watch() -> None:
+        if event.wait(delay):
+            released.set()
+
+    watcher = threading.Thread(target=watch, name="lomond-persist-wait", daemon=True)
+    watcher.start()
+    wait_for_stop((*signals, released), delay)
+
+
+__all__ = ["ExitEvent", "back_off_delay", "persist", "random", "retry_after"]

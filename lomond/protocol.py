@@ -1,15 +1,32 @@
 """The sans-I/O client side of RFC 6455: bytes in, events and bytes out.
 
-:class:`ClientProtocol` never touches a socket. The session feeds it what
-the socket received (:meth:`ClientProtocol.receive_data`) and gets events
-back; every ``send_*`` method returns the bytes to write. It holds no locks:
-the session serializes the ``send_*`` calls (they share the compressor and
-the close state) and calls ``receive_data`` from one thread.
+:class:`ClientProtocol` never touches a socket, and it owns every rule of the
+protocol, so that any driver (the threaded session, a loop serving many
+connections) only moves bytes and runs timers:
 
-A violation by the server never raises out of :meth:`receive_data`: it ends
-the event list with a :class:`~lomond.events.ProtocolError` carrying the
-close code, after every event that was valid before it, and the protocol
-ignores further input.
+- :meth:`~ClientProtocol.receive_data` and :meth:`~ClientProtocol.receive_eof`
+  take what the socket delivered and return the events it completes;
+- the protocol's own replies (the automatic Pong, the echo of the server's
+  Close, the Close that fails the connection) wait in a queue that
+  :meth:`~ClientProtocol.data_to_send` empties. A driver calls it after it
+  has handled the events of one :meth:`~ClientProtocol.receive_data` call,
+  so a handler for :class:`~lomond.events.Closing` may still send before
+  the echo goes out (RFC 6455 section 5.5.1 lets the endpoint finish
+  sending first);
+- :attr:`~ClientProtocol.should_close` says when the driver must close the
+  transport, and :meth:`~ClientProtocol.finish` gives the final events
+  (``Disconnected``, preceded by ``ConnectFail`` if the upgrade never
+  completed);
+- every ``send_*`` method returns the bytes to write.
+
+It holds no locks: the driver serializes the ``send_*`` calls and
+:meth:`~ClientProtocol.data_to_send` (they share the compressor and the
+close state), and calls ``receive_*`` from one thread.
+
+A violation by the server never raises out of :meth:`~ClientProtocol.receive_data`:
+it ends the event list with a :class:`~lomond.events.ProtocolError`
+carrying the close code, after every event that was valid before it, and
+the protocol ignores further input.
 """
 
 from __future__ import annotations
@@ -27,7 +44,6 @@ from .constants import (
     READ_SIZE,
 )
 from .errors import (
-    CriticalProtocolError,
     FrameBuildError,
     HandshakeError,
     PayloadTooLarge,
@@ -64,17 +80,27 @@ class State(Enum):
     CLOSED = "closed"
 
 
-def encode_close(code: Optional[int], reason: str = "") -> bytes:
+def encode_close(code: Optional[int], reason: Union[str, bytes] = "") -> bytes:
     """The payload of a Close frame (RFC 6455 section 5.5.1).
 
-    ``code`` must be one a client may send (not 1005, 1006 or 1015); the
-    reason is cut, at a character boundary, to fit the 125-byte limit.
+    ``code`` must be one a client may send (not 1005, 1006 or 1015), or
+    ``None`` for a Close without a status code (a reason cannot be sent
+    without a code, so it is left out, as Lomond 0.3 did). ``reason`` is a
+    ``str`` or UTF-8 ``bytes``; it is cut, at a character boundary, to fit
+    the 125-byte limit.
     """
+    if isinstance(reason, (bytes, bytearray)):
+        try:
+            reason = bytes(reason).decode("utf-8")
+        except UnicodeDecodeError:
+            raise FrameBuildError("a close reason must be UTF-8 (RFC 6455 5.5.1)") from None
+    elif not isinstance(reason, str):
+        raise TypeError(f"a close reason must be str or UTF-8 bytes, not {type(reason).__name__}")
     if code is None:
-        if reason:
-            raise FrameBuildError("a close reason requires a close code")
         return b""
-    if not isinstance(code, int) or not is_valid_close_code(code):
+    if isinstance(code, bool) or not isinstance(code, int):
+        raise TypeError(f"a close code must be an int or None, not {type(code).__name__}")
+    if not is_valid_close_code(code):
         raise FrameBuildError(f"{code!r} is not a close code that may be sent (RFC 6455 7.4)")
     data = reason.encode("utf-8")
     if len(data) > MAX_CLOSE_REASON:
@@ -107,7 +133,8 @@ class ClientProtocol:
     """One WebSocket connection's protocol state, from the upgrade request to the close.
 
     ``offers`` are permessage-deflate offers (RFC 7692); ``max_size`` caps an
-    assembled message in bytes (``None``: no cap).
+    assembled message in bytes (``None``: no cap); ``auto_pong`` queues a
+    Pong for every Ping received (RFC 6455 section 5.5.2).
     """
 
     def __init__(
@@ -120,6 +147,7 @@ class ClientProtocol:
         offers: Sequence[PerMessageDeflate] = (),
         max_size: Optional[int] = DEFAULT_MAX_SIZE,
         key: Optional[bytes] = None,
+        auto_pong: bool = True,
     ) -> None:
         self.url = url
         self.key = key or make_key()
@@ -128,6 +156,7 @@ class ClientProtocol:
         self.headers = list(headers)
         self.offers = list(offers)
         self.max_size = max_size
+        self.auto_pong = auto_pong
         self.state = State.CONNECTING
         self.response: Optional[Response] = None
         self.protocol: Optional[str] = None
@@ -137,6 +166,17 @@ class ClientProtocol:
         self.close_received = False
         #: The violation that failed the connection, if any.
         self.failure: Optional[ProtocolViolation] = None
+        #: Whether the server closed its end of the stream.
+        self.eof_received = False
+        # Replies the protocol owes the server, emptied by data_to_send():
+        # Pongs now, the echo of the server's Close and the failing Close
+        # built only then (a Closing handler may still send before them).
+        self._replies: List[bytes] = []
+        self._echo_pending = False
+        self._fail_pending = False
+        # Why the transport must close (set once there is nothing more to
+        # exchange), and whether that end is a graceful one.
+        self._end: Optional[Tuple[str, bool]] = None
         self._header_buffer = bytearray()
         self._reader: Optional[FrameReader] = None
         # Payload bytes the frame in progress still lacks (kept by the reader).
@@ -146,6 +186,7 @@ class ClientProtocol:
         self._message_parts: List[Union[str, bytes, bytearray, memoryview]] = []
         self._message_size = 0
         self._utf8: Optional[codecs.IncrementalDecoder] = None
+        self._received_close_code: Optional[int] = None
 
     # -- opening handshake -------------------------------------------------
 
@@ -186,6 +227,7 @@ class ClientProtocol:
             self.deflate = self._negotiate(response)
         except HandshakeError as error:
             self.state = State.CLOSED
+            self._end = ("handshake rejected", False)
             return [events.Rejected(response, str(error))]
         self.state = State.OPEN
         self._reader = read_frames(
@@ -210,6 +252,7 @@ class ClientProtocol:
 
     def _handshake_failed(self, reason: str) -> List[events.Event]:
         self.state = State.CLOSED
+        self._end = (reason, False)
         return [events.ConnectFail(reason)]
 
     # -- receiving ---------------------------------------------------------
@@ -259,7 +302,13 @@ class ClientProtocol:
             opcode = frame.opcode
             if opcode >= 0x8:
                 if opcode == Opcode.PING:
-                    append(events.Ping(bytes(frame.payload)))
+                    payload = bytes(frame.payload)
+                    append(events.Ping(payload))
+                    if self.auto_pong:
+                        # Answered even after our Close, until the server's
+                        # arrives: only data frames stop once a Close is sent
+                        # (RFC 6455 section 5.5.1).
+                        self._replies.append(build_frame(Opcode.PONG, payload))
                 elif opcode == Opcode.PONG:
                     append(events.Pong(bytes(frame.payload)))
                 else:
@@ -324,26 +373,131 @@ class ClientProtocol:
     def _receive_close(self, payload: bytes, out: List[events.Event]) -> None:
         code, reason = decode_close(payload)
         self.close_received = True
+        self._received_close_code = code
         if self.close_sent:
             self.state = State.CLOSED
             out.append(events.Closed(code, reason))
         else:
+            # RFC 6455 section 5.5.1: answer with a Close echoing the code,
+            # once the Closing handlers had their chance to send.
             self.state = State.CLOSING
+            self._echo_pending = True
             out.append(events.Closing(code, reason))
 
     def _fail(self, violation: ProtocolViolation, out: List[events.Event]) -> None:
+        # RFC 6455 section 7.1.7: send a Close with the violation's code
+        # unless one was sent already, then drop the connection. The
+        # event's ``critical`` says which of the two happens on the wire.
         self.failure = violation
-        critical = isinstance(violation, CriticalProtocolError)
-        out.append(events.ProtocolError(str(violation), critical, violation.code))
+        self._fail_pending = not self.close_sent
+        self._end = (f"protocol error: {violation}", False)
+        out.append(events.ProtocolError(str(violation), not self._fail_pending, violation.code))
+
+    def receive_eof(self) -> List[events.Event]:
+        """The server closed its end of the stream; return the events that follow.
+
+        During the upgrade that is a :class:`~lomond.events.ConnectFail`;
+        afterwards there is no event, but :attr:`should_close` becomes true
+        and :meth:`finish` reports whether the close was graceful.
+        """
+        self.eof_received = True
+        if self._end is not None:
+            return []
+        if self.state is State.CONNECTING:
+            return self._handshake_failed("server closed the connection during the handshake")
+        if self.handshake_complete:
+            self._end = ("closed", True)
+        elif self.close_sent:
+            self._end = ("server closed the connection without answering our close", False)
+        else:
+            self._end = ("server closed the connection without a close frame", False)
+        return []
+
+    # -- replies and the end of the connection -------------------------------
+
+    def data_to_send(self, include_close: bool = True) -> bytes:
+        """The protocol's own replies owed to the server (``b""`` if none), once.
+
+        Pongs for received Pings, then the echo of the server's Close, or the
+        Close that fails the connection after a violation (RFC 6455 sections
+        5.5.1, 5.5.2 and 7.1.7). Call it after the events of each
+        :meth:`receive_data` call were handled, under the same serialization
+        as the ``send_*`` methods. With ``include_close=False`` only the
+        Pongs are returned: a driver may answer a Ping as soon as its
+        handlers ran, before later events of the same data (Autobahn 5.6
+        expects the Pong before the echo of a message that followed the Ping),
+        while a Close still waits for its Closing handlers.
+        """
+        replies = self._replies
+        if not include_close:
+            self._replies = []
+            return b"".join(replies)
+        if self._echo_pending:
+            self._echo_pending = False
+            if not self.close_sent:
+                replies.append(self.send_close(self._received_close_code, ""))
+        if self._fail_pending:
+            self._fail_pending = False
+            failure = self.failure
+            assert failure is not None
+            self.close_sent = True
+            self.state = State.CLOSED
+            replies.append(build_frame(Opcode.CLOSE, encode_close(failure.code, str(failure))))
+        if not replies:
+            return b""
+        self._replies = []
+        return b"".join(replies)
+
+    @property
+    def replies_pending(self) -> bool:
+        """Whether :meth:`data_to_send` has something (cheap: a driver checks it per read).
+
+        Only ``receive_*`` queue replies, so the receiving thread may ask
+        without holding the lock that serializes sends.
+        """
+        return bool(self._replies) or self._echo_pending or self._fail_pending
+
+    @property
+    def should_close(self) -> bool:
+        """Whether the driver should close the transport now (after :meth:`data_to_send`).
+
+        True after end of stream, a rejected or failed upgrade, or a protocol
+        violation. After a clean close handshake the client still waits for
+        the server to close TCP first (RFC 6455 section 7.1.1), which
+        :meth:`receive_eof` then reports.
+        """
+        return self._end is not None
+
+    def finish(self, reason: Optional[str] = None, graceful: bool = False) -> List[events.Event]:
+        """The connection's last events, once the driver closed the transport.
+
+        Without ``reason`` the protocol's own account is used (see
+        :attr:`should_close`). A driver that ends the connection for its own
+        reason (a timeout, a failed socket, a stop request) passes it, with
+        whether that counts as graceful. Before the upgrade completed the
+        end is reported as :class:`~lomond.events.ConnectFail` first, so every
+        ``Connected`` still gets its ``Disconnected``.
+        """
+        out: List[events.Event] = []
+        if reason is None:
+            reason, graceful = self._end or ("closed", False)
+        elif self.state is State.CONNECTING:
+            out.append(events.ConnectFail(reason))
+            graceful = False
+        if self._end is None:
+            self._end = (reason, graceful)
+        self.state = State.CLOSED
+        out.append(events.Disconnected(reason, graceful=graceful))
+        return out
 
     # -- sending (the session serializes these calls) ----------------------
 
     def _check_can_send(self) -> None:
         if self.state is State.CONNECTING:
-            raise WebSocketUnavailable("the websocket is not connected yet")
+            raise WebSocketUnavailable("the websocket is not ready yet: send once Ready arrives")
         # A violation alone does not stop sends: messages delivered before
-        # the ProtocolError event may still be answered until fail_close()
-        # is called for it (the session does so when it reaches that event).
+        # the ProtocolError event may still be answered until data_to_send()
+        # takes the failing Close.
         if self.state is State.CLOSED:
             raise WebSocketClosed("the websocket is closed")
         if self.close_sent:
@@ -361,16 +515,14 @@ class ClientProtocol:
             return build_frame(frame.opcode, frame.payload, rsv1=frame.rsv1)
         return build_frame(opcode, payload)
 
-    def _control(self, opcode: int, data: bytes, after_our_close: bool = False) -> bytes:
+    def _control(self, opcode: int, data: bytes) -> bytes:
         if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError("control frame data must be bytes")
+            raise TypeError(f"control frame data must be bytes, not {type(data).__name__}")
         if len(data) > MAX_CONTROL_PAYLOAD:
-            raise ValueError(f"control frame payload is {len(data)} bytes; the limit is 125")
-        # Only data frames must stop once our Close is sent (RFC 6455 section
-        # 5.5.1); ``after_our_close`` lets a control frame through until the
-        # server's Close arrives (state CLOSING with close_sent).
-        if not (after_our_close and self.close_sent and self.state is State.CLOSING):
-            self._check_can_send()
+            raise FrameBuildError(
+                f"control frame payload is {len(data)} bytes; the limit is 125 (RFC 6455 5.5)"
+            )
+        self._check_can_send()
         return build_frame(opcode, bytes(data))
 
     def send_ping(self, data: bytes = b"") -> bytes:
@@ -381,41 +533,23 @@ class ClientProtocol:
         """A Pong frame (RFC 6455 section 5.5.3)."""
         return self._control(Opcode.PONG, data)
 
-    def answer_ping(self, data: bytes) -> bytes:
-        """The automatic Pong for a received Ping (RFC 6455 section 5.5.2).
+    def send_close(
+        self, code: Optional[int] = Status.NORMAL, reason: Union[str, bytes] = ""
+    ) -> bytes:
+        """A Close frame (RFC 6455 section 5.5.1): starts or completes the close handshake.
 
-        Unlike :meth:`send_pong`, this is allowed after our Close until the
-        server's Close arrives: only data frames must stop once a Close is
-        sent (section 5.5.1), and a Ping must be answered until a Close is
-        received.
+        ``code=None`` sends a Close without a status code.
         """
-        return self._control(Opcode.PONG, data, after_our_close=True)
-
-    def send_close(self, code: Optional[int] = Status.NORMAL, reason: str = "") -> bytes:
-        """A Close frame (RFC 6455 section 5.5.1): starts or completes the close handshake."""
-        self._check_can_send()
         payload = encode_close(code, reason)
+        self._check_can_send()
         self.close_sent = True
         self.state = State.CLOSED if self.close_received else State.CLOSING
         return build_frame(Opcode.CLOSE, payload)
-
-    def fail_close(self, code: int, reason: str) -> bytes:
-        """The Close frame that fails the connection after a violation, or ``b""``.
-
-        RFC 6455 section 7.1.7: send a Close with the error's code unless one
-        was already sent, then drop the connection.
-        """
-        if self.close_sent or self.state is State.CONNECTING:
-            return b""
-        self.close_sent = True
-        self.state = State.CLOSED
-        return build_frame(Opcode.CLOSE, encode_close(code, reason))
 
     @property
     def handshake_complete(self) -> bool:
         """Whether both Close frames have been exchanged."""
         return self.close_sent and self.close_received
-
 
 
 __all__ = ["ClientProtocol", "State", "decode_close", "encode_close"]

@@ -1,131 +1,245 @@
-"""The session: runs one connection, moving bytes between socket and protocol.
+"""The threaded driver: runs one connection in the caller's thread.
 
-It owns the socket, the timers (poll, auto-ping, ping timeout, close timeout,
-handshake timeout) and the one lock that serializes sends, and turns the
-protocol's events into the documented event sequence. Policy that involves
-I/O lives here too: answering pings, echoing the server's Close, and failing
-the connection after a protocol violation.
+A :class:`WebsocketSession` only moves bytes and runs timers. It opens the
+connection (:func:`~lomond.connection.open_connection`), feeds what the
+socket delivers to the sans-I/O :class:`~lomond.protocol.ClientProtocol`,
+yields the events that come back, writes the protocol's own replies once
+those events were handled, and asks :class:`~lomond.timers.ConnectionTimers`
+what is due. Every rule of RFC 6455 (answering pings, echoing the server's
+Close, failing the connection, reading end-of-stream) lives in the protocol.
+
+It waits in one ``select()`` on the socket and a :class:`~lomond.wakeup.Wakeup`,
+with a timeout that is the connection's next timer: an idle connection wakes
+for its own timers and its own bytes only. ``close()``, a failed send and a
+:class:`~lomond.wakeup.StopSignal` wake it at once.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
+from typing import Callable, Iterator, List, Mapping, Optional, Tuple, Union
+
+import attrs
 
 from . import events
-from .connection import open_connection
+from .compression import PerMessageDeflate
+from .connection import SocketOption, open_connection
 from .errors import (
     ConnectError,
     TransportFail,
     WebSocketClosed,
-    WebSocketError,
     WebSocketUnavailable,
 )
+from .frame import Opcode
+from .handshake import URL
+from .options import DEFAULT_CONNECT, ConnectOptions
 from .protocol import ClientProtocol, State
+from .proxy import Proxy, select_proxy
+from .response import Response
 from .status import Status
-from .transport import Transport, Wakeup, describe_os_error
-
-if TYPE_CHECKING:
-    from .websocket import WebSocket
+from .timers import INFINITY, ConnectionTimers, Due
+from .trace import TraceFunc, Tracer
+from .transport import Transport, describe_os_error
+from .wakeup import StopSignal, Wakeup
 
 log = logging.getLogger("lomond.session")
 
-_INFINITY = float("inf")
 
-#: Seconds between looks at a persist() ``exit_event`` while connected.
-EXIT_CHECK_INTERVAL = 0.05
+@attrs.frozen(kw_only=True)
+class SessionSettings:
+    """Everything one connection needs, fixed when it starts.
+
+    Built by :class:`~lomond.websocket.WebSocket` for each connection; a
+    session reads nothing else from it.
+    """
+
+    url: URL
+    #: ``{"http": ..., "https": ...}`` proxy URLs; ``None`` reads the
+    #: environment (resolved when the connection starts, so that a bad
+    #: environment setting is reported as ``ConnectFail``).
+    proxies: Optional[Mapping[str, str]] = None
+    ssl_context: Optional[ssl.SSLContext] = None
+    source_address: Optional[Tuple[str, int]] = None
+    socket_options: Tuple[SocketOption, ...] = ()
+    #: A pre-connected socket to use instead of connecting (no proxy then).
+    sock: Optional[socket.socket] = None
+    agent: Optional[str] = None
+    protocols: Tuple[str, ...] = ()
+    headers: Tuple[Tuple[str, str], ...] = ()
+    offers: Tuple[PerMessageDeflate, ...] = ()
+    max_size: Optional[int] = None
+    send_timeout: float = 30.0
+    options: ConnectOptions = DEFAULT_CONNECT
+    trace: Optional[TraceFunc] = None
+    #: A stop request: set, it closes the connection gracefully (or abandons
+    #: the attempt before Ready) and wakes the session at once.
+    stop: Optional[StopSignal] = None
+    #: Called with the upgrade response (Lomond 0.3's ``on_response`` hook).
+    on_response: Optional[Callable[[Response], None]] = None
 
 
 class WebsocketSession:
-    """Drives one connection of a :class:`~lomond.websocket.WebSocket`.
+    """Drives one connection; :meth:`lomond.websocket.WebSocket.connect` creates it.
 
-    Created by :meth:`WebSocket.connect`; not meant to be used directly.
     Sends may come from any thread; :meth:`run` runs in the caller's thread.
+    ``on_end`` is called once, from the loop's thread, when the connection
+    is over and its socket closed.
     """
 
-    def __init__(self, websocket: WebSocket) -> None:
-        self.websocket = websocket
+    def __init__(
+        self,
+        settings: SessionSettings,
+        on_end: Optional[Callable[[WebsocketSession], None]] = None,
+    ) -> None:
+        self.settings = settings
         self.protocol = ClientProtocol(
-            websocket.url,
-            protocols=websocket.protocols,
-            agent=websocket.agent,
-            headers=websocket.headers,
-            offers=websocket.offers,
-            max_size=websocket.max_size,
+            settings.url,
+            protocols=settings.protocols,
+            agent=settings.agent,
+            headers=settings.headers,
+            offers=settings.offers,
+            max_size=settings.max_size,
+            auto_pong=settings.options.auto_pong,
         )
+        self.timers = ConnectionTimers(settings.options)
+        self._on_end = on_end
         self._send_lock = threading.Lock()
         self._wakeup = Wakeup()
         self._transport: Optional[Transport] = None
         #: Why the loop must drop the connection (set from any thread).
         self._drop_reason: Optional[str] = None
-        self._close_timeout: Optional[float] = None
-        self._close_deadline = _INFINITY
-        self._handshake_started: Optional[float] = None
-        #: ``time.time()`` when our Close frame was sent.
-        self.sent_close_time: Optional[float] = None
-        self._ping_sent_at: Optional[float] = None
-        self._exit_event: Optional[threading.Event] = None
-        self.finished = False
+        self._trace = Tracer(settings.trace, settings.url.url) if settings.trace else None
+        self._sent_close_time: Optional[float] = None
+        self._finished = threading.Event()
+        self._events: Optional[Iterator[events.Event]] = None
 
-    # -- sending, from any thread -------------------------------------------
+    # -- state, for the WebSocket ----------------------------------------------
 
-    def send(self, build: Callable[..., bytes], *args: Any) -> None:
-        """Build frame bytes with a protocol method and write them, atomically.
+    @property
+    def state(self) -> State:
+        """The protocol state (RFC 6455 sections 4 and 7)."""
+        return self.protocol.state
 
-        Holding one lock across both steps keeps frames from different
-        threads whole and in the compressor's order.
+    @property
+    def close_sent(self) -> bool:
+        """Whether our Close frame was sent."""
+        return self.protocol.close_sent
+
+    @property
+    def supports_compression(self) -> bool:
+        """Whether permessage-deflate was negotiated."""
+        return self.protocol.deflate is not None
+
+    @property
+    def sent_close_time(self) -> Optional[float]:
+        """``time.time()`` when our Close frame was sent, or ``None``."""
+        return self._sent_close_time
+
+    @property
+    def finished(self) -> bool:
+        """Whether the connection is over (its socket closed)."""
+        return self._finished.is_set()
+
+    @property
+    def is_active(self) -> bool:
+        """Ready, and no Close sent: sends are accepted."""
+        return (
+            self.protocol.state is State.OPEN
+            and not self.protocol.close_sent
+            and self._drop_reason is None
+            and not self.finished
+        )
+
+    @property
+    def socket(self) -> Optional[socket.socket]:
+        """The connected socket (``None`` before it connects and once it is closed)."""
+        transport = self._transport
+        return None if transport is None or transport.closed else transport.sock
+
+    def wait_finished(self, timeout: Optional[float] = None) -> bool:
+        """Wait until the connection is over; whether it is."""
+        return self._finished.wait(timeout)
+
+    # -- sending, from any thread ---------------------------------------------
+
+    def _write_locked(self, data: bytes) -> None:
+        """Write under the send lock; a failure drops the connection and is raised."""
+        transport = self._transport
+        assert transport is not None
+        try:
+            transport.write(data)
+        except TransportFail as error:
+            self._drop(str(error))
+            raise
+        if self._trace is not None:
+            self._trace("socket_send", bytes=len(data))
+
+    def _check_open_locked(self) -> None:
+        if self._drop_reason is not None or self.finished:
+            # Being dropped (a failed send, for one): another write could
+            # only block for a further send_timeout on a dead connection.
+            raise WebSocketClosed("the websocket is closed")
+        transport = self._transport
+        if transport is None or transport.closed:
+            raise WebSocketUnavailable("the websocket is not connected yet")
+
+    def send_message(self, opcode: int, payload: bytes, compress: bool = True) -> None:
+        """Send a whole Text or Binary message (RFC 6455 section 5.6), atomically.
+
+        One lock covers building and writing, so frames from different
+        threads stay whole and in the compressor's order.
         """
         with self._send_lock:
-            transport = self._transport
-            if self._drop_reason is not None:
-                # Being dropped (a failed send, for one): another write could
-                # only block for a further send_timeout on a dead connection.
-                raise WebSocketClosed("the websocket is closed")
-            if transport is None or transport.closed:
-                if self.finished:
-                    raise WebSocketClosed("the websocket is closed")
-                raise WebSocketUnavailable("the websocket is not connected yet")
-            data = build(*args)
-            try:
-                transport.write(data)
-            except TransportFail as error:
-                self._drop(str(error))
-                raise
+            self._check_open_locked()
+            self._write_locked(self.protocol.send_data(opcode, payload, compress))
+        if self._trace is not None:
+            stage = "send_text" if opcode == Opcode.TEXT else "send_binary"
+            self._trace(stage, length=len(payload), compress=compress)
 
-    def send_ping(self, data: bytes) -> None:
-        """Send a Ping, remembering when the oldest unanswered one left."""
-        self.send(self.protocol.send_ping, data)
-        if self._ping_sent_at is None:
-            self._ping_sent_at = time.monotonic()
+    def send_control(self, opcode: int, data: bytes) -> None:
+        """Send a Ping or Pong (at most 125 bytes)."""
+        with self._send_lock:
+            self._check_open_locked()
+            if opcode == Opcode.PING:
+                frame = self.protocol.send_ping(data)
+            else:
+                frame = self.protocol.send_pong(data)
+            self._write_locked(frame)
+            if opcode == Opcode.PING:
+                self.timers.ping_sent(time.monotonic())
+        if self._trace is not None:
+            self._trace("send_ping" if opcode == Opcode.PING else "send_pong", length=len(data))
 
-    def close(self, code: int, reason: str) -> None:
+    def close(self, code: Optional[int] = Status.NORMAL, reason: Union[str, bytes] = "") -> None:
         """Start the close handshake now (RFC 6455 section 7.1.2), from any thread.
 
-        Idempotent. Before the handshake completes there is nothing to close
-        gracefully, so the connection attempt is abandoned instead.
+        Idempotent. Before the upgrade completed there is nothing to close
+        gracefully, so the attempt is abandoned instead.
         """
+        if self._trace is not None:
+            self._trace("close_requested", code=code, reason=reason)
         with self._send_lock:
             protocol = self.protocol
             if (
                 self.finished
                 or self._drop_reason is not None
                 or protocol.close_sent
-                or protocol.failure is not None
+                or protocol.should_close
             ):
-                return
+                return  # closing, or ending already
             if protocol.state is State.CONNECTING or self._transport is None:
                 self._drop("closed before the connection was ready")
                 return
             data = protocol.send_close(code, reason)
-            self.sent_close_time = time.time()
-            if self._close_timeout:
-                self._close_deadline = time.monotonic() + self._close_timeout
+            self._sent_close_time = time.time()
             try:
-                self._transport.write(data)
-            except TransportFail as error:
-                self._drop(str(error))
+                self._write_locked(data)
+            except TransportFail:
+                pass  # _write_locked dropped the connection
         self._wakeup.wake()
 
     def force_disconnect(self, reason: str = "disconnected by the application") -> None:
@@ -137,57 +251,71 @@ class WebsocketSession:
             self._drop_reason = reason
         self._wakeup.wake()
 
-    # -- the loop ---------------------------------------------------------------
+    # -- the loop -------------------------------------------------------------
 
-    def run(
-        self,
-        poll: float = 5.0,
-        ping_rate: float = 30.0,
-        ping_timeout: Optional[float] = None,
-        auto_pong: bool = True,
-        close_timeout: Optional[float] = 30.0,
-        connect_timeout: float = 10.0,
-        handshake_timeout: float = 10.0,
-        exit_event: Optional[threading.Event] = None,
-    ) -> Iterator[events.Event]:
-        """Connect and yield the connection's events (see :mod:`lomond.events` for the order)."""
-        websocket = self.websocket
-        url = websocket.url
-        self._close_timeout = close_timeout or None
-        self._exit_event = exit_event
+    def run(self) -> Iterator[events.Event]:
+        """Connect and yield the connection's events (see :mod:`lomond.events` for the order).
+
+        Nothing happens until the first event is requested.
+        """
+        if self._events is None:
+            self._events = self._run()
+        return self._events
+
+    def drain(self) -> None:
+        """Run a suspended event loop to its end, discarding events (after :meth:`close`).
+
+        For a context manager's exit: the close handshake is finished within
+        ``close_timeout``. Does nothing if the loop runs in another thread.
+        """
+        generator = self._events
+        if generator is None or getattr(generator, "gi_running", False):
+            return
+        for _ in generator:
+            pass
+
+    def _run(self) -> Iterator[events.Event]:
+        settings = self.settings
+        url = settings.url
+        stop = settings.stop
+        if stop is not None:
+            stop.attach(self._wakeup)
         try:
             yield events.Connecting(url.url)
-            given = websocket.take_socket()
-            proxy = None
+            proxy: Optional[Proxy] = None
             try:
                 # A pre-connected socket already leads to the server: no proxy.
-                proxy = websocket.proxy if given is None else None
+                if settings.sock is None:
+                    proxy = select_proxy(url, settings.proxies)
+                if self._trace is not None:
+                    self._trace("connect_start", proxy=proxy.display_url if proxy else None)
                 sock = open_connection(
                     url,
                     proxy=proxy,
-                    ssl_context=websocket.ssl_context,
-                    connect_timeout=connect_timeout,
-                    handshake_timeout=handshake_timeout,
-                    source_address=websocket.source_address,
-                    socket_options=websocket.socket_options,
-                    sock=given,
-                    agent=websocket.agent,
+                    ssl_context=settings.ssl_context,
+                    connect_timeout=settings.options.connect_timeout,
+                    handshake_timeout=settings.options.handshake_timeout,
+                    source_address=settings.source_address,
+                    socket_options=settings.socket_options,
+                    sock=settings.sock,
+                    agent=settings.agent,
                     wakeup=self._wakeup,
                     aborted=self._aborted,
-                    on_handshake=self._on_handshake_start,
+                    on_handshake=self.timers.handshake_started,
+                    trace=self._trace,
                 )
             except ConnectError as error:
                 reason = self._drop_reason or str(error)
                 log.debug("connect to %s failed: %s", url.url, reason)
+                if self._trace is not None:
+                    self._trace("connect_fail", reason=reason)
                 self._shutdown()
                 yield events.ConnectFail(reason)
                 return
             with self._send_lock:
-                self._transport = Transport(sock, self._wakeup, websocket.send_timeout)
+                self._transport = Transport(sock, self._wakeup, settings.send_timeout)
             yield events.Connected(url.url, proxy.display_url if proxy else None)
-            yield from self._run_connected(
-                poll, ping_rate, ping_timeout, auto_pong, handshake_timeout
-            )
+            yield from self._run_connected()
         except GeneratorExit:
             # The caller stopped iterating (its loop body raised, or it broke
             # out): say goodbye with a best-effort Close 1001 instead of
@@ -195,6 +323,8 @@ class WebsocketSession:
             self._abandon()
             raise
         finally:
+            if stop is not None:
+                stop.detach(self._wakeup)
             self._shutdown()
 
     def _abandon(self) -> None:
@@ -209,19 +339,13 @@ class WebsocketSession:
                 or protocol.close_sent
             ):
                 return
-            try:
-                data = protocol.send_close(Status.GOING_AWAY, "going away")
-            except WebSocketError:
-                return
-            self.sent_close_time = time.time()
+            data = protocol.send_close(Status.GOING_AWAY, "going away")
+            self._sent_close_time = time.time()
             transport.try_write(data)
 
-    def _on_handshake_start(self, started: float) -> None:
-        self._handshake_started = started
-
     def _aborted(self) -> bool:
-        exit_event = self._exit_event
-        if exit_event is not None and exit_event.is_set():
+        stop = self.settings.stop
+        if stop is not None and stop.is_set():
             self._drop("stopped before the connection was ready")
         return self._drop_reason is not None
 
@@ -229,50 +353,101 @@ class WebsocketSession:
         if self.finished:
             return
         with self._send_lock:
-            self.finished = True
             if self._transport is not None:
                 self._transport.close()
-            self._wakeup.close()
-        self.websocket._on_session_end(self)
+            # The wake-up pair is left to the garbage collector: a thread may
+            # still be about to wake() it, and closing it under that thread
+            # could hand its descriptor number to a new file.
+            self._finished.set()
+        if self._on_end is not None:
+            self._on_end(self)
 
-    def _disconnected(self, reason: str, graceful: bool) -> events.Disconnected:
-        """Close the socket, then report it: a handler for Disconnected sees it gone."""
+    def _end(self, reason: Optional[str] = None, graceful: bool = False) -> Iterator[events.Event]:
+        """Close the socket, then report the end: a Disconnected handler sees it gone."""
         self._shutdown()
-        return events.Disconnected(reason, graceful=graceful)
+        for event in self.protocol.finish(reason, graceful):
+            if self._trace is not None:
+                if type(event) is events.ConnectFail:
+                    self._trace("connect_fail", reason=event.reason)
+                elif type(event) is events.Disconnected:
+                    self._trace("disconnected", reason=event.reason, graceful=event.graceful)
+            yield event
 
-    def _failed_to_connect(self, reason: str) -> Iterator[events.Event]:
-        yield events.ConnectFail(reason)
-        yield self._disconnected(reason, graceful=False)
+    def _flush_replies(self, include_close: bool = True) -> None:
+        """Write what the protocol owes the server (pongs, the Close echo, a failing Close)."""
+        with self._send_lock:
+            data = self.protocol.data_to_send(include_close)
+            if data and self._drop_reason is None and not self.finished:
+                try:
+                    self._write_locked(data)
+                except TransportFail:
+                    pass  # _write_locked dropped the connection
+                else:
+                    if self.protocol.close_sent and self._sent_close_time is None:
+                        self._sent_close_time = time.time()
 
-    def _run_connected(
-        self,
-        poll: float,
-        ping_rate: float,
-        ping_timeout: Optional[float],
-        auto_pong: bool,
-        handshake_timeout: float,
-    ) -> Iterator[events.Event]:
+    def _observe(self, event: events.Event) -> bool:
+        """Act on the few events the driver cares about; whether a Poll is due at once."""
+        kind = type(event)
+        trace = self._trace
+        if kind is events.Ping:
+            self._flush_replies(include_close=False)  # the pong, before later events
+        elif kind is events.Pong:
+            self.timers.pong_received()
+        elif kind is events.Ready:
+            poll_now = self.timers.ready(time.monotonic())
+            response = event.response  # type: ignore[attr-defined]
+            if self.settings.on_response is not None:
+                self.settings.on_response(response)
+            if trace is not None:
+                trace("handshake_ready", status=response.status_code,
+                      protocol=event.protocol,  # type: ignore[attr-defined]
+                      extensions=sorted(event.extensions))  # type: ignore[attr-defined]
+            return poll_now
+        elif kind is events.Rejected:
+            response = event.response  # type: ignore[attr-defined]
+            if self.settings.on_response is not None:
+                self.settings.on_response(response)
+            if trace is not None:
+                trace("handshake_rejected", status=response.status_code,
+                      reason=event.reason)  # type: ignore[attr-defined]
+        elif trace is not None:
+            if kind is events.Text:
+                trace("message_text", length=len(event.text))  # type: ignore[attr-defined]
+            elif kind is events.Binary:
+                trace("message_binary", length=len(event.data))  # type: ignore[attr-defined]
+            elif kind is events.Closing or kind is events.Closed:
+                trace("close_received", code=event.code,  # type: ignore[attr-defined]
+                      reason=event.reason)  # type: ignore[attr-defined]
+        return False
+
+    def _run_connected(self) -> Iterator[events.Event]:
         protocol = self.protocol
         transport = self._transport
+        timers = self.timers
+        trace = self._trace
+        stop = self.settings.stop
         assert transport is not None
-        try:
-            self.send(protocol.request)
-        except (TransportFail, WebSocketUnavailable) as error:
-            yield from self._failed_to_connect(f"could not send the upgrade request: {error}")
+        if self._drop_reason is not None:
+            # Closed (or stopped) while connecting, by a Connected handler say.
+            yield from self._end(self._drop_reason)
             return
-        # One budget for TLS and the upgrade together, from when TLS started.
-        handshake_deadline = (self._handshake_started or time.monotonic()) + handshake_timeout
-        next_poll = next_ping = _INFINITY
-        exit_event = self._exit_event
-        Ready, Ping, Pong = events.Ready, events.Ping, events.Pong
+        try:
+            with self._send_lock:
+                self._check_open_locked()
+                self._write_locked(protocol.request())
+        except (TransportFail, WebSocketUnavailable) as error:
+            yield from self._end(f"could not send the upgrade request: {error}")
+            return
+        if trace is not None:
+            trace("upgrade_sent")
+        Text, Binary = events.Text, events.Binary
+        observe = self._observe
         while True:
-            if exit_event is not None and exit_event.is_set() and not protocol.close_sent:
+            if stop is not None and stop.is_set() and not protocol.close_sent:
                 self.close(Status.NORMAL, "goodbye")
             if self._drop_reason is not None:
-                if protocol.state is State.CONNECTING:
-                    yield from self._failed_to_connect(self._drop_reason)
-                else:
-                    yield self._disconnected(self._drop_reason, graceful=False)
+                yield from self._end(self._drop_reason)
                 return
             # Read first and wait only when nothing is buffered: while data is
             # streaming in, this saves a select() call per read.
@@ -281,148 +456,65 @@ class WebsocketSession:
             except OSError as error:
                 reason = describe_os_error(error)
                 if protocol.state is State.CONNECTING:
-                    yield from self._failed_to_connect(
-                        f"connection failed during the handshake: {reason}"
-                    )
-                else:
-                    yield self._disconnected(reason, graceful=False)
+                    reason = f"connection failed during the handshake: {reason}"
+                yield from self._end(reason)
                 return
             if data is None:
-                yield from self._on_eof()
-                return
-            if data:
-                for event in protocol.receive_data(data):
-                    yield event
-                    kind = type(event)
-                    if kind is events.Text or kind is events.Binary:
-                        continue
-                    if kind is Ping:
-                        if auto_pong and not protocol.close_received:
-                            try:
-                                self.send(protocol.answer_ping, event.data)  # type: ignore[attr-defined]
-                            except (TransportFail, WebSocketUnavailable):
-                                pass  # the drop is reported at the top of the loop
-                    elif kind is Pong:
-                        self._ping_sent_at = None
-                    elif kind is Ready:
-                        now = time.monotonic()
-                        next_poll = now + poll if poll else _INFINITY
-                        next_ping = now + ping_rate if ping_rate else _INFINITY
-                    elif kind is events.Closing:
-                        self._echo_close(event)  # type: ignore[arg-type]
-                    elif kind is events.ProtocolError:
-                        yield from self._on_protocol_error(event)  # type: ignore[arg-type]
-                        return
-                    elif kind is events.Rejected:
-                        yield self._disconnected("handshake rejected", graceful=False)
-                        return
-                    elif kind is events.ConnectFail:
-                        yield self._disconnected(event.reason, graceful=False)  # type: ignore[attr-defined]
-                        return
-            # -- timers
-            now = time.monotonic()
-            if protocol.state is State.CONNECTING:
-                if now >= handshake_deadline:
-                    yield from self._failed_to_connect(
-                        f"no response to the upgrade request within {handshake_timeout:g} s"
-                    )
-                    return
-                deadline = handshake_deadline
+                batch: List[events.Event] = protocol.receive_eof()
+            elif data:
+                if trace is not None:
+                    trace("socket_recv", bytes=len(data))
+                batch = protocol.receive_data(data)
             else:
-                if now >= self._close_deadline:
-                    yield self._disconnected(
+                batch = []
+            for event in batch:
+                yield event
+                kind = type(event)
+                if ((kind is not Text and kind is not Binary) or trace is not None) and observe(
+                    event
+                ):
+                    yield events.Poll()  # the first Poll, right after Ready
+            if protocol.replies_pending:
+                self._flush_replies()
+            if protocol.should_close:
+                yield from self._end()
+                return
+            # -- timers
+            now: float = time.monotonic()
+            due = timers.due(protocol, now)
+            while due is not None:
+                if due is Due.HANDSHAKE_TIMEOUT:
+                    limit = self.settings.options.handshake_timeout
+                    yield from self._end(f"no response to the upgrade request within {limit:g} s")
+                    return
+                if due is Due.CLOSE_TIMEOUT:
+                    yield from self._end(
                         "close timeout: the server did not complete the close handshake",
                         graceful=protocol.handshake_complete,
                     )
                     return
-                if protocol.close_received:
-                    # The close handshake is done or being answered: only
-                    # the TCP close (or the close timeout) comes next, so no
-                    # Poll or Unresponsive between Closing/Closed and
-                    # Disconnected.
-                    next_poll = next_ping = _INFINITY
-                    self._ping_sent_at = None
-                elif protocol.close_sent:
-                    next_ping = _INFINITY
-                    self._ping_sent_at = None  # close_timeout bounds the wait now
-                if (
-                    ping_timeout
-                    and self._ping_sent_at is not None
-                    and now - self._ping_sent_at >= ping_timeout
-                ):
+                if due is Due.UNRESPONSIVE:
                     yield events.Unresponsive()
-                    yield self._disconnected(
-                        f"unresponsive: no pong within {ping_timeout:g} s", graceful=False
+                    yield from self._end(
+                        f"unresponsive: no pong within {self.settings.options.ping_timeout:g} s"
                     )
                     return
-                if now >= next_poll:
-                    next_poll = now + poll
+                if due is Due.POLL:
                     yield events.Poll()
-                    continue  # the handler may have taken a while: re-read the clock
-                if now >= next_ping:
-                    next_ping = now + ping_rate
-                    if protocol.state is State.OPEN and not protocol.close_sent:
-                        try:
-                            self.send_ping(b"")
-                        except (TransportFail, WebSocketUnavailable):
-                            continue  # _drop_reason is set; handled at the loop top
-                deadline = min(next_poll, next_ping, self._close_deadline)
-                if ping_timeout and self._ping_sent_at is not None:
-                    deadline = min(deadline, self._ping_sent_at + ping_timeout)
+                elif protocol.state is State.OPEN and not protocol.close_sent:  # Due.PING
+                    try:
+                        self.send_control(Opcode.PING, b"")
+                    except (TransportFail, WebSocketUnavailable):
+                        break  # _drop_reason is set; handled at the loop top
+                if self._drop_reason is not None:
+                    break
+                now = time.monotonic()  # a Poll handler may have taken a while
+                due = timers.due(protocol, now)
             if data:
                 continue  # more may be buffered already: read again before waiting
-            timeout = None if deadline == _INFINITY else max(0.0, deadline - now)
-            if exit_event is not None and not protocol.close_sent:
-                # A threading.Event cannot wake a selector: look at it often.
-                if timeout is None or timeout > EXIT_CHECK_INTERVAL:
-                    timeout = EXIT_CHECK_INTERVAL
+            deadline = timers.deadline(protocol)
+            timeout = None if deadline == INFINITY else max(0.0, deadline - now)
             transport.wait_readable(timeout)
 
-    def _echo_close(self, event: events.Closing) -> None:
-        # RFC 6455 section 5.5.1: reply with a Close, echoing the status code.
-        # The handler for Closing has already run, so it could still send.
-        with self._send_lock:
-            protocol = self.protocol
-            if not protocol.close_sent and self._transport is not None:
-                data = protocol.send_close(event.code, "")
-                self.sent_close_time = time.time()
-                try:
-                    self._transport.write(data)
-                except TransportFail as error:
-                    self._drop(str(error))
-        if self._close_timeout:
-            self._close_deadline = min(
-                self._close_deadline, time.monotonic() + self._close_timeout
-            )
 
-    def _on_protocol_error(self, event: events.ProtocolError) -> Iterator[events.Event]:
-        # RFC 6455 section 7.1.7: fail the connection: send a Close with the
-        # error's code unless one was sent already, then drop without waiting.
-        with self._send_lock:
-            data = self.protocol.fail_close(event.code, event.error)
-            if data and self._transport is not None:
-                try:
-                    self._transport.write(data)
-                except TransportFail:
-                    pass
-        yield self._disconnected(f"protocol error: {event.error}", graceful=False)
-
-    def _on_eof(self) -> Iterator[events.Event]:
-        protocol = self.protocol
-        if protocol.state is State.CONNECTING:
-            yield from self._failed_to_connect(
-                "server closed the connection during the handshake"
-            )
-        elif protocol.handshake_complete:
-            yield self._disconnected("closed", graceful=True)
-        elif protocol.close_sent:
-            yield self._disconnected(
-                "server closed the connection without answering our close", graceful=False
-            )
-        else:
-            yield self._disconnected(
-                "server closed the connection without a close frame", graceful=False
-            )
-
-
-__all__ = ["WebsocketSession"]
+__all__ = ["SessionSettings", "WebsocketSession"]

@@ -22,46 +22,11 @@ from typing import ContextManager, Optional, Tuple, Union
 
 from .constants import READ_SIZE
 from .errors import TransportFail
+from .wakeup import Wakeup
 
 Buffer = Union[bytes, bytearray, memoryview]
 
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
-
-
-class Wakeup:
-    """A self-pipe: ``wake()`` from any thread makes a pending wait return."""
-
-    def __init__(self) -> None:
-        self._reader, self._writer = socket.socketpair()
-        self._reader.setblocking(False)
-        self._writer.setblocking(False)
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def fileno(self) -> int:
-        return self._reader.fileno()
-
-    def wake(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            try:
-                self._writer.send(b"\0")
-            except OSError:
-                pass  # the buffer is full, so a wake-up is already pending
-
-    def drain(self) -> None:
-        try:
-            while self._reader.recv(4096):
-                pass
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            self._reader.close()
-            self._writer.close()
 
 
 def wait_socket(
@@ -203,12 +168,6 @@ class Transport:
             self._write_selector.register(self.sock, selectors.EVENT_WRITE)
         self._write_selector.select(timeout)
 
-    def shutdown_write(self) -> None:
-        try:
-            self.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
     def close(self) -> None:
         if self.closed:
             return
@@ -236,4 +195,4 @@ def describe_os_error(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
-__all__ = ["Transport", "Wakeup", "describe_os_error", "wait_socket"]
+__all__ = ["Transport", "describe_os_error", "wait_socket"]

@@ -7,8 +7,10 @@ import logging
 import socket
 import ssl
 import threading
+from types import TracebackType
 from typing import (
     Any,
+    FrozenSet,
     Iterable,
     Iterator,
     List,
@@ -23,25 +25,26 @@ from typing import (
 from . import events
 from .compression import PerMessageDeflate, offers_from_option
 from .connection import SocketOption
-from .constants import (
-    DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_HANDSHAKE_TIMEOUT,
-    DEFAULT_MAX_SIZE,
-    DEFAULT_SEND_TIMEOUT,
-    USER_AGENT,
-)
+from .constants import DEFAULT_MAX_SIZE, DEFAULT_SEND_TIMEOUT, USER_AGENT
 from .errors import WebSocketClosed, WebSocketUnavailable
 from .frame import Opcode
 from .handshake import HeaderValue, check_header, check_protocols, parse_url
-from .protocol import State
+from .options import DEFAULT_CONNECT, ConnectOptions
+from .protocol import State, encode_close
 from .proxy import Proxy, select_proxy
-from .session import WebsocketSession
+from .response import Response
+from .session import SessionSettings, WebsocketSession
 from .status import Status
+from .tls import make_ssl_context
+from .trace import TraceFunc, Tracer
+from .wakeup import StopSignal
 
 log = logging.getLogger("lomond")
 
 Compress = Union[bool, PerMessageDeflate, Sequence[PerMessageDeflate], None]
 Headers = Union[Mapping[str, str], Iterable[Tuple[HeaderValue, HeaderValue]], None]
+
+_BUFFER_TYPES = (bytes, bytearray, memoryview)
 
 
 class WebSocket:
@@ -79,7 +82,19 @@ class WebSocket:
         (for unusual transports); it is used once, for the next connection.
     :param send_timeout: seconds a send may wait for a server that stopped
         reading before :class:`~lomond.errors.TransportFail` (default 30).
+    :param ssl_verify: ``False`` turns off certificate and host-name checks
+        for ``wss://`` (insecure: for test servers only). Lomond 0.3.4.
+    :param ssl_cafile: a PEM file of CA certificates to trust for ``wss://``.
+        Lomond 0.3.4. An explicit ``ssl_context`` is used as given and wins
+        over both (see :func:`lomond.tls.make_ssl_context`).
+    :param trace: a callable that receives one small ``dict`` per step of
+        each connection (see :mod:`lomond.trace`). Lomond 0.3.4.
+
+    A ``WebSocket`` is also a context manager: leaving ``with WebSocket(url)
+    as websocket:`` closes a live connection gracefully (bounded by its
+    ``close_timeout``) and releases the socket.
     """
+
 
     def __init__(
         self,
@@ -96,10 +111,17 @@ class WebSocket:
         socket_options: Sequence[SocketOption] = (),
         sock: Optional[socket.socket] = None,
         send_timeout: float = DEFAULT_SEND_TIMEOUT,
+        ssl_verify: bool = True,
+        ssl_cafile: Optional[str] = None,
+        trace: Optional[TraceFunc] = None,
     ) -> None:
         self.url = parse_url(url)
+        if proxies is not None and not isinstance(proxies, Mapping):
+            raise TypeError("proxies must be a dict like {'http': url, 'https': url}, or None")
         self.proxies = dict(proxies) if proxies is not None else None
         self.protocols: List[str] = check_protocols(protocols or [])
+        if agent is not None and not isinstance(agent, str):
+            raise TypeError("agent must be a str or None")
         self.agent = USER_AGENT if agent is None else agent
         if self.agent:
             check_header("User-Agent", self.agent)
@@ -109,23 +131,39 @@ class WebSocket:
             items = headers.items() if isinstance(headers, Mapping) else headers
             for name, value in items:
                 self.add_header(name, value)
-        if max_size is not None and max_size < 1:
+        if max_size is not None and (
+            isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1
+        ):
             raise ValueError("max_size must be a positive number of bytes, or None")
         self.max_size = max_size
-        self.ssl_context = ssl_context
+        if isinstance(send_timeout, bool) or not isinstance(send_timeout, (int, float)):
+            raise TypeError("send_timeout must be a number of seconds")
+        if not send_timeout > 0:
+            raise ValueError("send_timeout must be more than 0 seconds")
+        self.send_timeout = float(send_timeout)
+        #: The context for ``wss://``: ``ssl_context`` as given, or one built
+        #: from ``ssl_verify`` and ``ssl_cafile`` (``None``: the default, verifying).
+        self.ssl_context = make_ssl_context(ssl_context, ssl_verify, ssl_cafile)
+        self.ssl_verify = ssl_verify
+        self.ssl_cafile = ssl_cafile
+        if trace is not None and not callable(trace):
+            raise TypeError(f"trace must be a callable taking one dict, not {trace!r}")
+        self.trace = trace
         self.source_address = source_address
         self.socket_options = list(socket_options)
         self._sock = sock
-        self.send_timeout = send_timeout
         # Resolve explicit proxies now so that a bad proxy URL fails here,
         # not later inside the event loop.
         self._proxy: Optional[Proxy] = (
             select_proxy(self.url, self.proxies) if self.proxies is not None else None
         )
         self._lock = threading.Lock()
+        #: The current connection's session, or ``None`` between connections.
         self.session: Optional[WebsocketSession] = None
-        self._close_requested = threading.Event()
         self._last_session: Optional[WebsocketSession] = None
+        #: Set by :meth:`close`: a stop request that :func:`~lomond.persist.persist`
+        #: (which clears it when it starts) waits on between connections.
+        self.close_requested = StopSignal()
 
     def __repr__(self) -> str:
         state = "connected" if self.session is not None else "disconnected"
@@ -144,13 +182,8 @@ class WebSocket:
             return select_proxy(self.url, None)
         return self._proxy
 
-    def take_socket(self) -> Optional[socket.socket]:
-        """Hand the pre-connected socket (if any) to the session; it is used once."""
-        sock, self._sock = self._sock, None
-        return sock
-
     def build_request(self) -> bytes:
-        """The upgrade request of the current session (as in Lomond 0.3)."""
+        """The upgrade request of the current connection (as in Lomond 0.3)."""
         session = self.session
         if session is None:
             raise WebSocketUnavailable("the websocket is not connected")
@@ -161,20 +194,52 @@ class WebSocket:
     def __iter__(self) -> Iterator[events.Event]:
         return self.connect()
 
+    def __enter__(self) -> WebSocket:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> None:
+        """Close a live connection gracefully (within its ``close_timeout``) and release it."""
+        session = self.session
+        if session is None:
+            return
+        session.close(Status.NORMAL, "goodbye")
+        # A loop suspended in this thread is run to its end (the close
+        # handshake, bounded by close_timeout); one running in another thread
+        # is given the same time, then the socket is dropped.
+        session.drain()
+        close_timeout = session.settings.options.close_timeout
+        if not session.wait_finished(close_timeout + 1.0 if close_timeout else None):
+            session.force_disconnect("the with block ended")
+            session.wait_finished(1.0)
+
     def connect(
         self,
         session_class: Type[WebsocketSession] = WebsocketSession,
-        poll: float = 5.0,
-        ping_rate: float = 30.0,
-        ping_timeout: Optional[float] = None,
-        auto_pong: bool = True,
-        close_timeout: Optional[float] = 30.0,
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        poll: float = DEFAULT_CONNECT.poll,
+        ping_rate: float = DEFAULT_CONNECT.ping_rate,
+        ping_timeout: Optional[float] = DEFAULT_CONNECT.ping_timeout,
+        auto_pong: bool = DEFAULT_CONNECT.auto_pong,
+        close_timeout: Optional[float] = DEFAULT_CONNECT.close_timeout,
+        connect_timeout: float = DEFAULT_CONNECT.connect_timeout,
+        handshake_timeout: float = DEFAULT_CONNECT.handshake_timeout,
+        *,
+        stop: Optional[StopSignal] = None,
     ) -> Iterator[events.Event]:
         """Connect, and yield events until the connection ends.
 
-        :param poll: seconds between :class:`~lomond.events.Poll` events.
+        The options are those of :class:`~lomond.options.ConnectOptions`
+        (checked here: a wrong type is a ``TypeError``, a negative time a
+        ``ValueError``):
+
+        :param session_class: the driver class (Lomond 0.3's extension
+            point; leave it as the default).
+        :param poll: seconds between :class:`~lomond.events.Poll` events; the
+            first comes right after :class:`~lomond.events.Ready`.
         :param ping_rate: seconds between automatic pings (0 disables them).
         :param ping_timeout: seconds to wait for a pong before
             :class:`~lomond.events.Unresponsive` and a disconnect (``None``: never).
@@ -183,49 +248,15 @@ class WebSocket:
             close handshake before dropping the connection (``None`` or 0: wait forever).
         :param connect_timeout: seconds for the TCP connect and any proxy CONNECT.
         :param handshake_timeout: seconds for TLS and the upgrade response.
+        :param stop: a :class:`~lomond.wakeup.StopSignal`; setting it (from
+            any thread, or a signal handler) closes the connection gracefully,
+            or abandons it before Ready, at once.
 
         Nothing happens until the first event is requested. One connection at
         a time: iterating a second ``connect()`` while one runs raises
         :class:`~lomond.errors.WebSocketUnavailable`.
         """
-        self._close_requested.clear()
-        return self._connect(
-            session_class, poll, ping_rate, ping_timeout, auto_pong, close_timeout,
-            connect_timeout, handshake_timeout,
-        )
-
-    def _connect_for_persist(
-        self, exit_event: threading.Event, **options: Any
-    ) -> Iterator[events.Event]:
-        """One connection for :func:`~lomond.persist.persist`; ``exit_event`` closes it."""
-        options.setdefault("session_class", WebsocketSession)
-        options.setdefault("poll", 5.0)
-        options.setdefault("ping_rate", 30.0)
-        options.setdefault("ping_timeout", None)
-        options.setdefault("auto_pong", True)
-        options.setdefault("close_timeout", 30.0)
-        options.setdefault("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
-        options.setdefault("handshake_timeout", DEFAULT_HANDSHAKE_TIMEOUT)
-        return self._connect(exit_event=exit_event, **options)
-
-    def _connect(
-        self,
-        session_class: Type[WebsocketSession],
-        poll: float,
-        ping_rate: float,
-        ping_timeout: Optional[float],
-        auto_pong: bool,
-        close_timeout: Optional[float],
-        connect_timeout: float,
-        handshake_timeout: float,
-        exit_event: Optional[threading.Event] = None,
-    ) -> Iterator[events.Event]:
-        with self._lock:
-            if self.session is not None:
-                raise WebSocketUnavailable("the websocket is already connected")
-            session = self.session = session_class(self)
-        self._last_session = session
-        yield from session.run(
+        options = ConnectOptions(
             poll=poll,
             ping_rate=ping_rate,
             ping_timeout=ping_timeout,
@@ -233,13 +264,57 @@ class WebSocket:
             close_timeout=close_timeout,
             connect_timeout=connect_timeout,
             handshake_timeout=handshake_timeout,
-            exit_event=exit_event,
+        )
+        if stop is not None and not isinstance(stop, StopSignal):
+            raise TypeError("stop must be a lomond.wakeup.StopSignal")
+        return self._connect(session_class, options, stop)
+
+    def _settings(self, options: ConnectOptions, stop: Optional[StopSignal]) -> SessionSettings:
+        sock, self._sock = self._sock, None  # a given socket serves one connection
+        return SessionSettings(
+            url=self.url,
+            proxies=self.proxies,
+            ssl_context=self.ssl_context,
+            source_address=self.source_address,
+            socket_options=tuple(self.socket_options),
+            sock=sock,
+            agent=self.agent,
+            protocols=tuple(self.protocols),
+            headers=tuple(self.headers),
+            offers=tuple(self.offers),
+            max_size=self.max_size,
+            send_timeout=self.send_timeout,
+            options=options,
+            trace=self.trace,
+            stop=stop,
+            on_response=self._on_response,
         )
 
-    def _on_session_end(self, session: WebsocketSession) -> None:
+    def _connect(
+        self,
+        session_class: Type[WebsocketSession],
+        options: ConnectOptions,
+        stop: Optional[StopSignal],
+    ) -> Iterator[events.Event]:
+        with self._lock:
+            if self.session is not None:
+                raise WebSocketUnavailable("the websocket is already connected")
+            # Settings are taken when iteration starts: proxies from the
+            # environment are read for each connection.
+            session = self.session = session_class(self._settings(options, stop), self._ended)
+        self._last_session = session
+        yield from session.run()
+
+    def _ended(self, session: WebsocketSession) -> None:
         with self._lock:
             if self.session is session:
                 self.session = None
+        self.on_disconnect()
+
+    def _on_response(self, response: Response) -> None:
+        self.on_response(response)
+        deflate = "permessage-deflate" if self.supports_compression else None
+        self.process_extensions(frozenset([deflate]) if deflate else frozenset())
 
     def reset(self) -> None:
         """Forget the finished session (kept for Lomond 0.3 compatibility)."""
@@ -247,33 +322,46 @@ class WebSocket:
             if self.session is not None and self.session.finished:
                 self.session = None
 
-    # -- state -----------------------------------------------------------------------
+    # -- Lomond 0.3 hooks (override in a subclass) ----------------------------------
 
-    def _protocol_state(self) -> Optional[State]:
-        session = self.session
-        return None if session is None else session.protocol.state
+    def on_response(self, response: Response) -> None:
+        """Called with the server's upgrade response (accepted or not)."""
+
+    def process_extensions(self, extensions: FrozenSet[str]) -> None:
+        """Called with the negotiated extension names once the response arrived."""
+
+    def on_disconnect(self) -> None:
+        """Called once a connection is over (its socket closed)."""
+
+    def feed(self, data: bytes) -> Iterator[events.Event]:
+        """Feed bytes as if received from the socket, and yield the events (Lomond 0.3).
+
+        The current connection's protocol handles them; normal use never needs this.
+        """
+        if not isinstance(data, _BUFFER_TYPES):
+            raise TypeError("feed() takes bytes")
+        session = self._session()
+        yield from session.protocol.receive_data(bytes(data))
+
+    # -- state -----------------------------------------------------------------------
 
     @property
     def is_active(self) -> bool:
         """Connected, handshake done, and no close started: sends will be accepted."""
         session = self.session
-        return (
-            session is not None
-            and session.protocol.state is State.OPEN
-            and not session.finished
-            and not session.protocol.close_sent
-        )
+        return session is not None and session.is_active
 
     @property
     def is_closing(self) -> bool:
         """A Close frame was sent or received and the connection is not gone yet."""
-        return self._protocol_state() is State.CLOSING
+        session = self.session
+        return session is not None and not session.finished and session.state is State.CLOSING
 
     @property
     def is_closed(self) -> bool:
         """Not connected: never connected, disconnected, or the close handshake is done."""
         session = self.session
-        return session is None or session.finished or session.protocol.state is State.CLOSED
+        return session is None or session.finished or session.state is State.CLOSED
 
     @property
     def is_secure(self) -> bool:
@@ -284,7 +372,7 @@ class WebSocket:
     def supports_compression(self) -> bool:
         """Whether permessage-deflate was negotiated on the current (or last) connection."""
         session = self.session or self._last_session
-        return session is not None and session.protocol.deflate is not None
+        return session is not None and session.supports_compression
 
     @property
     def sent_close_time(self) -> Optional[float]:
@@ -305,26 +393,25 @@ class WebSocket:
     def send_text(self, text: str, compress: bool = True) -> None:
         """Send a text message (RFC 6455 section 5.6); ``compress`` applies if negotiated."""
         if not isinstance(text, str):
-            raise TypeError("send_text() takes a str")
-        session = self._session()
-        session.send(session.protocol.send_data, Opcode.TEXT, text.encode("utf-8"), compress)
+            raise TypeError(f"send_text() takes a str, not {type(text).__name__}")
+        self._session().send_message(Opcode.TEXT, text.encode("utf-8"), compress)
 
     def send_binary(self, data: Union[bytes, bytearray, memoryview], compress: bool = True) -> None:
         """Send a binary message (RFC 6455 section 5.6); ``compress`` applies if negotiated."""
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError("send_binary() takes bytes")
-        session = self._session()
-        session.send(session.protocol.send_data, Opcode.BINARY, bytes(data), compress)
+        if not isinstance(data, _BUFFER_TYPES):
+            raise TypeError(f"send_binary() takes bytes, not {type(data).__name__}")
+        self._session().send_message(Opcode.BINARY, bytes(data), compress)
 
     def send_json(self, _obj: Any = ..., **kwargs: Any) -> None:
         """Send ``_obj`` (or the keyword arguments as an object) as JSON text.
 
-        Raises ``TypeError`` if it cannot be encoded, or if both are given.
+        Raises ``ValueError`` if both are given (as Lomond 0.3 did), and
+        ``TypeError`` if the value cannot be encoded.
         """
         if _obj is ...:
             obj: Any = kwargs
         elif kwargs:
-            raise TypeError("send_json() takes an object or keyword arguments, not both")
+            raise ValueError("send_json() takes an object or keyword arguments, not both")
         else:
             obj = _obj
         try:
@@ -334,40 +421,47 @@ class WebSocket:
         self.send_text(text)
 
     def send_ping(self, data: bytes = b"") -> None:
-        """Send a Ping (at most 125 bytes; ``TypeError``/``ValueError`` otherwise)."""
-        self._session().send_ping(data)
+        """Send a Ping (RFC 6455 section 5.5.2).
+
+        At most 125 bytes: a longer one is a :class:`~lomond.errors.FrameBuildError`
+        (a ``ValueError``); anything but bytes a ``TypeError``.
+        """
+        self._session().send_control(Opcode.PING, data)
 
     def send_pong(self, data: bytes = b"") -> None:
         """Send a Pong (at most 125 bytes), solicited or not (RFC 6455 section 5.5.3)."""
-        session = self._session()
-        session.send(session.protocol.send_pong, data)
+        self._session().send_control(Opcode.PONG, data)
 
-    def close(self, code: int = Status.NORMAL, reason: str = "goodbye") -> None:
+    def close(
+        self, code: Optional[int] = Status.NORMAL, reason: Union[str, bytes] = "goodbye"
+    ) -> None:
         """Start the close handshake; safe from any thread and effective at once.
 
-        The loop keeps delivering messages until the server answers (then
-        :class:`~lomond.events.Closed` and :class:`~lomond.events.Disconnected`),
-        or drops the connection after ``close_timeout``. Before the connection
-        is ready, the attempt is abandoned. Outside a connection, it ends a
+        ``reason`` is a ``str`` or UTF-8 ``bytes`` (Lomond 0.3's default was
+        ``b"goodbye"``); ``code=None`` sends a Close without a status code
+        (and so without the reason). The loop keeps delivering messages until
+        the server answers (then :class:`~lomond.events.Closed` and
+        :class:`~lomond.events.Disconnected`), or drops the connection after
+        ``close_timeout``. Before the connection is ready, the attempt is
+        abandoned. Outside a connection, it ends a
         :func:`~lomond.persist.persist` loop (also during its back-off wait).
         Calling it again does nothing.
         """
-        self._close_requested.set()
+        encode_close(code, reason)  # wrong arguments fail here, in the caller's thread
+        if not isinstance(reason, str):
+            reason = bytes(reason).decode("utf-8")  # checked to be UTF-8 just above
+        self.close_requested.set()
         session = self.session
         if session is not None:
             session.close(code, reason)
+        elif self.trace is not None:
+            Tracer(self.trace, self.url.url)("close_requested", code=code, reason=reason)
 
     def force_disconnect(self) -> None:
         """Drop the connection without a close handshake (from any thread)."""
         session = self.session
         if session is not None:
             session.force_disconnect()
-
-    # -- Lomond 0.3 hooks -----------------------------------------------------------
-
-    def feed(self, data: bytes) -> Iterator[events.Event]:
-        """Feed bytes received from the socket and yield the events (used by sessions)."""
-        yield from self._session().protocol.receive_data(data)
 
 
 __all__ = ["WebSocket"]

@@ -146,7 +146,7 @@ def test_verbose_shows_every_event(echo_server: LocalServer) -> None:
     assert result.returncode == 0
     err = result.stderr.decode()
     names = re.findall(rf"^{STAMP} \* (\w+)\(", err, re.MULTILINE)
-    assert names == ["Connecting", "Connected", "Ready", "Text", "Closed", "Disconnected"]
+    assert names == ["Connecting", "Connected", "Ready", "Poll", "Text", "Closed", "Disconnected"]
     assert re.search(rf"^{STAMP} > hi$", err, re.MULTILINE)
 
 

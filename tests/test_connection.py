@@ -20,7 +20,7 @@ from lomond.connection import _tunnel, open_connection
 from lomond.errors import ConnectError
 from lomond.handshake import parse_url
 from lomond.proxy import Proxy
-from lomond.transport import Wakeup
+from lomond.wakeup import StopSignal, Wakeup
 
 #: How soon a stop must end a connect step that would otherwise wait 30 s:
 #: far below that, and generous for a busy 2-core CI machine.
@@ -151,12 +151,19 @@ def hanging(request: Any, scripted_server: Any) -> Callable[..., socket.socket]:
     return start
 
 
-def test_aborted_callback_stops_a_hanging_connect(hanging: Callable[..., socket.socket]) -> None:
-    stop = threading.Event()
+def test_stop_signal_stops_a_hanging_connect(hanging: Callable[..., socket.socket]) -> None:
+    # Nothing is polled: the StopSignal wakes the selector through the wakeup.
+    stop = StopSignal()
+    wakeup = Wakeup()
+    stop.attach(wakeup)
     stopped = later(0.2, stop.set)
-    with pytest.raises(ConnectError, match="connection aborted"):
-        hanging(aborted=stop.is_set)
-    assert time.monotonic() - stopped[0] < PROMPT
+    try:
+        with pytest.raises(ConnectError, match="connection aborted"):
+            hanging(wakeup=wakeup, aborted=stop.is_set)
+        assert time.monotonic() - stopped[0] < PROMPT
+    finally:
+        stop.detach(wakeup)
+        wakeup.close()
 
 
 def test_wakeup_stops_a_hanging_connect(hanging: Callable[..., socket.socket]) -> None:

@@ -42,14 +42,16 @@ from lomond.persist import persist
 # -- frame-level violations after a good handshake --------------------------------------
 
 #: name -> (bytes the server sends after the handshake, close code, critical,
-#: a word the error must contain)
+#: a word the error must contain). ``critical`` is False throughout: before
+#: our own Close, every violation is answered with a Close frame carrying the
+#: code (RFC 6455 7.1.7), which the script checks on the wire.
 BAD_FRAMES = {
-    "masked frame": (build_frame(TEXT, b"hi", mask=True), 1002, True, "masked"),
-    "reserved data opcode 0x3": (build_frame(0x3, b"?"), 1002, True, "opcode"),
-    "reserved control opcode 0xB": (build_frame(0xB, b""), 1002, True, "opcode"),
-    "rsv1 without an extension": (build_frame(TEXT, b"x", rsv1=True), 1002, True, "reserved"),
-    "rsv2": (build_frame(BINARY, b"x", rsv2=True), 1002, True, "reserved"),
-    "rsv3": (build_frame(BINARY, b"x", rsv3=True), 1002, True, "reserved"),
+    "masked frame": (build_frame(TEXT, b"hi", mask=True), 1002, False, "masked"),
+    "reserved data opcode 0x3": (build_frame(0x3, b"?"), 1002, False, "opcode"),
+    "reserved control opcode 0xB": (build_frame(0xB, b""), 1002, False, "opcode"),
+    "rsv1 without an extension": (build_frame(TEXT, b"x", rsv1=True), 1002, False, "reserved"),
+    "rsv2": (build_frame(BINARY, b"x", rsv2=True), 1002, False, "reserved"),
+    "rsv3": (build_frame(BINARY, b"x", rsv3=True), 1002, False, "reserved"),
     "length 2**63": (
         build_frame(BINARY, b"", length_override=2**63, length_form=64), 1009, False,
         "significant bit",
@@ -62,14 +64,14 @@ BAD_FRAMES = {
         build_frame(BINARY, b"", length_override=2**63 - 1, length_form=64), 1009, False,
         "max_size",
     ),
-    "ping of 126 bytes": (build_frame(PING, b"p" * 126), 1002, True, "125"),
+    "ping of 126 bytes": (build_frame(PING, b"p" * 126), 1002, False, "125"),
     "pong with a 64-bit length": (
-        build_frame(PONG, b"", length_override=1 << 40, length_form=64), 1002, True, "125",
+        build_frame(PONG, b"", length_override=1 << 40, length_form=64), 1002, False, "125",
     ),
     "close of 126 bytes": (
-        build_frame(CLOSE, close_payload(1000, "r" * 124)), 1002, True, "125",
+        build_frame(CLOSE, close_payload(1000, "r" * 124)), 1002, False, "125",
     ),
-    "fragmented ping": (build_frame(PING, b"x", fin=False), 1002, True, "fragmented"),
+    "fragmented ping": (build_frame(PING, b"x", fin=False), 1002, False, "fragmented"),
     "invalid UTF-8 across fragments": (
         build_frame(TEXT, b"caf", fin=False)
         + build_frame(CONTINUATION, b"\xc3", fin=False)
@@ -120,7 +122,7 @@ def test_bad_frame_fails_the_connection_with_the_right_code(
     server = scripted_server(script)
     run = collect(WebSocket(server.url_for("/"), max_size=1024))
     assert run.names == [
-        "connecting", "connected", "ready", "text", "protocol_error", "disconnected",
+        "connecting", "connected", "ready", "poll", "text", "protocol_error", "disconnected",
     ]
     assert run.first(events.Text).text == "before"  # what came first is not lost
     error = run.first(events.ProtocolError)
@@ -145,7 +147,7 @@ def test_valid_close_codes_are_accepted(scripted_server: Any) -> None:
 
         server = scripted_server(script)
         run = collect(WebSocket(server.url_for("/")))
-        assert run.names == ["connecting", "connected", "ready", "closing", "disconnected"]
+        assert run.names == ["connecting", "connected", "ready", "poll", "closing", "disconnected"]
         assert (run.first(events.Closing).code, run.first(events.Closing).reason) == (code, "ok")
         assert server.result() == (code, "")
 
@@ -271,7 +273,7 @@ def test_decompression_bomb_is_stopped_at_max_size(scripted_server: Any, fragmen
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert run.names == ["connecting", "connected", "ready", "protocol_error", "disconnected"]
+    assert run.names == ["connecting", "connected", "ready", "poll", "protocol_error", "disconnected"]
     error = run.first(events.ProtocolError)
     assert error.code == 1009 and not error.critical
     assert "limit" in error.error
@@ -337,7 +339,7 @@ def test_trickled_frame_does_not_delay_close_from_another_thread(scripted_server
     assert timing["returned"] - timing["called"] < 0.2, "close() blocked"
     assert received and received[0] - timing["called"] < 0.5, "the Close left late"
     assert run.names == [
-        "connecting", "connected", "ready", "text", "closed", "disconnected",
+        "connecting", "connected", "ready", "poll", "text", "closed", "disconnected",
     ]
     assert run.first(events.Text).text == "drip " * 20
     finished = run.times[-1]
@@ -361,7 +363,7 @@ def test_trickling_server_ignoring_close_is_dropped_after_close_timeout(
             threading.Thread(target=websocket.close, daemon=True).start()
 
     run = collect(websocket, on_event, close_timeout=1.0)
-    assert run.names == ["connecting", "connected", "ready", "disconnected"]
+    assert run.names == ["connecting", "connected", "ready", "poll", "disconnected"]
     elapsed = run.times[-1] - timing["closed"]
     assert 0.9 <= elapsed < 2.0, elapsed
     assert "close timeout" in run.first(events.Disconnected).reason
@@ -389,7 +391,7 @@ def test_trickled_frame_does_not_delay_a_persist_exit(scripted_server: Any) -> N
             timer.start()
         assert time.monotonic() - start < 10, seen
     ended = time.monotonic()
-    assert seen == ["connecting", "connected", "ready", "text", "closed", "disconnected"]
+    assert seen == ["connecting", "connected", "ready", "poll", "text", "closed", "disconnected"]
     assert ended - set_at[0] < 1.5
     assert received[0] - set_at[0] < 0.5
     assert server.result() == (1000, "goodbye")
@@ -407,7 +409,7 @@ def test_half_close_without_a_close_frame(scripted_server: Any) -> None:
 
     server = scripted_server(script)
     run = collect(WebSocket(server.url_for("/")))
-    assert run.names == ["connecting", "connected", "ready", "text", "disconnected"]
+    assert run.names == ["connecting", "connected", "ready", "poll", "text", "disconnected"]
     disconnected = run.first(events.Disconnected)
     assert not disconnected.graceful
     assert "without a close frame" in disconnected.reason
@@ -424,7 +426,7 @@ def test_half_close_after_a_close_frame_is_graceful(scripted_server: Any) -> Non
 
     server = scripted_server(script)
     run = collect(WebSocket(server.url_for("/")))
-    assert run.names == ["connecting", "connected", "ready", "closing", "disconnected"]
+    assert run.names == ["connecting", "connected", "ready", "poll", "closing", "disconnected"]
     assert run.first(events.Disconnected).graceful
     assert server.result() == ((1001, ""), b"")
 
@@ -446,7 +448,7 @@ def test_tcp_reset_in_the_middle_of_a_message(scripted_server: Any, where: str) 
         conn.reset()
 
     run = collect(WebSocket(scripted_server(script).url_for("/")))
-    assert run.names == ["connecting", "connected", "ready", "text", "disconnected"]
+    assert run.names == ["connecting", "connected", "ready", "poll", "text", "disconnected"]
     disconnected = run.first(events.Disconnected)
     assert not disconnected.graceful
     assert "ECONNRESET" in disconnected.reason or "reset" in disconnected.reason.lower()
@@ -476,7 +478,6 @@ def test_server_keeps_talking_after_its_close(scripted_server: Any) -> None:
 
     server = scripted_server(script)
     run = collect(WebSocket(server.url_for("/")))
-    assert run.names == ["connecting", "connected", "ready", "closing", "disconnected"]
+    assert run.names == ["connecting", "connected", "ready", "poll", "closing", "disconnected"]
     assert run.first(events.Disconnected).graceful
     assert server.result() == (1000, "")
-

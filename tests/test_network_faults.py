@@ -64,7 +64,7 @@ def test_connection_dropped_while_a_thread_sends(scripted_server: Any, how: str)
     error, sent = outcome
     assert 3 <= sent < 4000
     assert isinstance(error, (TransportFail, WebSocketClosed)), repr(error)
-    assert run.names == ["connecting", "connected", "ready", "disconnected"]
+    assert run.names == ["connecting", "connected", "ready", "poll", "disconnected"]
     disconnected = run.first(events.Disconnected)
     assert not disconnected.graceful
     assert disconnected.reason  # says why (reset, broken pipe or EOF)
@@ -93,7 +93,7 @@ def test_connection_dropped_while_the_loop_sends(scripted_server: Any) -> None:
 
     run = collect(websocket, on_event, timeout=10)
     assert len(raised) == 1 and isinstance(raised[0], (TransportFail, WebSocketClosed))
-    assert run.names == ["connecting", "connected", "ready", "text", "disconnected"]
+    assert run.names == ["connecting", "connected", "ready", "poll", "text", "disconnected"]
     assert not run.first(events.Disconnected).graceful
 
 
@@ -111,7 +111,7 @@ def test_connection_dropped_while_receiving_a_large_message(scripted_server: Any
         conn.close(drain=0)
 
     run = collect(WebSocket(scripted_server(script).url_for("/")))
-    assert run.names == ["connecting", "connected", "ready", "disconnected"]
+    assert run.names == ["connecting", "connected", "ready", "poll", "disconnected"]
     assert not run.first(events.Disconnected).graceful
 
 

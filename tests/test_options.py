@@ -81,8 +81,8 @@ def first(seen: List[events.Event], kind: type) -> Any:
 def client_socket(websocket: WebSocket) -> socket.socket:
     """The socket of the current connection (call while connected)."""
     session = websocket.session
-    assert session is not None and session._transport is not None
-    return session._transport.sock
+    assert session is not None and session.socket is not None
+    return session.socket
 
 
 def request_headers(seen: List[events.Event]) -> Dict[str, str]:

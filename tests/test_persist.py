@@ -18,6 +18,7 @@ import pytest
 from lomond import WebSocket, events
 from lomond.persist import back_off_delay, persist, retry_after
 from lomond.response import Response
+from lomond.wakeup import StopSignal
 
 # The module: the package exports the persist() function under the same name.
 persist_module = importlib.import_module("lomond.persist")
@@ -238,7 +239,8 @@ def test_rejection_without_retry_after_uses_back_off(ws_server: Any) -> None:
 def test_stop_during_back_off(how: str) -> None:
     exit_event = threading.Event()
     websocket = WebSocket(f"ws://127.0.0.1:{closed_port()}/")
-    stop = exit_event.set if how == "exit_event" else websocket.close
+    # exit_event.set() called while the loop runs (see test_prebound_set_*)
+    stop = (lambda: exit_event.set()) if how == "exit_event" else websocket.close
     stopped: List[float] = []
     seen: List[events.Event] = []
     for event in persist(websocket, min_wait=3, max_wait=3, exit_event=exit_event, **FAST):
@@ -255,7 +257,8 @@ def test_stop_during_back_off(how: str) -> None:
 def test_stop_while_connected(how: str, ws_server: Any) -> None:
     exit_event = threading.Event()
     websocket = WebSocket(ws_server.url_for("/echo"))
-    stop = exit_event.set if how == "exit_event" else websocket.close
+    # exit_event.set() called while the loop runs (see test_prebound_set_*)
+    stop = (lambda: exit_event.set()) if how == "exit_event" else websocket.close
     seen: List[events.Event] = []
     stopped: List[float] = []
     for event in persist(websocket, min_wait=0.01, max_wait=0.05, exit_event=exit_event, **FAST):
@@ -287,7 +290,8 @@ def test_stop_while_connecting(how: str, stage: str, scripted_server: Any, ws_se
         url = ws_server.url_for("/slow-handshake?delay=20")
     exit_event = threading.Event()
     websocket = WebSocket(url, proxies=proxies)
-    stop = exit_event.set if how == "exit_event" else websocket.close
+    # exit_event.set() called while the loop runs (see test_prebound_set_*)
+    stop = (lambda: exit_event.set()) if how == "exit_event" else websocket.close
     stopped = set_later(0.3, stop)
     seen = drain(
         persist(websocket, exit_event=exit_event, connect_timeout=30, handshake_timeout=30, **FAST),
@@ -388,3 +392,47 @@ def test_server_restarts(ws_server: Any) -> None:
     accepted = [rec for rec in ws_server.connections if rec.accepted]
     assert len(accepted) == restarts + 1
     assert [rec.received for rec in accepted] == [[t] for t in texts]
+
+
+def test_prebound_set_ends_a_back_off_at_once() -> None:
+    # threading.Timer(..., event.set) binds set() before persist() wraps it.
+    exit_event = threading.Event()
+    stop = exit_event.set
+    websocket = WebSocket(f"ws://127.0.0.1:{closed_port()}/")
+    stopped: List[float] = []
+    seen: List[events.Event] = []
+    for event in persist(websocket, min_wait=3, max_wait=3, exit_event=exit_event, **FAST):
+        seen.append(event)
+        if isinstance(event, events.BackOff):
+            stopped = set_later(0.1, stop)
+    assert names(seen) == ["connecting", "connect_fail", "back_off"]
+    assert stopped and time.monotonic() - stopped[0] < 1.0
+
+
+def test_prebound_set_is_seen_at_the_next_poll_while_connected(ws_server: Any) -> None:
+    exit_event = threading.Event()
+    stop = exit_event.set
+    websocket = WebSocket(ws_server.url_for("/echo"))
+    seen: List[events.Event] = []
+    for event in persist(websocket, min_wait=0.01, max_wait=0.05, exit_event=exit_event,
+                         poll=0.2, ping_rate=0, close_timeout=2):
+        seen.append(event)
+        if isinstance(event, events.Ready):
+            set_later(0.05, stop)
+    kinds = [event.name for event in seen]
+    assert kinds[-2:] == ["closed", "disconnected"]
+    # Seen at the poll after the first one (the one right after Ready).
+    assert kinds[kinds.index("ready"):].count("poll") == 2
+    ws_server.last.wait_closed()
+    assert ws_server.last.close_code == 1000
+
+
+def test_stop_signal_as_exit_event_wakes_a_connected_loop(ws_server: Any) -> None:
+    stop = StopSignal()
+    websocket = WebSocket(ws_server.url_for("/echo"))
+    seen: List[events.Event] = []
+    for event in persist(websocket, exit_event=stop, poll=30, ping_rate=0, close_timeout=2):
+        seen.append(event)
+        if isinstance(event, events.Ready):
+            set_later(0.1, stop.set)
+    assert names(seen) == ["connecting", "connected", "ready", "closed", "disconnected"]

@@ -496,13 +496,14 @@ def test_single_frame_over_max_size() -> None:
     assert got[1].code == 1009  # type: ignore[attr-defined]
 
 
-def test_reader_violation_is_critical_and_follows_good_events() -> None:
+def test_reader_violation_sends_a_close_and_follows_good_events() -> None:
     protocol = open_protocol()
     got = protocol.receive_data(frame(Opcode.TEXT, b"before") + bytes((0x83, 0)))
     assert kinds(got) == [events.Text, events.ProtocolError]
     error = got[1]
     assert isinstance(error, events.ProtocolError)
-    assert error.critical
+    # critical=False: a Close frame with the code goes out (RFC 6455 7.1.7).
+    assert not error.critical
     assert error.code == 1002
     assert protocol.failure is not None
     assert protocol.receive_data(frame(Opcode.TEXT, b"after")) == []
@@ -510,25 +511,159 @@ def test_reader_violation_is_critical_and_follows_good_events() -> None:
     # 4.1.3: the echo is expected before the Close) ...
     _, _, payload = parse_client_frame(protocol.send_data(Opcode.TEXT, b"reply"))
     assert payload == b"reply"
-    # ... until the connection is failed for the ProtocolError.
-    closing = protocol.fail_close(error.code, error.error)
-    assert parse_client_frame(closing)[1] == Opcode.CLOSE
+    # ... until the driver takes the failing Close from the queue.
+    closing = protocol.data_to_send()
+    fin, opcode, payload = parse_client_frame(closing)
+    assert opcode == Opcode.CLOSE and payload[:2] == struct.pack("!H", 1002)
+    assert protocol.should_close
     with pytest.raises(WebSocketClosed):
         protocol.send_data(Opcode.TEXT, b"x")
+    assert protocol.data_to_send() == b""
+    assert kinds(protocol.finish()) == [events.Disconnected]
 
 
-def test_fail_close_sends_the_error_code_once() -> None:
+def test_violation_after_our_close_is_critical_and_sends_nothing() -> None:
+    protocol = open_protocol()
+    protocol.send_close(1000, "bye")
+    got = protocol.receive_data(bytes((0x83, 0)))
+    error = got[-1]
+    assert isinstance(error, events.ProtocolError)
+    # critical=True: our Close is out already, so the connection is dropped
+    # without another Close frame - the flag says what happens on the wire.
+    assert error.critical
+    assert protocol.data_to_send() == b""
+    assert protocol.should_close
+
+
+def test_failing_close_carries_the_error_code_once() -> None:
     protocol = open_protocol()
     protocol.receive_data(frame(Opcode.TEXT, b"\xff"))
-    data = protocol.fail_close(1007, "bad utf-8")
-    fin, opcode, payload = parse_client_frame(data)
+    fin, opcode, payload = parse_client_frame(protocol.data_to_send())
     assert fin and opcode == Opcode.CLOSE
-    assert payload == struct.pack("!H", 1007) + b"bad utf-8"
-    assert protocol.fail_close(1007, "again") == b""
+    assert payload[:2] == struct.pack("!H", 1007)
+    assert b"UTF-8" in payload
+    assert protocol.data_to_send() == b""
 
 
-def test_fail_close_before_the_handshake_sends_nothing() -> None:
-    assert make_protocol().fail_close(1002, "x") == b""
+def test_nothing_queued_before_the_handshake() -> None:
+    protocol = make_protocol()
+    assert protocol.data_to_send() == b""
+    assert not protocol.should_close
+
+
+# -- the protocol's own replies and end of stream ------------------------------------
+
+
+def test_ping_is_answered_through_the_queue() -> None:
+    protocol = open_protocol()
+    got = protocol.receive_data(frame(Opcode.PING, b"abc") + frame(Opcode.PING, b"de"))
+    assert kinds(got) == [events.Ping, events.Ping]
+    data = protocol.data_to_send()
+    # Two masked pongs, in order: 2 header bytes + 4 key bytes + payload each.
+    assert parse_client_frame(data[:9])[1:] == (Opcode.PONG, b"abc")
+    assert parse_client_frame(data[9:])[1:] == (Opcode.PONG, b"de")
+    assert protocol.data_to_send() == b""
+
+
+def test_no_pong_without_auto_pong() -> None:
+    protocol = open_protocol(auto_pong=False)
+    protocol.receive_data(frame(Opcode.PING, b"abc"))
+    assert protocol.data_to_send() == b""
+
+
+def test_ping_answered_while_our_close_is_pending() -> None:
+    protocol = open_protocol()
+    protocol.send_close(1000, "")
+    protocol.receive_data(frame(Opcode.PING, b"p"))
+    assert parse_client_frame(protocol.data_to_send())[1:] == (Opcode.PONG, b"p")
+
+
+def test_close_echo_waits_for_data_to_send_so_a_closing_handler_may_send() -> None:
+    protocol = open_protocol()
+    got = protocol.receive_data(frame(Opcode.CLOSE, struct.pack("!H", 1001) + b"away"))
+    assert kinds(got) == [events.Closing]
+    assert not protocol.close_sent
+    # A handler for Closing may still send (RFC 6455 5.5.1) ...
+    reply = protocol.send_data(Opcode.TEXT, b"last words")
+    assert parse_client_frame(reply)[2] == b"last words"
+    # ... then the echo goes out, with the server's code.
+    fin, opcode, payload = parse_client_frame(protocol.data_to_send())
+    assert opcode == Opcode.CLOSE and payload == struct.pack("!H", 1001)
+    assert protocol.handshake_complete
+    with pytest.raises(WebSocketClosed):
+        protocol.send_data(Opcode.TEXT, b"too late")
+    # The client waits for the server to close TCP first (RFC 6455 7.1.1).
+    assert not protocol.should_close
+    assert protocol.receive_eof() == []
+    assert protocol.should_close
+    (end,) = protocol.finish()
+    assert isinstance(end, events.Disconnected) and end.graceful and end.reason == "closed"
+
+
+def test_close_echo_without_a_status_code_is_empty() -> None:
+    protocol = open_protocol()
+    protocol.receive_data(frame(Opcode.CLOSE, b""))
+    assert parse_client_frame(protocol.data_to_send())[1:] == (Opcode.CLOSE, b"")
+
+
+def test_our_close_in_a_closing_handler_replaces_the_echo() -> None:
+    protocol = open_protocol()
+    protocol.receive_data(frame(Opcode.CLOSE, struct.pack("!H", 1001)))
+    ours = protocol.send_close(4000, "mine")
+    assert parse_client_frame(ours)[2] == struct.pack("!H", 4000) + b"mine"
+    assert protocol.data_to_send() == b""
+
+
+@pytest.mark.parametrize(
+    "setup, reason, graceful",
+    [
+        ("open", "server closed the connection without a close frame", False),
+        ("our_close", "server closed the connection without answering our close", False),
+        ("both_closes", "closed", True),
+    ],
+)
+def test_end_of_stream_reasons(setup: str, reason: str, graceful: bool) -> None:
+    protocol = open_protocol()
+    if setup in ("our_close", "both_closes"):
+        protocol.send_close(1000, "")
+    if setup == "both_closes":
+        protocol.receive_data(frame(Opcode.CLOSE, struct.pack("!H", 1000)))
+    assert protocol.receive_eof() == []
+    assert protocol.should_close
+    (end,) = protocol.finish()
+    assert isinstance(end, events.Disconnected)
+    assert (end.reason, end.graceful) == (reason, graceful)
+
+
+def test_end_of_stream_during_the_handshake_is_connect_fail() -> None:
+    protocol = make_protocol()
+    got = protocol.receive_eof()
+    assert kinds(got) == [events.ConnectFail]
+    assert protocol.should_close
+    (end,) = protocol.finish()
+    assert isinstance(end, events.Disconnected) and not end.graceful
+
+
+def test_finish_with_a_drivers_reason_before_ready_adds_connect_fail() -> None:
+    protocol = make_protocol()
+    got = protocol.finish("no response to the upgrade request within 1 s")
+    assert kinds(got) == [events.ConnectFail, events.Disconnected]
+    assert {e.reason for e in got} == {"no response to the upgrade request within 1 s"}  # type: ignore[attr-defined]
+
+
+def test_finish_with_a_drivers_reason_after_ready() -> None:
+    protocol = open_protocol()
+    (end,) = protocol.finish("unresponsive: no pong within 2 s")
+    assert isinstance(end, events.Disconnected)
+    assert (end.reason, end.graceful) == ("unresponsive: no pong within 2 s", False)
+
+
+def test_rejected_handshake_asks_to_close() -> None:
+    protocol = make_protocol()
+    protocol.receive_data(b"HTTP/1.1 403 Forbidden\r\n\r\n")
+    assert protocol.should_close
+    (end,) = protocol.finish()
+    assert isinstance(end, events.Disconnected) and end.reason == "handshake rejected"
 
 
 # -- close frames --------------------------------------------------------------------
@@ -745,8 +880,21 @@ def test_encode_close_refuses_codes_that_may_not_be_sent(code: int) -> None:
 
 def test_encode_close_without_a_code() -> None:
     assert encode_close(None) == b""
+    # Lomond 0.3's close(code=None) sent a Close with no status; a reason
+    # cannot travel without a code, so it is left out.
+    assert encode_close(None, "reason without code") == b""
+    assert encode_close(None, b"goodbye") == b""
+
+
+def test_encode_close_takes_utf8_bytes_and_refuses_other_types() -> None:
+    assert encode_close(1000, b"goodbye") == encode_close(1000, "goodbye")
+    assert encode_close(1000, "caf\u00e9".encode()) == b"\x03\xe8caf\xc3\xa9"
     with pytest.raises(FrameBuildError):
-        encode_close(None, "reason without code")
+        encode_close(1000, b"\xff\xfe")
+    with pytest.raises(TypeError):
+        encode_close(1000, 42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        encode_close("1000", "")  # type: ignore[arg-type]
 
 
 def test_decode_close() -> None:
@@ -780,3 +928,13 @@ def test_full_scripted_session() -> None:
     got = protocol.receive_data(close_frame(1000, b"done"))
     assert kinds(got) == [events.Closed]
     assert protocol.handshake_complete and protocol.state is State.CLOSED
+
+
+def test_pongs_can_go_before_a_pending_close_echo() -> None:
+    protocol = open_protocol()
+    protocol.receive_data(frame(Opcode.PING, b"p") + frame(Opcode.CLOSE, struct.pack("!H", 1000)))
+    # After the Ping's handlers: the pong only; the echo waits for Closing's.
+    assert parse_client_frame(protocol.data_to_send(include_close=False))[1:] == (Opcode.PONG, b"p")
+    assert not protocol.close_sent
+    assert parse_client_frame(protocol.data_to_send())[1] == Opcode.CLOSE
+    assert protocol.close_sent

@@ -82,8 +82,8 @@ def first(seen: List[events.Event], kind: type) -> Any:
 def local_address(websocket: WebSocket) -> Any:
     """The client's local (host, port) of the current connection (call on Ready)."""
     session = websocket.session
-    assert session is not None and session._transport is not None
-    return session._transport.sock.getsockname()[:2]
+    assert session is not None and session.socket is not None
+    return session.socket.getsockname()[:2]
 
 
 def assert_echoed(seen: List[events.Event]) -> None:

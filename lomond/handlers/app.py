@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import threading
-from typing import Any, Dict, FrozenSet, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 
+import attrs
 import blinker
 
 from .. import events
+from ..options import ConnectOptions, PersistOptions, split_options
 from ..persist import persist
 from ..status import Status
+from ..wakeup import StopSignal
 from ..websocket import WebSocket
 from .interrupt import graceful_sigint
 from .outcome import Outcome, OutcomeTracker
@@ -21,14 +23,12 @@ from .registration import Registration
 from .registry import Handler, HandlerRegistry
 from .runner import Runner
 
-log = logging.getLogger("lomond.handlers")
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
-#: Keyword arguments of ``run_forever()``: those of ``WebSocket.connect()`` ...
-CONNECT_OPTIONS: FrozenSet[str] = frozenset(
-    name for name in inspect.signature(WebSocket.connect).parameters if name != "self"
-)
-#: ... and, with ``reconnect=True``, those of :func:`~lomond.persist.persist`.
-PERSIST_OPTIONS: FrozenSet[str] = frozenset({"min_wait", "max_wait"})
+    from ..options import RunKeywords
+
+log = logging.getLogger("lomond.handlers")
 
 #: The close sent when a handler error stops the app (RFC 6455 section 7.4.1).
 HANDLER_ERROR_CLOSE = (Status.INTERNAL_ERROR, "handler error")
@@ -96,7 +96,9 @@ class WebSocketApp(Registration):
         self._generic, self._methods = self._find_methods()
         self._dispatch_lock = threading.RLock()
         self._state_lock = threading.Lock()
-        self._stop_event = threading.Event()
+        # The run's stop request: set from any thread or the SIGINT handler
+        # (it takes no lock), it wakes the connection's selector at once.
+        self._stop = StopSignal()
         self._finished = threading.Event()
         self._finished.set()
         # wait_ready(): whether a connection is ready; runs started and ended.
@@ -288,24 +290,16 @@ class WebSocketApp(Registration):
         if first:
             log.info("%r: closing after a handler error (policy %r)", self, ending[0][0])
         self.websocket.close(*HANDLER_ERROR_CLOSE)
-        self._stop_event.set()  # and do not reconnect: the handlers are broken
+        self._stop.set()  # and do not reconnect: the handlers are broken
 
     # -- running ------------------------------------------------------------------------
-
-    @staticmethod
-    def _check_options(reconnect: bool, options: Dict[str, Any]) -> None:
-        for name in options:
-            if name in PERSIST_OPTIONS and not reconnect:
-                raise TypeError(f"{name} applies to reconnects: pass reconnect=True to use it")
-            if name not in CONNECT_OPTIONS and name not in PERSIST_OPTIONS:
-                raise TypeError(f"run_forever() got an unexpected keyword argument {name!r}")
 
     def _begin_run(self) -> OutcomeTracker:
         with self._state_lock:
             if self._running:
                 raise RuntimeError(f"{self!r} is already running")
             self._running = True
-            self._stop_event.clear()
+            self._stop.clear()
             self._finished.clear()
             self._tracker = tracker = OutcomeTracker()
         with self._ready_condition:
@@ -313,16 +307,17 @@ class WebSocketApp(Registration):
             self._ready = False
         return tracker
 
-    def run_forever(self, reconnect: bool = False, **options: Any) -> Outcome:
+    def run_forever(self, reconnect: bool = False, **options: Unpack[RunKeywords]) -> Outcome:
         """Connect and handle events in this thread until the connection ends.
 
         With ``reconnect=True``, reconnect whenever the connection ends (with
         :func:`lomond.persist.persist`'s back-off) until :meth:`stop` or
         :meth:`close` is called, or a handler error ends the run.
 
-        :param options: :meth:`lomond.WebSocket.connect`'s options (``poll``,
+        :param options: :class:`~lomond.options.ConnectOptions` (``poll``,
             ``ping_rate``, ``ping_timeout``, ``close_timeout``, ...), plus
-            ``min_wait`` and ``max_wait`` with ``reconnect=True``
+            :class:`~lomond.options.PersistOptions` (``min_wait``,
+            ``max_wait``, ``respect_retry_after``) with ``reconnect=True``
             (``TypeError`` otherwise).
         :returns: the run's :class:`Outcome`.
         :raises: with error policy ``"raise"``, the handler's exception, once
@@ -334,23 +329,31 @@ class WebSocketApp(Registration):
             :mod:`lomond.handlers.interrupt`); ``RuntimeError`` if the app
             is running already.
         """
-        self._check_options(reconnect, options)
+        connect, reconnect_options = split_options(options, "run_forever()", reconnect)
         tracker = self._begin_run()
-        return self._run(tracker, reconnect, options)
+        return self._run(tracker, reconnect, connect, reconnect_options)
 
-    def _run(self, tracker: OutcomeTracker, reconnect: bool, options: Dict[str, Any]) -> Outcome:
+    def _run(
+        self,
+        tracker: OutcomeTracker,
+        reconnect: bool,
+        connect: ConnectOptions,
+        reconnect_options: PersistOptions,
+    ) -> Outcome:
         self._loop_thread = threading.current_thread()
         try:
-            if self._stop_event.is_set():
+            if self._stop.is_set():
                 log.debug("%r: stopped before connecting", self)
             else:
                 source: Iterator[events.Event]
+                keywords: Dict[str, Any] = attrs.asdict(connect)
                 if reconnect:
-                    source = persist(self.websocket, exit_event=self._stop_event, **options)
+                    keywords.update(attrs.asdict(reconnect_options))
+                    source = persist(self.websocket, exit_event=self._stop, **keywords)
                 else:
-                    source = self.websocket._connect_for_persist(self._stop_event, **options)
+                    source = self.websocket.connect(stop=self._stop, **keywords)
                 try:
-                    with graceful_sigint(self._stop_event) as interrupted:
+                    with graceful_sigint(self._stop) as interrupted:
                         self._pump(source)
                 finally:
                     close = getattr(source, "close", None)
@@ -364,7 +367,7 @@ class WebSocketApp(Registration):
                 self._last_outcome = outcome
                 self._running = False
                 self._loop_thread = None
-                self._stop_event.clear()
+                self._stop.clear()
             self._set_ready(False, run_ended=True)
             self._finished.set()
         if tracker.to_raise is not None:
@@ -378,7 +381,7 @@ class WebSocketApp(Registration):
             except BaseException:
                 # KeyboardInterrupt or SystemExit from a handler: close
                 # gracefully, wait (up to close_timeout) for the end, re-raise.
-                self._stop_event.set()
+                self._stop.set()
                 self.websocket.close(*INTERRUPT_CLOSE)
                 for rest in source:
                     self._tracker.record(rest)
@@ -386,7 +389,7 @@ class WebSocketApp(Registration):
 
     # -- the thread runner ---------------------------------------------------------------
 
-    def start(self, reconnect: bool = False, **options: Any) -> None:
+    def start(self, reconnect: bool = False, **options: Unpack[RunKeywords]) -> None:
         """Run :meth:`run_forever` in a daemon thread and return at once.
 
         The thread is named ``lomond-app-<host>``. Use :meth:`wait_ready`,
@@ -394,12 +397,12 @@ class WebSocketApp(Registration):
         A :meth:`stop` issued right after ``start()`` is never lost: the run
         then ends without connecting.
         """
-        self._check_options(reconnect, options)
+        connect, reconnect_options = split_options(options, "start()", reconnect)
         tracker = self._begin_run()
 
         def target() -> Outcome:
             try:
-                return self._run(tracker, reconnect, options)
+                return self._run(tracker, reconnect, connect, reconnect_options)
             except BaseException as error:
                 if error is not tracker.to_raise:  # a handler error is logged already
                     log.error("%r: the loop ended with an exception", self, exc_info=error)
@@ -428,7 +431,7 @@ class WebSocketApp(Registration):
         with self._state_lock:
             running = self._running
             if running:
-                self._stop_event.set()
+                self._stop.set()
         if running:
             self.websocket.close()
             if self._loop_thread is threading.current_thread():
@@ -473,7 +476,9 @@ class WebSocketApp(Registration):
             return self._ready
 
     @contextlib.contextmanager
-    def running(self, reconnect: bool = False, **options: Any) -> Iterator[WebSocketApp]:
+    def running(
+        self, reconnect: bool = False, **options: Unpack[RunKeywords]
+    ) -> Iterator[WebSocketApp]:
         """``with app.running(**options):`` starts the app, and stops it on exit.
 
         On a normal exit, an error the run raised (policy ``"raise"``) is
@@ -487,4 +492,4 @@ class WebSocketApp(Registration):
         self.join(0)
 
 
-__all__ = ["CONNECT_OPTIONS", "PERSIST_OPTIONS", "StrongSignal", "WebSocketApp"]
+__all__ = ["HANDLER_ERROR_CLOSE", "INTERRUPT_CLOSE", "StrongSignal", "WebSocketApp"]

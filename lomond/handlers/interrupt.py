@@ -4,14 +4,17 @@ A ``KeyboardInterrupt`` raised while lomond waits for the socket would end the
 event generator at once, dropping the connection without a Close frame. So,
 while an app runs in the main thread and SIGINT has Python's default handler,
 :func:`graceful_sigint` replaces that handler: the first Ctrl-C only sets the
-app's stop event (the session then closes gracefully, code 1000, within
-50 ms, and the run ends within ``close_timeout``), and ``run_forever`` raises
+app's stop signal (the session wakes at once and closes gracefully, code
+1000, and the run ends within ``close_timeout``), and ``run_forever`` raises
 ``KeyboardInterrupt`` afterwards. A second Ctrl-C raises ``KeyboardInterrupt``
 at once, as usual. The previous handler is restored when the run ends.
 
-The replacement handler takes no lock (it may interrupt code holding one):
-it only sets a :class:`threading.Event`, which the session looks at every
-50 ms.
+The replacement handler takes no lock, since it may interrupt the main
+thread while that thread holds one (the :mod:`signal` documentation warns
+that a handler must not): it appends to a list and calls
+:meth:`StopSignal.set() <lomond.wakeup.StopSignal.set>`, which assigns a flag
+and writes a byte to the session's wake-up socket. A ``threading.Event``
+would not do: its ``set()`` takes the event's condition lock.
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ import threading
 from types import FrameType
 from typing import Iterator, List, Optional
 
+from ..wakeup import StopSignal
+
 
 @contextlib.contextmanager
-def graceful_sigint(stop: threading.Event) -> Iterator[List[int]]:
+def graceful_sigint(stop: StopSignal) -> Iterator[List[int]]:
     """Turn the first SIGINT into ``stop.set()`` while the block runs.
 
     Yields a list that gets an item when that happened. Does nothing outside

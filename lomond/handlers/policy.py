@@ -1,7 +1,7 @@
 """Error policies: what a :class:`~lomond.handlers.WebSocketApp` does when a handler raises.
 
 * ``"close"`` (the default): close the connection gracefully with status 1011
-  (internal error) and stop (no reconnect); :attr:`Outcome.error` holds the
+  (internal error) and stop (no reconnect); :attr:`~lomond.handlers.outcome.Outcome.error` holds the
   exception.
 * ``"log"``: log it and keep going.
 * ``"raise"``: like ``"close"``, then re-raise the exception from

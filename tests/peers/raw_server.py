@@ -38,7 +38,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Opt
 
 from lomond import accel
 from lomond.frame import build_frame as codec_build_frame
-from lomond.handshake import accept_for
+from lomond.handshake import accept_for, bracket_host
 from lomond.reader import FrameReader, read_frames
 from lomond.response import parse_header_lines
 
@@ -579,9 +579,8 @@ class ScriptedServer:
         """``ws://127.0.0.1:PORT`` (``wss://localhost:PORT`` with TLS)."""
         if self.ssl_context is not None and self.host == "127.0.0.1":
             return f"wss://{self.tls_hostname}:{self.port}"
-        host = f"[{self.host}]" if ":" in self.host else self.host
         scheme = "wss" if self.ssl_context is not None else "ws"
-        return f"{scheme}://{host}:{self.port}"
+        return f"{scheme}://{bracket_host(self.host)}:{self.port}"
 
     def url_for(self, path: str) -> str:
         return self.url + (path if path.startswith("/") else "/" + path)

@@ -1,0 +1,150 @@
+"""Every ```python block in README.md and docs/**/*.md runs (or is a declared fragment).
+
+A block is classified by the HTML comment on the line before it (invisible
+once rendered), or by what it contains:
+
+* ``<!-- not-runnable: REASON -->``: a fragment (it uses names from another
+  block, or serves until Ctrl-C). It must still compile; each is listed by
+  :func:`test_fragments_are_declared` and by its test id.
+* ``<!-- offline: REASON -->``: runs, and needs no server (constructing a
+  ``WebSocket`` does no I/O; ``app.dispatch()`` tests handlers).
+* ``<!-- runs-forever: REASON -->``: reconnects until stopped; runs against the
+  local feed until it reconnects (tests/docs_harness.py stops it there).
+* no comment, the block connects to ``wss://example.org/feed``: runs against
+  the local feed (tests/docs_harness.py), which must see a connection.
+* no comment, the block starts its own ``LocalServer``: runs as it is.
+
+Any other block fails the test: nothing is skipped silently.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import List, NamedTuple, Optional
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+HARNESS = Path(__file__).resolve().parent / "docs_harness.py"
+MARKER_URL = "wss://example.org/feed"
+TIMEOUT = 30.0  # seconds for one example; every runnable example ends well before
+
+FENCE = re.compile(r"^(\s*)```python\s*$")
+COMMENT = re.compile(r"^\s*<!--\s*(not-runnable|offline|runs-forever)\s*:\s*(.+?)\s*-->\s*$")
+ENV = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+ENV["PYTHONUNBUFFERED"] = "1"
+ENV["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+
+
+class Block(NamedTuple):
+    path: Path
+    line: int  # of the opening fence, 1-based
+    code: str
+    marker: Optional[str]  # not-runnable, offline, runs-forever or None
+    reason: str
+
+    @property
+    def id(self) -> str:
+        label = self.marker or "runs"
+        return f"{self.path.relative_to(ROOT)}:{self.line}:{label}"
+
+    @property
+    def kind(self) -> Optional[str]:
+        if self.marker == "not-runnable":
+            return "fragment"
+        if self.marker == "offline":
+            return "offline"
+        if self.marker == "runs-forever":
+            return "forever"
+        if MARKER_URL in self.code:
+            return "feed"
+        if "LocalServer" in self.code:
+            return "self-contained"
+        return None
+
+
+def markdown_files() -> List[Path]:
+    docs = [p for p in sorted((ROOT / "docs").rglob("*.md")) if "_build" not in p.parts]
+    return [ROOT / "README.md", *docs]
+
+
+def parse_blocks(path: Path) -> List[Block]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    blocks = []
+    index = 0
+    while index < len(lines):
+        match = FENCE.match(lines[index])
+        if not match:
+            index += 1
+            continue
+        indent = match.group(1)
+        start = index
+        body = []
+        index += 1
+        while index < len(lines) and lines[index].strip() != "```":
+            line = lines[index]
+            body.append(line[len(indent):] if line.startswith(indent) else line.lstrip())
+            index += 1
+        if index == len(lines):
+            raise AssertionError(f"{path}:{start + 1}: unterminated ```python block")
+        previous = start - 1
+        while previous >= 0 and not lines[previous].strip():
+            previous -= 1
+        comment = COMMENT.match(lines[previous]) if previous >= 0 else None
+        blocks.append(Block(
+            path, start + 1, "\n".join(body) + "\n",
+            comment.group(1) if comment else None, comment.group(2) if comment else "",
+        ))
+        index += 1
+    return blocks
+
+
+BLOCKS = [block for path in markdown_files() for block in parse_blocks(path)]
+
+
+def test_the_docs_have_python_examples() -> None:
+    # A parser that found nothing would make every test below vacuous.
+    assert len(BLOCKS) >= 10
+    assert {block.path.name for block in BLOCKS} >= {"README.md", "handlers.md"}
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=[block.id for block in BLOCKS])
+def test_doc_example(block: Block, tmp_path: Path) -> None:
+    kind = block.kind
+    assert kind is not None, (
+        f"{block.id}: cannot classify this ```python block: connect to {MARKER_URL}, start a "
+        "LocalServer, or put <!-- not-runnable: why -->, <!-- offline: why --> or "
+        "<!-- runs-forever: why --> on the line before it"
+    )
+    if kind == "fragment":
+        compile(block.code, block.id, "exec")  # a fragment still has to be Python
+        return
+    example = tmp_path / "example.py"
+    example.write_text(block.code, encoding="utf-8")
+    mode = {"forever": "forever", "offline": "offline"}.get(kind, "run")
+    result = subprocess.run(
+        [sys.executable, str(HARNESS), str(example), mode],
+        capture_output=True, timeout=TIMEOUT, env=ENV, cwd=tmp_path,
+    )
+    out, err = result.stdout.decode(), result.stderr.decode()
+    assert result.returncode == 0, f"{block.id} failed:\n{out}\n{err}"
+    assert "Traceback" not in err, err
+    summary = re.search(r"@@docs-harness connections=(\d+) stopped=(\d)", out)
+    assert summary, out
+    connections, stopped = int(summary.group(1)), summary.group(2) == "1"
+    if kind == "forever":
+        assert stopped and connections == 2, f"{block.id} did not reconnect:\n{out}"
+    elif kind == "feed":
+        assert connections >= 1, f"{block.id} never connected to the feed:\n{out}"
+
+
+def test_fragments_are_declared() -> None:
+    fragments = [block for block in BLOCKS if block.kind == "fragment"]
+    for block in fragments:
+        assert len(block.reason) >= 8, f"{block.id}: say why it cannot run"
+    # Listed in the output of a verbose run (pytest -rA / -v shows the ids).
+    print(f"{len(fragments)} fragments:", *(f"{b.id} ({b.reason})" for b in fragments), sep="\n  ")
