@@ -22,7 +22,7 @@ the connection is closed with the close handshake.
 
 It is built on lomond's own codec: :func:`lomond.reader.read_frames` on the
 server side (masked client frames), :func:`lomond.frame.build_frame` with
-``mask=False``, :func:`lomond.handshake.accept_for` and
+``mask=False``, ``lomond.handshake.accept_for`` and
 :func:`lomond.compression.negotiate_server`.
 """
 
