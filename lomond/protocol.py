@@ -316,14 +316,19 @@ class ClientProtocol:
                     return
             elif opcode and frame.fin and self._message_opcode is None:
                 # The common case, a whole message in one frame: no assembly.
+                # The reader delivers a whole frame as bytes (only pieces of
+                # a frame are views), so this is one cheap type check.
+                data = frame.payload
+                if type(data) is not bytes:
+                    data = bytes(data)
                 if opcode == Opcode.TEXT:
                     try:
-                        text = str(frame.payload, "utf-8")
+                        text = data.decode("utf-8")
                     except UnicodeDecodeError as error:
                         raise self._bad_utf8(error) from None
                     append(events.Text(text))
                 else:
-                    append(events.Binary(bytes(frame.payload)))
+                    append(events.Binary(data))
             else:
                 message = self._assemble(frame)
                 if message is not None:
