@@ -574,7 +574,7 @@ def test_real_server_message_of_exactly_max_size_after_inflating(ws_server: Any)
     """Random data compresses to more than it was: max_size is about the inflated size."""
     limit = 1 << 20
     exact = os.urandom(limit)
-    websocket, run, received = echo_run(
+    _websocket, run, received = echo_run(
         ws_server.url_for("/echo"), [exact], compress=True, max_size=limit
     )
     assert received == [exact]
@@ -583,7 +583,7 @@ def test_real_server_message_of_exactly_max_size_after_inflating(ws_server: Any)
 
 def test_real_server_message_of_max_size_plus_one_fails_with_1009(ws_server: Any) -> None:
     limit = 1 << 20
-    websocket, run, received = echo_run(
+    _websocket, run, received = echo_run(
         ws_server.url_for("/echo"), [os.urandom(limit + 1)], compress=True, max_size=limit
     )
     assert received == []
@@ -603,6 +603,6 @@ def test_real_server_incompressible_then_compressible_messages(
         os.urandom(UNCOMPRESSED_FALLBACK_SIZE) + words.encode(), words,
         os.urandom(50), words,
     ]
-    websocket, _run, received = echo_run(server.url_for("/echo"), messages, compress=True)
+    _websocket, _run, received = echo_run(server.url_for("/echo"), messages, compress=True)
     assert received == messages
     assert server.last.received == messages

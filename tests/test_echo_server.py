@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 import socket
@@ -460,7 +459,7 @@ def test_lomond_client_with_constrained_compression_parameters(server: LocalServ
         server.url, on_ready, lambda e: isinstance(e, events.Text) and e.text == "end",
         compress=offer,
     )
-    assert [e for e in seen if isinstance(e, events.Ready)][0].extensions
+    assert next(e for e in seen if isinstance(e, events.Ready)).extensions
     assert messages(seen) == texts
 
 
@@ -470,7 +469,7 @@ def test_compression_can_be_declined() -> None:
             local.url, lambda ws: ws.send_text("plain"), lambda e: isinstance(e, events.Text),
             compress=True,
         )
-    assert [e for e in seen if isinstance(e, events.Ready)][0].extensions == frozenset()
+    assert next(e for e in seen if isinstance(e, events.Ready)).extensions == frozenset()
     assert messages(seen) == ["plain"]
 
 

@@ -439,6 +439,6 @@ def test_uncompressed_frame_keeps_the_exact_limit_with_deflate(side: str) -> Non
 def test_continuation_keeps_the_exact_limit_without_deflate() -> None:
     reader = read_frames(max_size=1000)
     frames, error = reader.send(server_frame(Opcode.BINARY, b"x", fin=False))
-    assert error is None
+    assert error is None and frames == [Frame(Opcode.BINARY, b"x", fin=False)]
     _, error = reader.send(raw_header(0x80, 1001))
     assert isinstance(error, PayloadTooLarge)
