@@ -93,7 +93,10 @@ def test_tls_handshake_timeout(scripted_server: Any, tls: Any) -> None:
     seen = run(websocket, connect_timeout=5, handshake_timeout=0.3)
     elapsed = time.monotonic() - started
     assert names(seen) == ["connecting", "connect_fail"]
-    assert seen[-1].reason == "TLS handshake with localhost timed out"  # type: ignore[attr-defined]
+    assert seen[-1].reason == (  # type: ignore[attr-defined]
+        "TLS handshake with localhost timed out: no answer to the TLS hello: "
+        "is the server plain ws://? (the URL says wss://)"
+    )
     assert 0.25 <= elapsed < 1.5
 
 
