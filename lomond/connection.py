@@ -18,8 +18,9 @@ import ssl
 import time
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
+from .constants import MAX_RESPONSE_HEADER_SIZE
 from .errors import ConnectError
-from .handshake import URL
+from .handshake import URL, bracket_host
 from .proxy import Proxy, connect_request, connect_status
 from .trace import Tracer
 from .transport import describe_os_error
@@ -31,8 +32,6 @@ SocketOption = Tuple[int, int, Union[int, bytes]]
 # connect_ex() codes meaning "in progress" for a non-blocking socket
 # (10035 is Windows' WSAEWOULDBLOCK).
 _IN_PROGRESS = frozenset({0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN, 10035})
-
-_MAX_PROXY_HEAD = 64 * 1024
 
 
 def tcp_keepalive(idle: int = 60, interval: int = 10, count: int = 5) -> List[SocketOption]:
@@ -75,7 +74,7 @@ def _never() -> bool:
 
 
 def _host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"{bracket_host(host)}:{port}"
 
 
 def open_connection(
@@ -423,7 +422,7 @@ def _read_head(
             ) from None
         if end >= 0 and len(data) == end + 4:
             return data[:-4]
-        if len(data) > _MAX_PROXY_HEAD:
+        if len(data) > MAX_RESPONSE_HEADER_SIZE:
             raise ConnectError(f"proxy {proxy.display_url} sent a header block over 64 KiB")
 
 

@@ -29,10 +29,23 @@ RESERVED_HEADERS = frozenset(
 )
 
 
-def _check_text(what: str, value: str) -> None:
-    """Refuse CR, LF and NUL: they would let a caller inject headers (request smuggling)."""
-    if any(ch in value for ch in "\r\n\x00"):
+def check_text(what: str, value: str) -> None:
+    """Raise ``ValueError`` if ``value`` holds CR, LF or NUL.
+
+    Those would let a caller inject headers into a request (request
+    smuggling); ``what`` names the value in the message.
+    """
+    if "\r" in value or "\n" in value or "\x00" in value:
         raise ValueError(f"{what} must not contain CR, LF or NUL characters")
+
+
+def bracket_host(host: str) -> str:
+    """``host`` as written in a URI authority or ``Host`` header.
+
+    An IPv6 address literal (the only kind of host with a colon) goes in
+    square brackets (RFC 3986 section 3.2.2); other hosts are unchanged.
+    """
+    return f"[{host}]" if ":" in host else host
 
 
 def check_header(name: HeaderValue, value: HeaderValue) -> Tuple[str, str]:
@@ -46,7 +59,7 @@ def check_header(name: HeaderValue, value: HeaderValue) -> Tuple[str, str]:
         raise TypeError("header names and values must be str or bytes")
     if not name_s or not set(name_s) <= _TOKEN_CHARS:
         raise ValueError(f"invalid header name {name_s!r}")
-    _check_text("header values", value_s)
+    check_text("header values", value_s)
     try:
         value_s.encode("latin-1")
     except UnicodeEncodeError:
@@ -128,7 +141,7 @@ class URL(str):
     @property
     def host_header(self) -> str:
         """``Host`` header value: the port only when not the default, IPv6 bracketed."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        host = bracket_host(self.host)
         if not host.isascii():
             host = host.encode("idna").decode("ascii")
         default = 443 if self.secure else 80
@@ -143,7 +156,7 @@ def parse_url(url: str) -> URL:
     """
     if not isinstance(url, str):
         raise TypeError("url must be a str")
-    _check_text("the URL", url)
+    check_text("the URL", url)
     if any(ch.isspace() for ch in url):
         raise ValueError("the URL must not contain whitespace")
     parts = urlsplit(url)
@@ -279,6 +292,6 @@ def check_response(response: Response, key: bytes, protocols: Sequence[str]) -> 
 
 
 __all__ = [
-    "URL", "accept_for", "basic_auth", "build_request", "check_header", "check_protocols",
-    "check_response", "make_key", "parse_url",
+    "URL", "accept_for", "basic_auth", "bracket_host", "build_request", "check_header",
+    "check_protocols", "check_response", "check_text", "make_key", "parse_url",
 ]

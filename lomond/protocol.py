@@ -183,7 +183,7 @@ class ClientProtocol:
         self._missing = [0]
         # The fragmented message in progress (RFC 6455 section 5.4).
         self._message_opcode: Optional[int] = None
-        self._message_parts: List[Union[str, bytes]] = []
+        self._message_parts: List[Union[str, bytes, bytearray, memoryview]] = []
         self._message_size = 0
         self._utf8: Optional[codecs.IncrementalDecoder] = None
         self._received_close_code: Optional[int] = None
@@ -302,27 +302,33 @@ class ClientProtocol:
             opcode = frame.opcode
             if opcode >= 0x8:
                 if opcode == Opcode.PING:
-                    append(events.Ping(frame.payload))
+                    payload = bytes(frame.payload)
+                    append(events.Ping(payload))
                     if self.auto_pong:
                         # Answered even after our Close, until the server's
                         # arrives: only data frames stop once a Close is sent
                         # (RFC 6455 section 5.5.1).
-                        self._replies.append(build_frame(Opcode.PONG, frame.payload))
+                        self._replies.append(build_frame(Opcode.PONG, payload))
                 elif opcode == Opcode.PONG:
-                    append(events.Pong(frame.payload))
+                    append(events.Pong(bytes(frame.payload)))
                 else:
-                    self._receive_close(frame.payload, out)
+                    self._receive_close(bytes(frame.payload), out)
                     return
             elif opcode and frame.fin and self._message_opcode is None:
                 # The common case, a whole message in one frame: no assembly.
+                # The reader delivers a whole frame as bytes (only pieces of
+                # a frame are views), so this is one cheap type check.
+                data = frame.payload
+                if type(data) is not bytes:
+                    data = bytes(data)
                 if opcode == Opcode.TEXT:
                     try:
-                        text = frame.payload.decode("utf-8")
+                        text = data.decode("utf-8")
                     except UnicodeDecodeError as error:
                         raise self._bad_utf8(error) from None
                     append(events.Text(text))
                 else:
-                    append(events.Binary(frame.payload))
+                    append(events.Binary(data))
             else:
                 message = self._assemble(frame)
                 if message is not None:
