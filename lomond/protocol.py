@@ -34,9 +34,10 @@ from __future__ import annotations
 import codecs
 import struct
 from enum import Enum
-from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 from . import events
+from .compression import Deflate, PerMessageDeflate, build_offer_header, negotiate
 from .constants import (
     DEFAULT_MAX_SIZE,
     MAX_RESPONSE_HEADER_SIZE,
@@ -57,9 +58,6 @@ from .handshake import URL, build_request, check_response, make_key
 from .reader import FrameReader, read_frames
 from .response import Response
 from .status import Status, is_valid_close_code
-
-if TYPE_CHECKING:
-    from .compression import Deflate, PerMessageDeflate
 
 _unpack_code = struct.Struct("!H").unpack_from
 _pack_code = struct.Struct("!H").pack
@@ -194,8 +192,6 @@ class ClientProtocol:
         """The upgrade request to send first (RFC 6455 section 4.1)."""
         extensions = None
         if self.offers:
-            from .compression import build_offer_header
-
             extensions = build_offer_header(self.offers)
         return build_request(
             self.url, self.key, self.agent, self.protocols, extensions, self.headers
@@ -246,8 +242,6 @@ class ClientProtocol:
             return None
         if not self.offers:
             raise HandshakeError("server selected an extension that was not offered")
-        from .compression import negotiate
-
         return negotiate(self.offers, values, self.max_size)
 
     def _handshake_failed(self, reason: str) -> List[events.Event]:
