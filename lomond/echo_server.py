@@ -314,6 +314,11 @@ class ServerConnection:
         while b"\r\n\r\n" not in self._buffer:
             if len(self._buffer) > MAX_REQUEST_SIZE:
                 return self._refuse(431, "request header too large")
+            if self._buffer[:1] and not self._buffer[:1].isalpha():
+                # Not HTTP at all (a TLS ClientHello starts with 0x16): answer
+                # at once, so a wss:// client gets a plain-text reply it can
+                # recognise instead of waiting for its timeout.
+                return self._refuse(400, "this is a plain ws:// server, not an HTTP request")
             self._buffer += self._read(deadline)
         head, _, rest = bytes(self._buffer).partition(b"\r\n\r\n")
         self._buffer = bytearray()

@@ -81,3 +81,14 @@ def test_a_real_tls_server_still_connects(scripted_server: Any, tls: TLSBundle) 
             websocket.close()
     assert texts == ["over tls"]
     assert server.result() == (1000, "goodbye")
+
+
+def test_wss_url_against_the_bundled_echo_server_fails_fast_with_the_hint() -> None:
+    from lomond.echo_server import LocalServer
+
+    with LocalServer() as server:
+        url = server.url.replace("ws://", "wss://")
+        # A 60 s budget: only an immediate plain-text answer ends this quickly.
+        reason = the_failure(connect_events(url, handshake_timeout=60))
+    assert PLAIN_SERVER_HINT in reason
+    assert "timed out" not in reason
