@@ -12,6 +12,13 @@ Fixtures (function scope unless noted):
   cert, or pass an ``ssl.SSLContext``. Script errors fail the test at teardown.
 * ``http_proxy`` / ``http_proxy_auth`` (session): proxy.py subprocesses,
   the latter requiring ``PROXY_USER``/``PROXY_PASSWORD``.
+* ``no_proxy_env`` (autouse): every ``*_proxy`` variable (any case) is removed
+  from the environment, so a developer's proxy settings cannot reroute
+  loopback test traffic; a test that needs one sets it with ``monkeypatch``.
+* ``masking``: runs a test once per masking implementation.
+
+Plain helpers (``collect``, ``exchange``, ``names``, ``first``, ``later``,
+``wait_for``, ``refused_port``, ...) live in ``core_helpers.py``.
 
 Every fixture stops its peers at teardown, and every wait has a timeout.
 As a last resort a hang guard aborts the run with all thread stacks when one
@@ -109,7 +116,15 @@ def _hang_guard(request: pytest.FixtureRequest) -> Iterator[None]:
         timer.cancel()
 
 
-# -- TLS ---------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Proxy variables in the environment must not reroute loopback test traffic."""
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy"):
+            monkeypatch.delenv(name)
+
+
+# -- masking implementations ---------------------------------------------------
 
 
 @pytest.fixture(params=sorted(accel.IMPLEMENTATIONS))
@@ -121,6 +136,9 @@ def masking(request: pytest.FixtureRequest) -> Iterator[str]:
         yield request.param
     finally:
         accel.use(previous)
+
+
+# -- TLS ---------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")

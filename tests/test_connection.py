@@ -7,15 +7,15 @@ each step (TCP connect, proxy CONNECT, TLS handshake), and end to end through
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
 from typing import Any, Callable, List, Tuple
 
 import pytest
+from core_helpers import exchange, later, names, refused_port
 
-from lomond import WebSocket, events
+from lomond import WebSocket
 from lomond.connection import _tunnel, open_connection
 from lomond.errors import ConnectError
 from lomond.handshake import parse_url
@@ -27,50 +27,10 @@ from lomond.wakeup import StopSignal, Wakeup
 PROMPT = 1.0
 
 
-@pytest.fixture(autouse=True)
-def _no_environment_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.lower().endswith("_proxy"):
-            monkeypatch.delenv(name)
-
-
-def refused_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def names(seen: List[events.Event]) -> List[str]:
-    return [event.name for event in seen if event.name != "poll"]
-
-
-def run(websocket: WebSocket, **options: Any) -> List[events.Event]:
-    kwargs = {"poll": 0.05, "ping_rate": 0, "close_timeout": 2}
-    kwargs.update(options)
-    seen = []
-    for event in websocket.connect(**kwargs):
-        seen.append(event)
-        if isinstance(event, events.Ready):
-            websocket.close()
-    return seen
-
-
 def connect(url: str, **kwargs: Any) -> socket.socket:
     options = {"proxy": None, "ssl_context": None, "connect_timeout": 5.0, "handshake_timeout": 5.0}
     options.update(kwargs)
     return open_connection(parse_url(url), **options)
-
-
-def later(delay: float, action: Callable[[], None]) -> List[float]:
-    when: List[float] = []
-
-    def go() -> None:
-        time.sleep(delay)
-        when.append(time.monotonic())
-        action()
-
-    threading.Thread(target=go, daemon=True).start()
-    return when
 
 
 # -- timeouts, as users see them -------------------------------------------------------
@@ -79,7 +39,7 @@ def later(delay: float, action: Callable[[], None]) -> List[float]:
 def test_connect_timeout(scripted_server: Any) -> None:
     server = scripted_server(mode="no-accept")  # the TCP connect itself hangs
     started = time.monotonic()
-    seen = run(WebSocket(server.url), connect_timeout=0.3)
+    seen = exchange(WebSocket(server.url), WebSocket.close, connect_timeout=0.3)
     elapsed = time.monotonic() - started
     assert names(seen) == ["connecting", "connect_fail"]
     assert seen[-1].reason == f"connecting to 127.0.0.1:{server.port} timed out"  # type: ignore[attr-defined]
@@ -90,7 +50,7 @@ def test_tls_handshake_timeout(scripted_server: Any, tls: Any) -> None:
     server = scripted_server(mode="stall")  # accepts, then says nothing
     started = time.monotonic()
     websocket = WebSocket(f"wss://localhost:{server.port}/", ssl_context=tls.client_context())
-    seen = run(websocket, connect_timeout=5, handshake_timeout=0.3)
+    seen = exchange(websocket, WebSocket.close, connect_timeout=5, handshake_timeout=0.3)
     elapsed = time.monotonic() - started
     assert names(seen) == ["connecting", "connect_fail"]
     assert seen[-1].reason == "TLS handshake with localhost timed out"  # type: ignore[attr-defined]
@@ -99,7 +59,8 @@ def test_tls_handshake_timeout(scripted_server: Any, tls: Any) -> None:
 
 def test_upgrade_timeout(ws_server: Any) -> None:
     started = time.monotonic()
-    seen = run(WebSocket(ws_server.url_for("/slow-handshake?delay=3")), handshake_timeout=0.3)
+    websocket = WebSocket(ws_server.url_for("/slow-handshake?delay=3"))
+    seen = exchange(websocket, WebSocket.close, handshake_timeout=0.3)
     elapsed = time.monotonic() - started
     assert names(seen) == ["connecting", "connected", "connect_fail", "disconnected"]
     assert seen[2].reason == "no response to the upgrade request within 0.3 s"  # type: ignore[attr-defined]
@@ -107,8 +68,9 @@ def test_upgrade_timeout(ws_server: Any) -> None:
 
 
 def test_timeouts_long_enough(ws_server: Any) -> None:
-    seen = run(
+    seen = exchange(
         WebSocket(ws_server.url_for("/slow-handshake?delay=0.2")),
+        WebSocket.close,
         connect_timeout=2,
         handshake_timeout=2,
     )
@@ -117,7 +79,7 @@ def test_timeouts_long_enough(ws_server: Any) -> None:
 
 def test_connection_refused_message() -> None:
     port = refused_port()
-    seen = run(WebSocket(f"ws://127.0.0.1:{port}/"))
+    seen = exchange(WebSocket(f"ws://127.0.0.1:{port}/"), WebSocket.close)
     assert names(seen) == ["connecting", "connect_fail"]
     assert seen[-1].reason == (  # type: ignore[attr-defined]
         f"could not connect to 127.0.0.1:{port}: Connection refused (ECONNREFUSED)"
@@ -128,7 +90,7 @@ def test_connection_refused_ipv6_message() -> None:
     with socket.socket(socket.AF_INET6) as sock:
         sock.bind(("::1", 0))
         port = sock.getsockname()[1]
-    seen = run(WebSocket(f"ws://[::1]:{port}/"))
+    seen = exchange(WebSocket(f"ws://[::1]:{port}/"), WebSocket.close)
     assert seen[-1].reason.startswith(f"could not connect to [::1]:{port}: ")  # type: ignore[attr-defined]
 
 
@@ -201,7 +163,7 @@ def test_close_stops_a_hanging_connect_through_websocket(scripted_server: Any) -
     server = scripted_server(mode="no-accept")
     websocket = WebSocket(server.url)
     stopped = later(0.2, websocket.close)
-    seen = run(websocket, connect_timeout=30)
+    seen = exchange(websocket, WebSocket.close, connect_timeout=30)
     assert names(seen) == ["connecting", "connect_fail"]
     assert seen[-1].reason == "closed before the connection was ready"  # type: ignore[attr-defined]
     assert time.monotonic() - stopped[0] < PROMPT

@@ -18,7 +18,7 @@ import time
 from typing import Any, List
 
 import pytest
-from core_helpers import collect, no_proxy_env  # noqa: F401
+from core_helpers import collect
 from peers.raw_server import PING, PONG, RawConnection
 
 from lomond import WebSocket, events

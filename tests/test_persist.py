@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import email.utils
 import importlib
-import socket
 import threading
 import time
 from typing import Any, Callable, List, Optional
 
 import pytest
+from core_helpers import later, names, refused_port
 
 from lomond import WebSocket, events
 from lomond.persist import back_off_delay, persist, retry_after
@@ -23,18 +23,8 @@ from lomond.wakeup import StopSignal
 # The module: the package exports the persist() function under the same name.
 persist_module = importlib.import_module("lomond.persist")
 
-FAST = {"poll": 0.05, "ping_rate": 0, "close_timeout": 2}
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (connections are refused)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def names(seen: List[events.Event]) -> List[str]:
-    return [event.name for event in seen if event.name != "poll"]
+#: Quick connections for the reconnect loop: frequent polls, no pings.
+LOOP = {"poll": 0.05, "ping_rate": 0, "close_timeout": 2}
 
 
 def attempts(seen: List[events.Event]) -> List[List[str]]:
@@ -57,19 +47,6 @@ def attempts(seen: List[events.Event]) -> List[List[str]]:
         assert attempt.count("connected") == attempt.count("disconnected") == 1, attempt
         assert attempt.count("ready") <= 1, attempt
     return result
-
-
-def set_later(delay: float, action: Callable[[], None]) -> List[float]:
-    """Run ``action`` after ``delay`` seconds in a thread; returns [monotonic time it ran]."""
-    when: List[float] = []
-
-    def run() -> None:
-        time.sleep(delay)
-        when.append(time.monotonic())
-        action()
-
-    threading.Thread(target=run, daemon=True).start()
-    return when
 
 
 def drain(
@@ -133,9 +110,9 @@ def test_back_off_events_and_waits(
             if len(backoffs) == len(expected):
                 exit_event.set()
 
-    websocket = WebSocket(f"ws://127.0.0.1:{closed_port()}/")
+    websocket = WebSocket(f"ws://127.0.0.1:{refused_port()}/")
     seen = drain(
-        persist(websocket, min_wait=0.01, max_wait=0.1, exit_event=exit_event, **FAST), on_event
+        persist(websocket, min_wait=0.01, max_wait=0.1, exit_event=exit_event, **LOOP), on_event
     )
     assert [b.delay for b in backoffs] == pytest.approx(expected)
     assert all(a == ["connecting", "connect_fail"] for a in attempts(seen))
@@ -162,7 +139,7 @@ def test_cap_resets_after_ready(monkeypatch: pytest.MonkeyPatch, ws_server_facto
 
     websocket = WebSocket(server.url_for("/close"))  # closes right after the handshake
     seen = drain(
-        persist(websocket, min_wait=0.02, max_wait=10, exit_event=exit_event, **FAST), on_event
+        persist(websocket, min_wait=0.02, max_wait=10, exit_event=exit_event, **LOOP), on_event
     )
     # 3 refused attempts double the cap; each Ready resets it to 2 * min_wait.
     assert delays == pytest.approx([0.04, 0.08, 0.16, 0.04, 0.04])
@@ -207,7 +184,7 @@ def test_retry_after_respected(ws_server: Any) -> None:
 
     websocket = WebSocket(ws_server.url_for("/reject?status=503&retry_after=1"))
     seen = drain(
-        persist(websocket, min_wait=0.01, max_wait=0.05, exit_event=exit_event, **FAST), on_event
+        persist(websocket, min_wait=0.01, max_wait=0.05, exit_event=exit_event, **LOOP), on_event
     )
     assert attempts(seen)[0] == ["connecting", "connected", "rejected", "disconnected"]
     backoff = next(e for e in seen if isinstance(e, events.BackOff))
@@ -226,7 +203,7 @@ def test_rejection_without_retry_after_uses_back_off(ws_server: Any) -> None:
 
     websocket = WebSocket(ws_server.url_for("/reject?status=429"))
     seen = drain(
-        persist(websocket, min_wait=0.01, max_wait=0.05, exit_event=exit_event, **FAST), on_event
+        persist(websocket, min_wait=0.01, max_wait=0.05, exit_event=exit_event, **LOOP), on_event
     )
     backoff = next(e for e in seen if isinstance(e, events.BackOff))
     assert 0.01 <= backoff.delay <= 0.02
@@ -238,16 +215,16 @@ def test_rejection_without_retry_after_uses_back_off(ws_server: Any) -> None:
 @pytest.mark.parametrize("how", ["exit_event", "close"])
 def test_stop_during_back_off(how: str) -> None:
     exit_event = threading.Event()
-    websocket = WebSocket(f"ws://127.0.0.1:{closed_port()}/")
+    websocket = WebSocket(f"ws://127.0.0.1:{refused_port()}/")
     # exit_event.set() called while the loop runs (see test_prebound_set_*)
     stop = (lambda: exit_event.set()) if how == "exit_event" else websocket.close
     stopped: List[float] = []
     seen: List[events.Event] = []
-    for event in persist(websocket, min_wait=3, max_wait=3, exit_event=exit_event, **FAST):
+    for event in persist(websocket, min_wait=3, max_wait=3, exit_event=exit_event, **LOOP):
         seen.append(event)
         if isinstance(event, events.BackOff):
             assert event.delay == 3
-            stopped = set_later(0.1, stop)
+            stopped = later(0.1, stop)
     ended = time.monotonic()
     assert names(seen) == ["connecting", "connect_fail", "back_off"]
     assert stopped and ended - stopped[0] < 1.0
@@ -261,10 +238,10 @@ def test_stop_while_connected(how: str, ws_server: Any) -> None:
     stop = (lambda: exit_event.set()) if how == "exit_event" else websocket.close
     seen: List[events.Event] = []
     stopped: List[float] = []
-    for event in persist(websocket, min_wait=0.01, max_wait=0.05, exit_event=exit_event, **FAST):
+    for event in persist(websocket, min_wait=0.01, max_wait=0.05, exit_event=exit_event, **LOOP):
         seen.append(event)
         if isinstance(event, events.Ready):
-            stopped = set_later(0.1, stop)
+            stopped = later(0.1, stop)
     ended = time.monotonic()
     assert names(seen) == ["connecting", "connected", "ready", "closed", "disconnected"]
     assert seen[-1].graceful  # type: ignore[attr-defined]
@@ -292,9 +269,9 @@ def test_stop_while_connecting(how: str, stage: str, scripted_server: Any, ws_se
     websocket = WebSocket(url, proxies=proxies)
     # exit_event.set() called while the loop runs (see test_prebound_set_*)
     stop = (lambda: exit_event.set()) if how == "exit_event" else websocket.close
-    stopped = set_later(0.3, stop)
+    stopped = later(0.3, stop)
     seen = drain(
-        persist(websocket, exit_event=exit_event, connect_timeout=30, handshake_timeout=30, **FAST),
+        persist(websocket, exit_event=exit_event, connect_timeout=30, handshake_timeout=30, **LOOP),
         lambda event: None,
     )
     ended = time.monotonic()
@@ -307,7 +284,7 @@ def test_stop_while_connecting(how: str, stage: str, scripted_server: Any, ws_se
 
 def test_closing_the_generator_closes_the_connection(ws_server: Any) -> None:
     websocket = WebSocket(ws_server.url_for("/echo"))
-    loop = persist(websocket, **FAST)
+    loop = persist(websocket, **LOOP)
     for event in loop:
         if isinstance(event, events.Ready):
             break
@@ -327,7 +304,7 @@ def test_connect_options_are_passed_on(ws_server: Any) -> None:
 
     websocket = WebSocket(ws_server.url_for("/slow-handshake?delay=5"))
     started = time.monotonic()
-    drain(persist(websocket, exit_event=exit_event, handshake_timeout=0.2, **FAST), on_event)
+    drain(persist(websocket, exit_event=exit_event, handshake_timeout=0.2, **LOOP), on_event)
     assert fails == ["no response to the upgrade request within 0.2 s"]
     assert time.monotonic() - started < 2
 
@@ -345,7 +322,7 @@ def test_server_restarts(ws_server: Any) -> None:
     threads: List[threading.Thread] = []
     stopped: List[float] = []
     deadline = time.monotonic() + 30
-    for event in persist(websocket, min_wait=0.01, max_wait=0.05, exit_event=exit_event, **FAST):
+    for event in persist(websocket, min_wait=0.01, max_wait=0.05, exit_event=exit_event, **LOOP):
         seen.append(event)
         assert time.monotonic() < deadline, names(seen)
         if isinstance(event, events.Ready):
@@ -361,7 +338,7 @@ def test_server_restarts(ws_server: Any) -> None:
                 threads.append(thread)
                 thread.start()
             else:
-                stopped = set_later(0, exit_event.set)
+                stopped = later(0, exit_event.set)
     ended = time.monotonic()
     for thread in threads:
         thread.join(5)
@@ -398,13 +375,13 @@ def test_prebound_set_ends_a_back_off_at_once() -> None:
     # threading.Timer(..., event.set) binds set() before persist() wraps it.
     exit_event = threading.Event()
     stop = exit_event.set
-    websocket = WebSocket(f"ws://127.0.0.1:{closed_port()}/")
+    websocket = WebSocket(f"ws://127.0.0.1:{refused_port()}/")
     stopped: List[float] = []
     seen: List[events.Event] = []
-    for event in persist(websocket, min_wait=3, max_wait=3, exit_event=exit_event, **FAST):
+    for event in persist(websocket, min_wait=3, max_wait=3, exit_event=exit_event, **LOOP):
         seen.append(event)
         if isinstance(event, events.BackOff):
-            stopped = set_later(0.1, stop)
+            stopped = later(0.1, stop)
     assert names(seen) == ["connecting", "connect_fail", "back_off"]
     assert stopped and time.monotonic() - stopped[0] < 1.0
 
@@ -418,7 +395,7 @@ def test_prebound_set_is_seen_at_the_next_poll_while_connected(ws_server: Any) -
                          poll=0.2, ping_rate=0, close_timeout=2):
         seen.append(event)
         if isinstance(event, events.Ready):
-            set_later(0.05, stop)
+            later(0.05, stop)
     kinds = [event.name for event in seen]
     assert kinds[-2:] == ["closed", "disconnected"]
     # Seen at the poll after the first one (the one right after Ready).
@@ -434,5 +411,5 @@ def test_stop_signal_as_exit_event_wakes_a_connected_loop(ws_server: Any) -> Non
     for event in persist(websocket, exit_event=stop, poll=30, ping_rate=0, close_timeout=2):
         seen.append(event)
         if isinstance(event, events.Ready):
-            set_later(0.1, stop.set)
+            later(0.1, stop.set)
     assert names(seen) == ["connecting", "connected", "ready", "closed", "disconnected"]

@@ -12,7 +12,7 @@ import time
 from typing import Any, List
 
 import pytest
-from core_helpers import collect, no_proxy_env, wait_for  # noqa: F401
+from core_helpers import collect, wait_for
 from peers.raw_server import CLOSE, PING, TEXT, PeerClosed, RawConnection
 from peers.ws_server import WSServer
 
