@@ -39,8 +39,6 @@ from typing import Any, Callable, Iterator, List, Optional, Union
 
 import pytest
 
-from lomond import accel
-
 # tests/ has no __init__.py (test modules are rootdir-relative), so make the
 # support package importable as "peers" explicitly rather than relying on
 # pytest's sys.path insertion for conftest directories.
@@ -48,14 +46,33 @@ TESTS_DIR = Path(__file__).resolve().parent
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 
+from speedups_build import ensure_built  # noqa: E402
+
+# Before the first import of lomond: a source tree has no compiled extension,
+# and without one the C masking path would silently go untested.
+BUILD_NOTE = ensure_built()
+
 from peers.proxy import PROXY_PASSWORD, PROXY_USER, ProxyServer  # noqa: E402
 from peers.proxy import stop_all as stop_all_proxies  # noqa: E402
 from peers.raw_server import Script, ScriptedServer  # noqa: E402
 from peers.tls import TLSBundle, make_bundle  # noqa: E402
 from peers.ws_server import WSServer  # noqa: E402
 
+from lomond import accel  # noqa: E402
+
 DEFAULT_HANG_TIMEOUT = 120.0
 SLOW_HANG_TIMEOUT = 600.0
+
+
+def pytest_report_header(config: pytest.Config) -> List[str]:
+    """Say which masking implementations the run covers (and why C is missing, if it is)."""
+    lines = [
+        f"lomond masking: {', '.join(sorted(accel.IMPLEMENTATIONS))} "
+        f"(default {accel.IMPLEMENTATION})"
+    ]
+    if BUILD_NOTE:
+        lines.append(BUILD_NOTE)
+    return lines
 
 
 def pytest_configure(config: pytest.Config) -> None:
