@@ -9,7 +9,10 @@
 * :func:`names` and :func:`first` read a list of events;
 * :func:`later` runs an action from another thread after a delay;
 * :func:`wait_for` waits (with a timeout) for a condition;
-* :func:`refused_port` gives a loopback port nothing listens on.
+* :func:`refused_port` gives a loopback port nothing listens on;
+* :func:`open_protocol`, :func:`server_response` and :func:`server_frame`
+  drive a sans-I/O :class:`~lomond.protocol.ClientProtocol` with the bytes a
+  server would send.
 
 Proxy variables are removed from the environment of every test by the
 autouse ``no_proxy_env`` fixture in conftest.py.
@@ -23,6 +26,9 @@ import time
 from typing import Any, Callable, List, Optional, Sequence
 
 from lomond import WebSocket, events
+from lomond.frame import build_frame
+from lomond.handshake import accept_for, parse_url
+from lomond.protocol import ClientProtocol, State
 
 #: Test defaults for connect(): short timeouts, no automatic pings.
 FAST = dict(ping_rate=0, close_timeout=3.0, connect_timeout=3.0, handshake_timeout=3.0)
@@ -225,3 +231,36 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "c
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.005)
+
+
+# -- a sans-I/O protocol fed the bytes a server sends ---------------------------------
+
+
+def server_response(protocol: ClientProtocol) -> bytes:
+    """A correct ``101`` answer to ``protocol``'s upgrade request (RFC 6455 section 4.2.2)."""
+    for line in protocol.request().split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"sec-websocket-key":
+            key = value.strip()
+            break
+    else:
+        raise AssertionError("no Sec-WebSocket-Key in the request")
+    return (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept_for(key).encode()
+        + b"\r\n\r\n"
+    )
+
+
+def open_protocol(url: str = "ws://example.com/", **kwargs: Any) -> ClientProtocol:
+    """A :class:`ClientProtocol` that has received a successful upgrade (state OPEN)."""
+    protocol = ClientProtocol(parse_url(url), **kwargs)
+    received = protocol.receive_data(server_response(protocol))
+    assert [type(event) for event in received] == [events.Ready], received
+    assert protocol.state is State.OPEN
+    return protocol
+
+
+def server_frame(opcode: int, payload: bytes = b"") -> bytes:
+    """One unmasked frame, as a server sends it (RFC 6455 section 5.1)."""
+    return build_frame(opcode, payload, mask=False)
