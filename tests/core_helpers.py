@@ -23,7 +23,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from lomond import WebSocket, events
 from lomond.frame import build_frame
@@ -31,7 +31,9 @@ from lomond.handshake import accept_for, parse_url
 from lomond.protocol import ClientProtocol, State
 
 #: Test defaults for connect(): short timeouts, no automatic pings.
-FAST = dict(ping_rate=0, close_timeout=3.0, connect_timeout=3.0, handshake_timeout=3.0)
+FAST: Dict[str, Any] = dict(
+    ping_rate=0, close_timeout=3.0, connect_timeout=3.0, handshake_timeout=3.0
+)
 
 #: Transitional: ``no_proxy_env`` is an autouse fixture in conftest.py now,
 #: active for every test. This name only keeps the old
@@ -220,7 +222,7 @@ def refused_port() -> int:
     """A loopback port that refuses connections (bound, never listening)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
+    port = int(sock.getsockname()[1])
     sock.close()
     return port
 
