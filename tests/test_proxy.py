@@ -428,14 +428,14 @@ def test_proxy_auth_refused_is_connect_fail_407(
     else:
         proxy_url = special_url(special_proxy, password="not-" + SPECIAL_PASSWORD)
     websocket = WebSocket(ws_server.url_for("/echo"), proxies={"http": proxy_url})
-    started = time.monotonic()
-    seen = exchange(websocket)
+    # The 407 ends the attempt at once: not after the 30 s connect timeout
+    # (the watchdog gives up after 8 s).
+    seen = exchange(websocket, timeout=8, connect_timeout=30)
     assert names(seen) == ["connecting", "connect_fail"]
     reason = first(seen, events.ConnectFail).reason
     # proxy.py sends a body with its 407: the status must still be reported.
     assert "407 Proxy Authentication Required" in reason
     assert f"http://127.0.0.1:{special_proxy.port}" in reason
-    assert time.monotonic() - started < 5
     assert ws_server.connections == []
 
 
@@ -729,12 +729,11 @@ def test_silent_proxy_times_out(scripted_server: Any) -> None:
     websocket = WebSocket(
         "ws://target.example/", proxies={"http": f"http://127.0.0.1:{proxy.port}"}
     )
-    started = time.monotonic()
-    seen = exchange(websocket, connect_timeout=0.3)
-    elapsed = time.monotonic() - started
+    # connect_timeout covers the CONNECT exchange (the handshake timeout is 30 s;
+    # the watchdog gives up after 8 s).
+    seen = exchange(websocket, timeout=8, connect_timeout=0.3, handshake_timeout=30)
     assert names(seen) == ["connecting", "connect_fail"]
     assert "timed out waiting for the proxy" in first(seen, events.ConnectFail).reason
-    assert 0.25 < elapsed < 2
 
 
 def test_close_while_waiting_for_the_proxy(scripted_server: Any) -> None:
@@ -751,9 +750,8 @@ def test_close_while_waiting_for_the_proxy(scripted_server: Any) -> None:
         websocket.close()
 
     threading.Thread(target=close_soon, daemon=True).start()
-    started = time.monotonic()
-    seen = exchange(websocket, connect_timeout=30)
+    # The close ends the 30 s wait (the watchdog gives up after 8 s).
+    seen = exchange(websocket, timeout=8, connect_timeout=30)
     assert proxy_seen.is_set()
     assert names(seen) == ["connecting", "connect_fail"]
     assert first(seen, events.ConnectFail).reason == "closed before the connection was ready"
-    assert time.monotonic() - started < 2
