@@ -8,10 +8,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from typing import Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 from urllib.parse import quote, unquote, urlsplit
-
-import attrs
 
 from .constants import WS_GUID, WS_VERSION
 from .errors import HandshakeError
@@ -58,20 +56,74 @@ def check_header(name: HeaderValue, value: HeaderValue) -> Tuple[str, str]:
     return name_s, value_s
 
 
-@attrs.frozen
-class URL:
+class URL(str):
     """A parsed ``ws://`` or ``wss://`` URL (RFC 6455 section 3).
 
-    ``url`` is the URL with any credentials removed, safe to show in events and
-    logs; ``credentials`` holds the percent-decoded ``user:password``, if any.
+    It *is* the URL as a ``str``, with any credentials removed (safe to show
+    in events and logs), so it compares equal to, hashes like, formats and
+    slices like that plain string, as Lomond 0.3's ``websocket.url`` did
+    (``websocket.url.startswith("wss")``). The parsed parts are attributes:
+
+    * ``scheme``: ``"ws"`` or ``"wss"`` (lower case);
+    * ``secure``: whether the scheme is ``wss``;
+    * ``host``: the host name or address (IPv6 without brackets);
+    * ``port``: the port, the scheme's default (80/443) when the URL has none;
+    * ``resource``: the path and query sent in the request line;
+    * ``credentials``: the percent-decoded ``(user, password)``, or ``None``;
+      it is never part of the string value or the ``repr``.
+
+    Equality is the string's: two URLs that differ only in their credentials
+    are equal. Instances are immutable and are made by :func:`parse_url`.
     """
 
-    url: str
+    # Slots keep it small and leave no __dict__ through which the parts
+    # could be rebound.
+    __slots__ = ("credentials", "host", "port", "resource", "scheme", "secure")
+
+    scheme: str
     secure: bool
     host: str
     port: int
     resource: str
-    credentials: Optional[Tuple[str, str]] = attrs.field(default=None, repr=False)
+    credentials: Optional[Tuple[str, str]]
+
+    def __new__(
+        cls,
+        url: str,
+        secure: bool,
+        host: str,
+        port: int,
+        resource: str,
+        credentials: Optional[Tuple[str, str]] = None,
+    ) -> URL:
+        self = super().__new__(cls, url)
+        init = object.__setattr__
+        init(self, "scheme", "wss" if secure else "ws")
+        init(self, "secure", secure)
+        init(self, "host", host)
+        init(self, "port", port)
+        init(self, "resource", resource)
+        init(self, "credentials", credentials)
+        return self
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"URL is immutable (cannot set {name!r})")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"URL is immutable (cannot delete {name!r})")
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        # copy and pickle rebuild it through __new__ (the slots are read-only).
+        return (URL, (self.url, self.secure, self.host, self.port, self.resource, self.credentials))
+
+    def __repr__(self) -> str:
+        # The plain string's repr: what a str URL showed in Lomond 0.3.
+        return repr(self.url)
+
+    @property
+    def url(self) -> str:
+        """The URL without credentials, as a plain ``str``."""
+        return str.__str__(self)
 
     @property
     def host_header(self) -> str:
@@ -84,7 +136,11 @@ class URL:
 
 
 def parse_url(url: str) -> URL:
-    """Parse and validate a WebSocket URL, raising ``ValueError`` with a clear message."""
+    """Parse and validate a WebSocket URL, raising ``ValueError`` with a clear message.
+
+    Returns a :class:`URL`: the URL without credentials, as a ``str``, with
+    the parsed parts as attributes.
+    """
     if not isinstance(url, str):
         raise TypeError("url must be a str")
     _check_text("the URL", url)

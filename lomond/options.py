@@ -96,11 +96,15 @@ class PersistOptions:
     respect_retry_after: bool = attrs.field(default=True, validator=_flag)
 
 
-#: The defaults, for signatures that spell the options out (Lomond 0.3's ``connect()``).
+#: The default connection options, for signatures that spell them out
+#: (Lomond 0.3's ``connect()``).
 DEFAULT_CONNECT = ConnectOptions()
+#: The default reconnect options (``persist()``'s signature).
 DEFAULT_PERSIST = PersistOptions()
 
+#: The keyword names of :class:`ConnectOptions`.
 CONNECT_OPTION_NAMES = frozenset(field.name for field in attrs.fields(ConnectOptions))
+#: The keyword names of :class:`PersistOptions`.
 PERSIST_OPTION_NAMES = frozenset(field.name for field in attrs.fields(PersistOptions))
 
 

@@ -367,9 +367,9 @@ class WebsocketSession:
         self._shutdown()
         for event in self.protocol.finish(reason, graceful):
             if self._trace is not None:
-                if type(event) is events.ConnectFail:
+                if isinstance(event, events.ConnectFail):
                     self._trace("connect_fail", reason=event.reason)
-                elif type(event) is events.Disconnected:
+                elif isinstance(event, events.Disconnected):
                     self._trace("disconnected", reason=event.reason, graceful=event.graceful)
             yield event
 
@@ -387,39 +387,36 @@ class WebsocketSession:
                         self._sent_close_time = time.time()
 
     def _observe(self, event: events.Event) -> bool:
-        """Act on the few events the driver cares about; whether a Poll is due at once."""
-        kind = type(event)
-        trace = self._trace
-        if kind is events.Ping:
+        """Act on the few events the driver cares about, after their handlers ran.
+
+        Returns whether a Poll is due at once (right after Ready).
+        """
+        if isinstance(event, events.Ping):
             self._flush_replies(include_close=False)  # the pong, before later events
-        elif kind is events.Pong:
+        elif isinstance(event, events.Pong):
             self.timers.pong_received()
-        elif kind is events.Ready:
-            poll_now = self.timers.ready(time.monotonic())
-            response = event.response  # type: ignore[attr-defined]
+        elif isinstance(event, events.Ready):
             if self.settings.on_response is not None:
-                self.settings.on_response(response)
-            if trace is not None:
-                trace("handshake_ready", status=response.status_code,
-                      protocol=event.protocol,  # type: ignore[attr-defined]
-                      extensions=sorted(event.extensions))  # type: ignore[attr-defined]
-            return poll_now
-        elif kind is events.Rejected:
-            response = event.response  # type: ignore[attr-defined]
+                self.settings.on_response(event.response)
+            return self.timers.ready(time.monotonic())
+        elif isinstance(event, events.Rejected):
             if self.settings.on_response is not None:
-                self.settings.on_response(response)
-            if trace is not None:
-                trace("handshake_rejected", status=response.status_code,
-                      reason=event.reason)  # type: ignore[attr-defined]
-        elif trace is not None:
-            if kind is events.Text:
-                trace("message_text", length=len(event.text))  # type: ignore[attr-defined]
-            elif kind is events.Binary:
-                trace("message_binary", length=len(event.data))  # type: ignore[attr-defined]
-            elif kind is events.Closing or kind is events.Closed:
-                trace("close_received", code=event.code,  # type: ignore[attr-defined]
-                      reason=event.reason)  # type: ignore[attr-defined]
+                self.settings.on_response(event.response)
         return False
+
+    def _trace_event(self, trace: Tracer, event: events.Event) -> None:
+        """The trace record of a received event, before its handlers run."""
+        if isinstance(event, events.Text):
+            trace("message_text", length=len(event.text))
+        elif isinstance(event, events.Binary):
+            trace("message_binary", length=len(event.data))
+        elif isinstance(event, events.Ready):
+            trace("handshake_ready", status=event.response.status_code,
+                  protocol=event.protocol, extensions=sorted(event.extensions))
+        elif isinstance(event, events.Rejected):
+            trace("handshake_rejected", status=event.response.status_code, reason=event.reason)
+        elif isinstance(event, (events.Closing, events.Closed)):
+            trace("close_received", code=event.code, reason=event.reason)
 
     def _run_connected(self) -> Iterator[events.Event]:
         protocol = self.protocol
@@ -468,11 +465,11 @@ class WebsocketSession:
             else:
                 batch = []
             for event in batch:
+                if trace is not None:
+                    self._trace_event(trace, event)
                 yield event
                 kind = type(event)
-                if ((kind is not Text and kind is not Binary) or trace is not None) and observe(
-                    event
-                ):
+                if kind is not Text and kind is not Binary and observe(event):
                     yield events.Poll()  # the first Poll, right after Ready
             if protocol.replies_pending:
                 self._flush_replies()

@@ -16,6 +16,7 @@ from typing import Optional
 from .options import ConnectOptions
 from .protocol import ClientProtocol, State
 
+#: A deadline that never comes: the timer is off.
 INFINITY = float("inf")
 
 

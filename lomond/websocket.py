@@ -35,7 +35,7 @@ from .proxy import Proxy, select_proxy
 from .response import Response
 from .session import SessionSettings, WebsocketSession
 from .status import Status
-from .tls import make_ssl_context
+from .tls import CAFile, make_ssl_context
 from .trace import TraceFunc, Tracer
 from .wakeup import StopSignal
 
@@ -84,9 +84,10 @@ class WebSocket:
         reading before :class:`~lomond.errors.TransportFail` (default 30).
     :param ssl_verify: ``False`` turns off certificate and host-name checks
         for ``wss://`` (insecure: for test servers only). Lomond 0.3.4.
-    :param ssl_cafile: a PEM file of CA certificates to trust for ``wss://``.
-        Lomond 0.3.4. An explicit ``ssl_context`` is used as given and wins
-        over both (see :func:`lomond.tls.make_ssl_context`).
+    :param ssl_cafile: a PEM file of CA certificates to trust for ``wss://``
+        instead of the system's. Lomond 0.3.4. An explicit ``ssl_context`` is
+        used exactly as given: combining it with ``ssl_verify=False`` or an
+        ``ssl_cafile`` is a ``ValueError`` (see :func:`lomond.tls.make_ssl_context`).
     :param trace: a callable that receives one small ``dict`` per step of
         each connection (see :mod:`lomond.trace`). Lomond 0.3.4.
 
@@ -112,7 +113,7 @@ class WebSocket:
         sock: Optional[socket.socket] = None,
         send_timeout: float = DEFAULT_SEND_TIMEOUT,
         ssl_verify: bool = True,
-        ssl_cafile: Optional[str] = None,
+        ssl_cafile: Optional[CAFile] = None,
         trace: Optional[TraceFunc] = None,
     ) -> None:
         self.url = parse_url(url)

@@ -63,7 +63,10 @@ def test_tls_handshake_timeout(scripted_server: Any, tls: Any) -> None:
     seen = exchange(websocket, WebSocket.close, timeout=GIVE_UP,
                     connect_timeout=LONG, handshake_timeout=0.3)
     assert names(seen) == ["connecting", "connect_fail"]
-    assert first(seen, events.ConnectFail).reason == "TLS handshake with localhost timed out"
+    assert first(seen, events.ConnectFail).reason == (
+        "TLS handshake with localhost timed out: no answer to the TLS hello: "
+        "is the server plain ws://? (the URL says wss://)"
+    )
 
 
 def test_upgrade_timeout(ws_server: Any) -> None:

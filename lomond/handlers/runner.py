@@ -35,11 +35,6 @@ class Runner(Generic[T]):
         finally:
             self._done.set()
 
-    @property
-    def done(self) -> bool:
-        """Whether ``target`` returned or raised."""
-        return self._done.is_set()
-
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Wait up to ``timeout`` seconds (``None``: forever) for ``target`` to finish."""
         if not self._done.wait(timeout):
