@@ -38,8 +38,8 @@ def _seconds(allow_none: bool = False, allow_zero: bool = True) -> Any:
             raise TypeError(f"{attribute.name} must be {kind}, not {value!r}")
         number = float(value)  # type: ignore[arg-type]
         if math.isnan(number) or number < 0 or (number == 0 and not allow_zero):
-            least = "0" if allow_zero else "more than 0"
-            raise ValueError(f"{attribute.name} must be {least} seconds or more, not {value!r}")
+            least = "0 seconds or more" if allow_zero else "more than 0 seconds"
+            raise ValueError(f"{attribute.name} must be {least}, not {value!r}")
 
     return check
 

@@ -35,11 +35,6 @@ FAST: Dict[str, Any] = dict(
     ping_rate=0, close_timeout=3.0, connect_timeout=3.0, handshake_timeout=3.0
 )
 
-#: Transitional: ``no_proxy_env`` is an autouse fixture in conftest.py now,
-#: active for every test. This name only keeps the old
-#: ``from core_helpers import no_proxy_env`` lines importable until those
-#: modules drop them; it is not a fixture and does nothing.
-no_proxy_env = None
 
 
 def names(seen: Sequence[events.Event]) -> List[str]:

@@ -23,7 +23,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pytest
-from core_helpers import FAST, collect, no_proxy_env  # noqa: F401
+from core_helpers import FAST, collect
 from peers.raw_server import BINARY, TEXT, RawConnection, build_frame
 from peers.tls import TLSBundle
 from peers.ws_server import WSServer, deflate

@@ -119,9 +119,7 @@ def test_valid_connect_options(options: Dict[str, Any]) -> None:
 def test_invalid_connect_options(name: str, value: Any, error: type, message: str) -> None:
     with pytest.raises(error) as raised:
         ConnectOptions(**{name: value})
-    # The message names the option, what it must be and the value given. (For
-    # the timeouts that must be positive it reads "must be more than 0 seconds
-    # or more" today, hence the prefix match.)
+    # The message names the option, what it must be and the value given.
     assert str(raised.value).startswith(message)
     assert repr(value) in str(raised.value)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, List
 
-from core_helpers import no_proxy_env  # noqa: F401
 from peers.raw_server import ScriptedServer
 from peers.tls import TLSBundle
 from peers.ws_server import WSServer

@@ -190,13 +190,6 @@ def test_a_manual_ping_starts_the_clock_with_auto_pings_off() -> None:
     assert timers.due(protocol, T0 + 1.5) is Due.UNRESPONSIVE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lomond/timers.py compares now - sent_at >= ping_timeout while deadline() "
-    "names sent_at + ping_timeout; in floating point these disagree for some values, so "
-    "a driver woken exactly at the deadline finds nothing due and spins until the clock "
-    "moves on (compare now >= sent_at + ping_timeout to make them agree)",
-)
 def test_the_ping_timeout_fires_at_the_deadline_it_names() -> None:
     timers = timers_for(ping_rate=0, ping_timeout=0.4)
     protocol = open_protocol()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator, List, Optional
 
 import pytest
-from core_helpers import collect, no_proxy_env  # noqa: F401
+from core_helpers import collect
 from peers.tls import TLSBundle
 from peers.ws_server import WSServer
 

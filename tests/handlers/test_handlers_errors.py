@@ -7,7 +7,7 @@ from typing import Any, List, Tuple
 
 import pytest
 from app_helpers import FAST, Recorder, close_handshake_script, run_app
-from core_helpers import check_order, no_proxy_env  # noqa: F401
+from core_helpers import check_order
 from peers.raw_server import ScriptedServer
 from peers.ws_server import WSServer
 

@@ -9,7 +9,7 @@ from typing import Any, List
 
 import pytest
 from app_helpers import FAST, Recorder, close_handshake_script, run_app
-from core_helpers import check_order, no_proxy_env, refused_port  # noqa: F401
+from core_helpers import check_order, refused_port
 from peers.raw_server import ScriptedServer
 from peers.ws_server import WSServer
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from app_helpers import Recorder, run_app
-from core_helpers import no_proxy_env, refused_port  # noqa: F401
+from core_helpers import refused_port
 from peers.raw_server import ScriptedServer, build_frame
 from peers.ws_server import WSServer
 
