@@ -181,7 +181,9 @@ class ClientProtocol:
         self._missing = [0]
         # The fragmented message in progress (RFC 6455 section 5.4).
         self._message_opcode: Optional[int] = None
-        self._message_parts: List[Union[str, bytes, bytearray, memoryview]] = []
+        # Its pieces: decoded text for a Text message, payloads for Binary.
+        self._text_parts: List[str] = []
+        self._data_parts: List[Union[bytes, bytearray, memoryview]] = []
         self._message_size = 0
         self._utf8: Optional[codecs.IncrementalDecoder] = None
         self._received_close_code: Optional[int] = None
@@ -338,7 +340,8 @@ class ClientProtocol:
                 raise ProtocolViolation("new data frame before the fragmented message finished")
             self._message_opcode = opcode
             self._message_size = 0
-            self._message_parts = []
+            self._text_parts = []
+            self._data_parts = []
             self._utf8 = _Utf8Decoder() if opcode == Opcode.TEXT else None
         payload = frame.payload
         self._message_size += len(payload)
@@ -348,21 +351,21 @@ class ClientProtocol:
             # Decoding each fragment as it arrives fails the connection at the
             # first invalid byte instead of after the whole message.
             try:
-                self._message_parts.append(self._utf8.decode(payload, frame.fin))
+                self._text_parts.append(self._utf8.decode(payload, frame.fin))
             except UnicodeDecodeError as error:
                 raise self._bad_utf8(error) from None
         else:
-            self._message_parts.append(payload)
+            self._data_parts.append(payload)
         if not frame.fin:
             return None
-        parts = self._message_parts
-        self._message_parts = []
         is_text = self._message_opcode == Opcode.TEXT
         self._message_opcode = None
         self._utf8 = None
         if is_text:
-            return events.Text("".join(parts))  # type: ignore[arg-type]
-        return events.Binary(b"".join(parts))  # type: ignore[arg-type]
+            text, self._text_parts = "".join(self._text_parts), []
+            return events.Text(text)
+        data, self._data_parts = b"".join(self._data_parts), []
+        return events.Binary(data)
 
     @staticmethod
     def _bad_utf8(error: UnicodeDecodeError) -> ProtocolViolation:

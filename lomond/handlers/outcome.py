@@ -71,22 +71,24 @@ class OutcomeTracker:
     def record(self, event: events.Event) -> None:
         """Take what the outcome needs from ``event`` (before its handlers run)."""
         kind = type(event)
-        if kind is events.Connected:
+        if kind is events.Text or kind is events.Binary:
+            return  # the common case first: messages change nothing here
+        if isinstance(event, events.Connected):
             self.connections += 1
             self.close_code = self.close_reason = None
-        elif kind is events.Closing or kind is events.Closed:
-            self.close_code = event.code  # type: ignore[attr-defined]
-            self.close_reason = event.reason  # type: ignore[attr-defined]
-        elif kind is events.Connecting:
+        elif isinstance(event, (events.Closing, events.Closed)):
+            self.close_code = event.code
+            self.close_reason = event.reason
+        elif isinstance(event, events.Connecting):
             self._failed = False
-        elif kind is events.ConnectFail or kind is events.Rejected:
-            self._fail(event.reason)  # type: ignore[attr-defined]
-        elif kind is events.ProtocolError:
-            self._fail(event.error)  # type: ignore[attr-defined]
-        elif kind is events.Disconnected:
-            self.graceful = event.graceful  # type: ignore[attr-defined]
+        elif isinstance(event, (events.ConnectFail, events.Rejected)):
+            self._fail(event.reason)
+        elif isinstance(event, events.ProtocolError):
+            self._fail(event.error)
+        elif isinstance(event, events.Disconnected):
+            self.graceful = event.graceful
             if not self._failed:
-                self._set_reason(event.reason)  # type: ignore[attr-defined]
+                self._set_reason(event.reason)
             self._failed = False
 
     def _fail(self, reason: str) -> None:
