@@ -80,6 +80,10 @@ class SessionSettings:
     stop: Optional[StopSignal] = None
     #: Called with the upgrade response (Lomond 0.3's ``on_response`` hook).
     on_response: Optional[Callable[[Response], None]] = None
+    #: When the caller abandons the event loop: finish the close handshake
+    #: (bounded by ``close_timeout``) rather than drop with a Close 1001.
+    #: Set inside ``with WebSocket(...)``.
+    close_on_exit: bool = False
 
 
 class WebsocketSession:
@@ -318,14 +322,27 @@ class WebsocketSession:
             yield from self._run_connected()
         except GeneratorExit:
             # The caller stopped iterating (its loop body raised, or it broke
-            # out): say goodbye with a best-effort Close 1001 instead of
-            # vanishing. The socket is closed right after; nothing is awaited.
-            self._abandon()
+            # out). Inside ``with WebSocket(...)`` the close handshake is
+            # finished, bounded by close_timeout; otherwise say goodbye with a
+            # best-effort Close 1001 instead of vanishing, and await nothing.
+            if settings.close_on_exit and self.is_active:
+                self._close_gracefully()
+            else:
+                self._abandon()
             raise
         finally:
             if stop is not None:
                 stop.detach(self._wakeup)
             self._shutdown()
+
+    def _close_gracefully(self) -> None:
+        """Close (1000) and run the loop to its end, discarding the events."""
+        self.close(Status.NORMAL, "goodbye")
+        try:
+            for _ in self._loop():
+                pass
+        except Exception:  # the loop's own failures end in events; this is a hook's
+            log.exception("error while closing %s on leaving a with block", self.settings.url)
 
     def _abandon(self) -> None:
         with self._send_lock:
@@ -420,11 +437,7 @@ class WebsocketSession:
 
     def _run_connected(self) -> Iterator[events.Event]:
         protocol = self.protocol
-        transport = self._transport
-        timers = self.timers
         trace = self._trace
-        stop = self.settings.stop
-        assert transport is not None
         if self._drop_reason is not None:
             # Closed (or stopped) while connecting, by a Connected handler say.
             yield from self._end(self._drop_reason)
@@ -438,6 +451,16 @@ class WebsocketSession:
             return
         if trace is not None:
             trace("upgrade_sent")
+        yield from self._loop()
+
+    def _loop(self) -> Iterator[events.Event]:
+        """Receive, dispatch, reply and run the timers until the connection ends."""
+        protocol = self.protocol
+        transport = self._transport
+        timers = self.timers
+        trace = self._trace
+        stop = self.settings.stop
+        assert transport is not None
         Text, Binary = events.Text, events.Binary
         observe = self._observe
         while True:

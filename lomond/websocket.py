@@ -165,6 +165,8 @@ class WebSocket:
         #: Set by :meth:`close`: a stop request that :func:`~lomond.persist.persist`
         #: (which clears it when it starts) waits on between connections.
         self.close_requested = StopSignal()
+        # Inside ``with``: an abandoned loop closes gracefully (see __exit__).
+        self._entered = 0
 
     def __repr__(self) -> str:
         state = "connected" if self.session is not None else "disconnected"
@@ -196,6 +198,7 @@ class WebSocket:
         return self.connect()
 
     def __enter__(self) -> WebSocket:
+        self._entered += 1
         return self
 
     def __exit__(
@@ -205,6 +208,7 @@ class WebSocket:
         traceback: Optional[TracebackType],
     ) -> None:
         """Close a live connection gracefully (within its ``close_timeout``) and release it."""
+        self._entered -= 1
         session = self.session
         if session is None:
             return
@@ -289,6 +293,7 @@ class WebSocket:
             trace=self.trace,
             stop=stop,
             on_response=self._on_response,
+            close_on_exit=self._entered > 0,
         )
 
     def _connect(

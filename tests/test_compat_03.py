@@ -580,10 +580,21 @@ def test_with_statement_around_the_03_loop(ws_server: WSServer) -> None:
             if event.name == "ready":
                 websocket.send_text("hello")
             elif event.name == "text":
-                break  # abandoning the loop ends the connection at once
+                break  # inside ``with``, abandoning the loop still closes gracefully
     record = ws_server.last
     record.wait_closed()  # the socket is released
-    assert record.close_code in (1000, 1001)
+    assert record.close_code == 1000
+    assert websocket.is_closed
+
+
+def test_abandoned_loop_outside_with_says_going_away(ws_server: WSServer) -> None:
+    websocket = WebSocket(ws_server.url_for("/echo"))
+    for event in websocket:
+        if event.name == "ready":
+            break  # no with block: a best-effort 1001 and the socket dropped at once
+    record = ws_server.last
+    record.wait_closed()
+    assert record.close_code == 1001
     assert websocket.is_closed
 
 
