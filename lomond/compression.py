@@ -388,10 +388,15 @@ class Deflate:
 
 
 #: Size from which :meth:`Deflate.encode` sends a message uncompressed when
-#: deflate would make it bigger. Below it the growth is a few bytes, and
-#: with context takeover being able to undo the compression needs a copy of
-#: the compressor, which costs about as much as compressing a few KiB.
-UNCOMPRESSED_FALLBACK_SIZE = 4096
+#: deflate would make it bigger. Below it the growth is a few dozen bytes at
+#: most (5 per stored block), which can push no peer over its size limit,
+#: and with context takeover undoing the compression needs a copy of the
+#: compressor, which costs about as much as compressing the message. It also
+#: keeps the Autobahn fuzzing server's cases 12.5.x compressed: that server
+#: (kosoku) fails on an uncompressed message in a compressed session
+#: ("Strings must be encoded before hashing"), which RFC 7692 section 6
+#: allows and real servers accept.
+UNCOMPRESSED_FALLBACK_SIZE = 64 * 1024
 
 
 def negotiate_server(
