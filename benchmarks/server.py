@@ -9,9 +9,9 @@ The request path picks the work: ``GET /<scenario>?n=<count>&id=<run id>``.
 - ``recv`` scenarios: frames are built once per scenario (and deflate window
   size), concatenated into a block of at least 256 KiB and written with
   ``sendall`` as often as needed, followed by a Close frame.
-- ``send`` scenarios: incoming frames are parsed, unmasked
-  (``websockets.speedups.apply_mask`` when importable, about 25 GiB/s, else an
-  integer XOR) and compared byte for byte with the expected payload. After the
+- ``send`` scenarios: incoming frames are parsed and unmasked by lomond's own
+  codec (:func:`lomond.reader.read_frames` on the server side, unmasking with
+  :mod:`lomond.accel`) and compared byte for byte with the expected payload. After the
   n-th message the server answers with a text message
   ``"<count> <mismatches> <bytes>"`` which the client must receive.
 - ``echo`` scenarios: every data message is sent straight back, unmasked.
@@ -24,46 +24,40 @@ scenarios decline every extension, whatever the client offers.
 After each connection one JSON line goes to stdout: what the client offered,
 what was accepted, what was sent and received, mismatches, the close code,
 and the server's CPU time (to tell whether the server was the bottleneck).
+
+Framing, the handshake's accept key, header parsing and the permessage-deflate
+negotiation are lomond's (the repository's ``lomond`` package, put first on
+``sys.path``, whatever lomond the clients under test import), so the server
+holds no second implementation of RFC 6455.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
 import json
 import os
 import socket
 import struct
 import sys
 import time
-import zlib
 from typing import Dict, Iterator, List, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))  # this repository's lomond
 
-from scenarios import BY_NAME, Scenario, encoded_payloads
+from scenarios import BY_NAME, Scenario, encoded_payloads  # noqa: E402
 
-try:
-    from websockets.speedups import apply_mask as _apply_mask
+from lomond import accel  # noqa: E402
+from lomond.compression import Deflate, negotiate_server  # noqa: E402
+from lomond.errors import ProtocolViolation  # noqa: E402
+from lomond.frame import Frame, build_frame  # noqa: E402
+from lomond.handshake import accept_for  # noqa: E402
+from lomond.reader import read_frames  # noqa: E402
+from lomond.response import join_headers, parse_header_lines  # noqa: E402
 
-    def unmask(data, key: bytes) -> bytes:  # type: ignore[no-untyped-def]
-        return _apply_mask(data, key)
-
-    UNMASK_IMPL = "websockets.speedups"
-except ImportError:  # pragma: no cover - depends on the environment
-
-    def unmask(data, key: bytes) -> bytes:  # type: ignore[no-untyped-def]
-        n = len(data)
-        if not n:
-            return b""
-        k = (key * (n // 4 + 1))[:n]
-        return (int.from_bytes(data, "little") ^ int.from_bytes(k, "little")).to_bytes(n, "little")
-
-    UNMASK_IMPL = "int-xor"
-
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+UNMASK_IMPL = f"lomond.accel:{accel.IMPLEMENTATION}"
 BUFFER_SIZE = 4 * 1024 * 1024
 IO_TIMEOUT = 60.0
 
@@ -74,17 +68,9 @@ class ProtocolFailure(Exception):
     pass
 
 
-def frame_header(opcode: int, length: int, rsv1: bool = False) -> bytes:
-    b0 = 0x80 | opcode | (0x40 if rsv1 else 0)
-    if length < 126:
-        return bytes((b0, length))
-    if length < 65536:
-        return struct.pack("!BBH", b0, 126, length)
-    return struct.pack("!BBQ", b0, 127, length)
-
-
 def frame(opcode: int, payload: bytes, rsv1: bool = False) -> bytes:
-    return frame_header(opcode, len(payload), rsv1) + payload
+    """A server frame: lomond's writer, unmasked (RFC 6455 section 5.1)."""
+    return build_frame(opcode, payload, rsv1=rsv1, mask=False)
 
 
 def close_frame(code: int = 1000, reason: bytes = b"") -> bytes:
@@ -108,51 +94,24 @@ def read_request(sock: socket.socket) -> Tuple[str, Dict[str, str], bytes]:
     parts = lines[0].split(" ")
     if len(parts) != 3 or parts[0] != "GET":
         raise ProtocolFailure(f"bad request line {lines[0]!r}")
-    headers: Dict[str, str] = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        key = name.strip().lower()
-        value = value.strip()
-        headers[key] = f"{headers[key]}, {value}" if key in headers else value
-    return parts[1], headers, rest
-
-
-def parse_extensions(header: str) -> List[Tuple[str, Dict[str, Optional[str]]]]:
-    offers = []
-    for offer in header.split(","):
-        items = [item.strip() for item in offer.split(";")]
-        if not items[0]:
-            continue
-        params: Dict[str, Optional[str]] = {}
-        for item in items[1:]:
-            if not item:
-                continue
-            key, eq, value = item.partition("=")
-            params[key.strip().lower()] = value.strip().strip('"') if eq else None
-        offers.append((items[0].lower(), params))
-    return offers
+    return parts[1], join_headers(parse_header_lines(lines[1:])), rest
 
 
 def choose_deflate(header: str) -> Tuple[Optional[str], Optional[int]]:
-    """Pick the first permessage-deflate offer we can honour.
+    """Answer the client's permessage-deflate offers with lomond's negotiation.
 
     Returns the response extension header and the compressor's window bits.
+    ``server_no_context_takeover`` is always added (a server may, RFC 7692
+    section 7.1.1.1), so one pre-compressed frame can be replayed; an offer
+    holding the server to 8 bits is declined (zlib cannot honour it).
     """
-    for name, params in parse_extensions(header):
-        if name != "permessage-deflate":
-            continue
-        response = ["permessage-deflate", "server_no_context_takeover"]
-        wbits = 15
-        if "server_max_window_bits" in params:
-            value = params["server_max_window_bits"]
-            if value is None or not value.isdigit() or not 8 <= int(value) <= 15:
-                continue
-            wbits = int(value)
-            if wbits == 8:  # zlib cannot make a raw deflate stream with a 256-byte window
-                continue
-            response.append(f"server_max_window_bits={wbits}")
-        return "; ".join(response), wbits
-    return None, None
+    deflate, answer = negotiate_server([header])
+    if deflate is None or answer is None or deflate.server_max_window_bits == 8:
+        return None, None
+    if not deflate.server_no_context_takeover:
+        name, _, params = answer.partition(";")
+        answer = f"{name}; server_no_context_takeover" + (f";{params}" if params else "")
+    return answer, deflate.server_max_window_bits
 
 
 # --- frame building (recv scenarios) ----------------------------------------
@@ -167,15 +126,18 @@ def build_frames(scenario: Scenario, wbits: Optional[int]) -> Tuple[bytes, int, 
         return _blocks[key]
     opcode = OP_TEXT if scenario.kind == "text" else OP_BINARY
     frames: List[bytes] = []
+    # Each message compressed on its own (server_no_context_takeover), by
+    # lomond's server-side transform.
+    deflate = (
+        Deflate(server_no_context_takeover=True, server_max_window_bits=wbits, server_side=True)
+        if wbits is not None
+        else None
+    )
     for payload in encoded_payloads(scenario):
-        if wbits is not None:
-            # A fresh compressor per message: server_no_context_takeover.
-            comp = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -wbits)
-            data = comp.compress(payload) + comp.flush(zlib.Z_SYNC_FLUSH)
-            assert data.endswith(b"\x00\x00\xff\xff")
-            frames.append(frame(opcode, data[:-4], rsv1=True))
-        else:
-            frames.append(frame(opcode, payload))
+        message = Frame(opcode, payload)
+        if deflate is not None:
+            message = deflate.encode(message)
+        frames.append(frame(opcode, bytes(message.payload), rsv1=message.rsv1))
     one = b"".join(frames)
     reps = max(1, (256 * 1024) // len(one))
     result = (one * reps, scenario.k * reps, frames)
@@ -187,100 +149,63 @@ def build_frames(scenario: Scenario, wbits: Optional[int]) -> Tuple[bytes, int, 
 
 
 class Reader:
-    """Parses masked client frames from a socket, yielding whole messages.
+    """Reads masked client frames from a socket with lomond's server-side reader.
 
-    Data is read with ``recv_into`` into one reusable buffer (4 MiB, grown
-    for bigger frames); each payload is unmasked straight out of it, so the
-    only copies are the kernel's and the unmasking itself.
+    :func:`lomond.reader.read_frames` (``expect_masked=True``) checks and
+    unmasks each frame; permessage-deflate messages are inflated by
+    lomond's :class:`~lomond.compression.Deflate` (server side).
     """
 
     def __init__(self, sock: socket.socket, initial: bytes, inflate: bool) -> None:
         self.sock = sock
         self.initial = initial
-        self.inflater = zlib.decompressobj(-15) if inflate else None
+        self.deflate = (
+            Deflate(server_no_context_takeover=True, server_side=True) if inflate else None
+        )
         self.bytes_in = 0
 
-    def frames(self) -> Iterator[Tuple[int, int, bytes]]:
-        """Yield (b0, opcode, unmasked payload) per frame; returns on EOF."""
+    def frames(self) -> Iterator[Frame]:
+        """Yield every client frame, unmasked and inflated; returns on EOF."""
+        reader = read_frames(None, allow_rsv1=self.deflate is not None, expect_masked=True)
+        decode = self.deflate.decode if self.deflate is not None else None
+        # One reusable read buffer: the reader copies what it keeps (each
+        # payload once, by the unmasking), so a read costs no allocation.
         recv_into = self.sock.recv_into
-        buf = bytearray(max(BUFFER_SIZE, len(self.initial)))
-        view = memoryview(buf)
-        end = len(self.initial)
-        buf[:end] = self.initial
-        start = 0
+        buf = memoryview(bytearray(BUFFER_SIZE))
+        data = memoryview(self.initial)
         while True:
-            while True:
-                avail = end - start
-                if avail < 2:
-                    need = 2
-                    break
-                b0 = buf[start]
-                b1 = buf[start + 1]
-                length = b1 & 0x7F
-                h = 6
-                if length == 126:
-                    h = 8
-                    if avail < h:
-                        need = h
-                        break
-                    length = (buf[start + 2] << 8) | buf[start + 3]
-                elif length == 127:
-                    h = 14
-                    if avail < h:
-                        need = h
-                        break
-                    length = int.from_bytes(buf[start + 2 : start + 10], "big")
-                if not b1 & 0x80:
-                    raise ProtocolFailure("unmasked client frame")
-                need = h + length
-                if avail < need:
-                    break
-                key = buf[start + h - 4 : start + h]
-                payload = unmask(view[start + h : start + need], key)
-                start += need
-                yield b0, b0 & 0x0F, payload
-            # Make room for `need` bytes from `start`, then read.
-            if start == end:
-                start = end = 0
-            elif start + need > len(buf):
-                kept = end - start
-                if need > len(buf):
-                    view.release()
-                    old = buf
-                    buf = bytearray(max(need, 2 * len(buf)))
-                    buf[:kept] = old[start:end]
-                    view = memoryview(buf)
-                else:
-                    buf[:kept] = view[start:end]
-                start, end = 0, kept
-            got = recv_into(view[end:])
+            frames, error = reader.send(data)
+            for item in frames:
+                yield decode(item) if decode is not None else item
+            if error is not None:
+                raise ProtocolFailure(str(error))
+            got = recv_into(buf)
             if not got:
                 return
-            end += got
+            data = buf[:got]
             self.bytes_in += got
 
     def messages(self) -> Iterator[Tuple[int, bytes]]:
         """Yield (opcode, payload) for whole data messages and control frames."""
         parts: List[bytes] = []
         first_opcode = 0
-        compressed = False
-        for b0, opcode, payload in self.frames():
-            if opcode >= 8:
-                yield opcode, payload
-                continue
-            if opcode != OP_CONT:
-                first_opcode = opcode
-                compressed = bool(b0 & 0x40)
-                parts = []
-            parts.append(payload)
-            if b0 & 0x80:
-                message = parts[0] if len(parts) == 1 else b"".join(parts)
-                parts = []
-                if compressed:
-                    if self.inflater is None:
-                        raise ProtocolFailure("compressed frame without permessage-deflate")
-                    message = self.inflater.decompress(message + b"\x00\x00\xff\xff")
-                yield first_opcode, message
+        try:
+            for item in self.frames():
+                opcode = item.opcode
+                payload = bytes(item.payload)
+                if opcode >= 8:
+                    yield opcode, payload
+                    continue
+                if opcode != OP_CONT:
+                    first_opcode = opcode
+                    parts = []
+                parts.append(payload)
+                if item.fin:
+                    message = parts[0] if len(parts) == 1 else b"".join(parts)
+                    parts = []
+                    yield first_opcode, message
+        except ProtocolViolation as error:
+            raise ProtocolFailure(str(error)) from None
 
 
 # --- connection handling ------------------------------------------------------
@@ -333,7 +258,7 @@ def handle(sock: socket.socket) -> Dict:
         if scenario.mode == "recv":
             block, per_block, frames = build_frames(scenario, wbits)
         expected = encoded_payloads(scenario)
-        accept = base64.b64encode(hashlib.sha1(key.encode() + GUID).digest()).decode()
+        accept = accept_for(key.encode())
         response = (
             "HTTP/1.1 101 Switching Protocols\r\n"
             "Upgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -440,18 +365,12 @@ def selftest() -> None:
     does. The CPU-bound capacity (messages / server CPU seconds) is what
     matters: the server must stay well above every client's send rate.
     """
-    import random
-
     for name in ("send_binary_16", "send_binary_1m"):
         scenario = BY_NAME[name]
         payloads = encoded_payloads(scenario)
-        rng = random.Random(1)
         frames = []
         for p in payloads:
-            key = rng.randbytes(4)
-            hdr = bytearray(frame_header(OP_BINARY, len(p)))
-            hdr[1] |= 0x80
-            frames.append(bytes(hdr) + key + unmask(p, key))
+            frames.append(build_frame(OP_BINARY, p, mask=True))
         block = b"".join(frames)
         reps = max(1, 4 * scenario.n // scenario.k)
         listener = socket.create_server(("127.0.0.1", 0))

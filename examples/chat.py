@@ -16,6 +16,7 @@ import sys
 from typing import Any
 
 from lomond.echo_server import LocalServer, ServerConnection
+from lomond.errors import WebSocketError
 from lomond.handlers import WebSocketApp
 
 
@@ -64,18 +65,26 @@ def main() -> int:
     # The app handles the connection in its own thread; this thread reads input.
     app.start()
     if not app.wait_ready(timeout=10):
-        print("could not join the chat", file=sys.stderr)
-        app.stop()
+        outcome = app.stop()
+        reason = outcome.reason if outcome is not None else "timed out after 10 s"
+        print(f"could not join the chat: {reason}", file=sys.stderr)
         if server:
             server.stop()
         return 1
     try:
         for line in sys.stdin:
             line = line.rstrip("\n")
-            if line == "/quit" or not app.is_running:
+            if line == "/quit":
+                break
+            if not app.is_running:  # the connection is gone: say so, never drop a line
+                print(f"not sent (left the chat: {app.outcome.reason}): {line}", file=sys.stderr)
                 break
             if line:
-                app.send_json(name=args.name, text=line)  # send_* work from any thread
+                try:
+                    app.send_json(name=args.name, text=line)  # send_* work from any thread
+                except WebSocketError as error:  # dropped between the check and the send
+                    print(f"not sent ({error}): {line}", file=sys.stderr)
+                    break
     except KeyboardInterrupt:
         pass
     finally:

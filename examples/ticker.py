@@ -94,6 +94,8 @@ def main() -> int:
         if server:
             server.stop()
     if outcome.error is not None or not outcome.graceful:
+        if outcome.connections == 0:  # no Disconnected was printed: say why here
+            print(f"ticker failed: {outcome.reason}", file=sys.stderr)
         return 1
     return 0
 

@@ -10,6 +10,10 @@ Quick use::
             websocket.send_json(subscribe="ticker")
         elif event.name == "text":
             print(event.json)
+        elif event.name in ("connect_fail", "rejected"):
+            print("could not connect:", event.reason)
+        elif event.name == "disconnected":
+            print("gone:", event.reason)
 
 See :class:`lomond.websocket.WebSocket`, :mod:`lomond.events`,
 :func:`lomond.persist.persist` and :mod:`lomond.handlers`.
@@ -17,17 +21,19 @@ See :class:`lomond.websocket.WebSocket`, :mod:`lomond.events`,
 
 from __future__ import annotations
 
-import logging
-
-from . import events
+# ``persist`` is the module, as in Lomond 0.3 (``lomond.persist.persist()``,
+# ``lomond.persist.random()``): binding the function of the same name here
+# would hide the module's other names.
+from . import events, persist
 from ._version import __version__
 from .compression import PerMessageDeflate
-from .persist import persist
 from .status import Status
 from .websocket import WebSocket
 
-# A library must not configure logging; it only makes sure that, with no
-# configuration, nothing is printed on its behalf.
-logging.getLogger("lomond").addHandler(logging.NullHandler())
+# No NullHandler on purpose: with logging unconfigured, Python's last-resort
+# handler shows WARNING and above on stderr, and lomond logs at WARNING or
+# above only for an error in the application's code (an error hook that
+# raised, say); normal operation logs at INFO and DEBUG. Handler errors are
+# reported by WebSocketApp.report_error.
 
 __all__ = ["PerMessageDeflate", "Status", "WebSocket", "__version__", "events", "persist"]

@@ -18,13 +18,15 @@ the test suite runs the same tests on each.
 from __future__ import annotations
 
 import os
-from typing import Callable, Dict
+from typing import Callable, Dict, Union
 
-MaskFunc = Callable[[bytes, bytes], bytes]
-FrameFunc = Callable[[bytes, bytes, bytes], bytes]
+#: What the mask functions accept as data: any contiguous byte buffer.
+Buffer = Union[bytes, bytearray, memoryview]
+MaskFunc = Callable[[bytes, Buffer], bytes]
+FrameFunc = Callable[[bytes, bytes, Buffer], bytes]
 
 
-def mask_python(key: bytes, data: bytes) -> bytes:
+def mask_python(key: bytes, data: Buffer) -> bytes:
     """XOR ``data`` with the repeating 4-byte ``key``, in pure Python.
 
     Converting to one big integer lets CPython do the XOR a machine word at a
@@ -40,7 +42,7 @@ def mask_python(key: bytes, data: bytes) -> bytes:
 
 
 def _frame_from(mask: MaskFunc) -> FrameFunc:
-    def masked_frame(header: bytes, key: bytes, payload: bytes) -> bytes:
+    def masked_frame(header: bytes, key: bytes, payload: Buffer) -> bytes:
         """``header + key + mask(key, payload)``."""
         return header + key + mask(key, payload)
 
@@ -53,12 +55,12 @@ IMPLEMENTATIONS: Dict[str, tuple[MaskFunc, FrameFunc]] = {
 }
 
 try:
-    from wsaccel.xormask import XorMaskerSimple  # type: ignore[import-untyped]
+    from wsaccel.xormask import XorMaskerSimple
 except ImportError:  # pragma: no cover - depends on the environment
     pass
 else:
 
-    def mask_wsaccel(key: bytes, data: bytes) -> bytes:
+    def mask_wsaccel(key: bytes, data: Buffer) -> bytes:
         """XOR ``data`` with ``key`` using wsaccel's C implementation."""
         result: bytes = XorMaskerSimple(key).process(data)
         return result
@@ -66,7 +68,7 @@ else:
     IMPLEMENTATIONS["wsaccel"] = (mask_wsaccel, _frame_from(mask_wsaccel))
 
 try:
-    from . import _speedups  # type: ignore[attr-defined]
+    from . import _speedups
 except ImportError:  # pragma: no cover - depends on the environment
     pass
 else:

@@ -186,10 +186,17 @@ class Output:
 
 
 def _connect_reason(url: str, reason: str) -> str:
-    # lomond's reasons may start with "could not connect to HOST:PORT: ":
-    # the line already says that, with the URL.
+    """The error line for a failed connection: the event's reason, in full.
+
+    Only a reason about the target itself ("could not connect to HOST:PORT:
+    ...") has its address replaced by the URL; anything else, such as the
+    proxy that could not be reached, is printed as the event gave it.
+    """
     if reason.startswith("could not connect to ") and ": " in reason:
-        reason = reason.split(": ", 1)[1]
+        target = reason[len("could not connect to "):].split(": ", 1)[0]
+        if " " not in target:  # "HOST:PORT", not "the proxy URL"
+            return f"could not connect to {url}: {reason.split(': ', 1)[1]}"
+        return f"{reason} (connecting to {url})"
     return f"could not connect to {url}: {reason}"
 
 

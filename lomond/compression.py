@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import attrs
 
 from .errors import CompressionParameterError, PayloadTooLarge, ProtocolViolation
-from .frame import Frame, Opcode
+from .frame import Frame, Opcode, Payload
 
 EXTENSION_NAME = "permessage-deflate"
 
@@ -260,6 +260,7 @@ class Deflate:
         server_max_window_bits: int = 15,
         max_size: Optional[int] = None,
         level: int = zlib.Z_DEFAULT_COMPRESSION,
+        server_side: bool = False,
     ) -> None:
         self.client_no_context_takeover = client_no_context_takeover
         self.server_no_context_takeover = server_no_context_takeover
@@ -267,21 +268,32 @@ class Deflate:
         self.server_max_window_bits = server_max_window_bits
         self.max_size = max_size
         self.level = level
+        #: ``True`` when this end is the server: it then compresses under the
+        #: ``server_*`` parameters and inflates under the ``client_*`` ones.
+        self.server_side = server_side
+        if server_side:
+            own_no_context, own_bits = server_no_context_takeover, server_max_window_bits
+            self._peer_no_context = client_no_context_takeover
+        else:
+            own_no_context, own_bits = client_no_context_takeover, client_max_window_bits
+            self._peer_no_context = server_no_context_takeover
         # A window of 15 bits inflates any stream made with a smaller one.
         self._inflater = zlib.decompressobj(-15)
         self._inflater_used = False
         self._inflating = False
         self._produced = 0
         # zlib cannot make a raw stream with a 256-byte window (it silently
-        # uses 512), which a server holding us to 8 bits could not inflate;
+        # uses 512), which a peer holding us to 8 bits could not inflate;
         # sending uncompressed is always allowed, so we do that instead.
-        self.can_compress = client_max_window_bits > 8
+        self.can_compress = own_bits > 8
+        self._wbits = own_bits
         self._deflater = (
-            zlib.compressobj(level, zlib.DEFLATED, -client_max_window_bits)
-            if self.can_compress
-            else None
+            zlib.compressobj(level, zlib.DEFLATED, -own_bits) if self.can_compress else None
         )
-        self._flush_mode = zlib.Z_FULL_FLUSH if client_no_context_takeover else zlib.Z_SYNC_FLUSH
+        # Without context takeover each message is compressed on its own:
+        # a full flush forgets the window, so nothing later refers back.
+        self._no_context = own_no_context
+        self._flush_mode = zlib.Z_FULL_FLUSH if own_no_context else zlib.Z_SYNC_FLUSH
 
     def __repr__(self) -> str:
         return (
@@ -303,7 +315,7 @@ class Deflate:
             if opcode >= 0x8 or not self._inflating:
                 return frame
         elif frame.rsv1:
-            if self.server_no_context_takeover and self._inflater_used:
+            if self._peer_no_context and self._inflater_used:
                 self._inflater = zlib.decompressobj(-15)
             self._inflater_used = True
             self._inflating = True
@@ -319,7 +331,7 @@ class Deflate:
             self._inflating = False
         return Frame(opcode, data, frame.fin)
 
-    def _inflate(self, data: bytes) -> bytes:
+    def _inflate(self, data: Payload) -> bytes:
         max_size = self.max_size
         try:
             if max_size is None:
@@ -341,11 +353,107 @@ class Deflate:
     # -- outgoing ----------------------------------------------------------
 
     def encode(self, frame: Frame) -> Frame:
-        """Compress a whole outgoing Text or Binary message (RFC 7692 section 7.2.1)."""
+        """Compress a whole outgoing Text or Binary message (RFC 7692 section 7.2.1).
+
+        A message of at least :data:`UNCOMPRESSED_FALLBACK_SIZE` bytes that
+        deflate would make bigger (random or already compressed data) goes
+        out uncompressed, RSV1 off (section 6: an endpoint may always send a
+        message uncompressed), so that a peer whose size limit the message
+        fits is not sent a bigger frame. A smaller message grows by a few
+        bytes at most and is sent compressed.
+
+        The peer's inflater must see exactly the compressed data the shared
+        compressor produced, or later messages that refer back into the
+        window would inflate wrongly. Without context takeover that holds:
+        each message ends with a full flush, after which nothing refers to
+        it, so discarding its output is safe. With context takeover the
+        compressor is copied before such a message and the copy replaces it
+        when the output is discarded.
+        """
         deflater = self._deflater
         if deflater is None or frame.opcode >= 0x8:
             return frame
-        data = deflater.compress(frame.payload) + deflater.flush(self._flush_mode)
+        payload = frame.payload
+        size = len(payload)
+        may_fall_back = size >= UNCOMPRESSED_FALLBACK_SIZE
+        keep = deflater.copy() if may_fall_back and not self._no_context else None
+        data = deflater.compress(payload) + deflater.flush(self._flush_mode)
         if data.endswith(_TAIL):
             data = data[:-4]
+        if may_fall_back and len(data) >= size:
+            if keep is not None:
+                self._deflater = keep
+            return frame
         return Frame(frame.opcode, data, frame.fin, rsv1=True)
+
+
+#: Size from which :meth:`Deflate.encode` sends a message uncompressed when
+#: deflate would make it bigger. Below it the growth is a few dozen bytes at
+#: most (5 per stored block), which can push no peer over its size limit,
+#: and with context takeover undoing the compression needs a copy of the
+#: compressor, which costs about as much as compressing the message. It also
+#: keeps the Autobahn fuzzing server's cases 12.5.x compressed: that server
+#: (kosoku) fails on an uncompressed message in a compressed session
+#: ("Strings must be encoded before hashing"), which RFC 7692 section 6
+#: allows and real servers accept.
+UNCOMPRESSED_FALLBACK_SIZE = 64 * 1024
+
+
+def negotiate_server(
+    values: Sequence[str], max_size: Optional[int] = None
+) -> Tuple[Optional[Deflate], Optional[str]]:
+    """Answer a client's ``Sec-WebSocket-Extensions`` offers as a server (RFC 7692 section 5).
+
+    Returns ``(deflate, header_value)`` for the first permessage-deflate
+    offer this end can accept, or ``(None, None)`` when there is none (then
+    the connection simply goes uncompressed). A malformed or unacceptable
+    offer is skipped, as section 5.1 allows. The answer echoes the client's
+    ``server_no_context_takeover`` and ``server_max_window_bits`` requests
+    (which a server must honour) and its ``client_no_context_takeover``,
+    and repeats a ``client_max_window_bits`` value that the client set.
+    """
+    try:
+        extensions = parse_extensions(values)
+    except CompressionParameterError:
+        return None, None
+    for name, param_list in extensions:
+        if name != EXTENSION_NAME:
+            continue
+        params: Dict[str, Optional[str]] = {}
+        try:
+            for key, value in param_list:
+                if key not in _PARAMETERS or key in params:
+                    raise CompressionParameterError(f"bad parameter {key!r}")
+                params[key] = value
+            for flag in ("server_no_context_takeover", "client_no_context_takeover"):
+                if params.get(flag, None) is not None:
+                    raise CompressionParameterError(f"{flag} must not have a value")
+            server_bits = 15
+            if "server_max_window_bits" in params:
+                server_bits = _bits("server_max_window_bits", params["server_max_window_bits"])
+            client_bits = 15
+            if params.get("client_max_window_bits") is not None:
+                client_bits = _bits("client_max_window_bits", params["client_max_window_bits"])
+        except CompressionParameterError:
+            continue
+        answer = [EXTENSION_NAME]
+        server_no_context = "server_no_context_takeover" in params
+        client_no_context = "client_no_context_takeover" in params
+        if server_no_context:
+            answer.append("server_no_context_takeover")
+        if client_no_context:
+            answer.append("client_no_context_takeover")
+        if "server_max_window_bits" in params:
+            answer.append(f"server_max_window_bits={server_bits}")
+        if params.get("client_max_window_bits") is not None:
+            answer.append(f"client_max_window_bits={client_bits}")
+        deflate = Deflate(
+            client_no_context_takeover=client_no_context,
+            server_no_context_takeover=server_no_context,
+            client_max_window_bits=client_bits,
+            server_max_window_bits=server_bits,
+            max_size=max_size,
+            server_side=True,
+        )
+        return deflate, "; ".join(answer)
+    return None, None

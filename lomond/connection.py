@@ -18,8 +18,9 @@ import ssl
 import time
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
+from .constants import MAX_RESPONSE_HEADER_SIZE
 from .errors import ConnectError
-from .handshake import URL
+from .handshake import URL, bracket_host
 from .proxy import Proxy, connect_request, connect_status
 from .trace import Tracer
 from .transport import describe_os_error
@@ -31,8 +32,6 @@ SocketOption = Tuple[int, int, Union[int, bytes]]
 # connect_ex() codes meaning "in progress" for a non-blocking socket
 # (10035 is Windows' WSAEWOULDBLOCK).
 _IN_PROGRESS = frozenset({0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN, 10035})
-
-_MAX_PROXY_HEAD = 64 * 1024
 
 
 def tcp_keepalive(idle: int = 60, interval: int = 10, count: int = 5) -> List[SocketOption]:
@@ -75,7 +74,7 @@ def _never() -> bool:
 
 
 def _host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"{bracket_host(host)}:{port}"
 
 
 def open_connection(
@@ -256,6 +255,48 @@ def _connect_tcp(
     raise ConnectError(f"could not connect to {what}: {last_error}")
 
 
+#: The hint added when the server seems to speak plain HTTP on a wss:// port.
+PLAIN_SERVER_HINT = "is the server plain ws://? (the URL says wss://)"
+#: OpenSSL's words for a record that is not TLS (a plain "HTTP/1.1 400 ..."),
+#: across OpenSSL versions.
+_NOT_TLS_ERRORS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "record layer failure",
+                   "PACKET_LENGTH_TOO_LONG", "HTTP_REQUEST", "http request")
+
+
+def _peek_answer(tls: ssl.SSLSocket) -> Optional[bytes]:
+    """The first bytes the server sent, without consuming them; ``None`` if none yet.
+
+    ``b""`` means the server closed the connection. The TLS socket refuses
+    ``MSG_PEEK``, so this peeks through a duplicate of its descriptor.
+    """
+    flags = socket.MSG_PEEK | getattr(socket, "MSG_DONTWAIT", 0)
+    try:
+        with socket.socket(fileno=os.dup(tls.fileno())) as raw:
+            raw.setblocking(False)  # the descriptor is shared: it already is
+            return raw.recv(5, flags)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return None  # let the handshake itself report the failure
+
+
+_CLOSED_ON_HELLO = (
+    f"the server closed the connection without answering the TLS hello: {PLAIN_SERVER_HINT}"
+)
+
+
+def _closed_on_us(error: OSError) -> bool:
+    """Whether a handshake error means the peer closed the connection (EOF or reset)."""
+    return isinstance(error, (ssl.SSLEOFError, ConnectionResetError)) or (
+        "UNEXPECTED_EOF" in str(error)
+    )
+
+
+def _not_tls(answer: bytes) -> bool:
+    """Whether ``answer`` cannot start a TLS record (RFC 8446 section 5.1: types 20-24)."""
+    return not 20 <= answer[0] <= 24
+
+
 def _start_tls(
     sock: socket.socket,
     host: str,
@@ -264,14 +305,31 @@ def _start_tls(
     wakeup: Optional[Wakeup],
     aborted: Callable[[], bool],
 ) -> ssl.SSLSocket:
-    """TLS over ``sock`` with SNI and verification for ``host`` (the target, not a proxy)."""
+    """TLS over ``sock`` with SNI and verification for ``host`` (the target, not a proxy).
+
+    A server that answers the TLS hello in plain text (an HTTP error), closes
+    the connection on it, or never answers it, is probably a plain ``ws://``
+    server: the error then says so (:data:`PLAIN_SERVER_HINT`).
+    """
     context = ssl_context or _default_ssl_context()
     try:
         tls = context.wrap_socket(sock, server_hostname=host, do_handshake_on_connect=False)
     except (ssl.SSLError, ValueError, OSError) as error:
         raise ConnectError(f"TLS setup failed: {describe_os_error(error)}") from None
+    answered = False  # whether the server sent anything yet
     try:
         while True:
+            if not answered:
+                answer = _peek_answer(tls)
+                if answer == b"":
+                    raise ConnectError(f"TLS handshake with {host} failed: {_CLOSED_ON_HELLO}")
+                if answer:
+                    if _not_tls(answer):
+                        raise ConnectError(
+                            f"TLS handshake with {host} failed: the server did not answer in "
+                            f"TLS (it sent {answer!r}...): {PLAIN_SERVER_HINT}"
+                        )
+                    answered = True
             try:
                 tls.do_handshake()
                 return tls
@@ -280,10 +338,20 @@ def _start_tls(
             except ssl.SSLWantWriteError:
                 readable = False
             except (ssl.SSLError, OSError) as error:
-                raise ConnectError(
-                    f"TLS handshake with {host} failed: {describe_os_error(error)}"
-                ) from None
+                text = describe_os_error(error)
+                if any(marker in str(error) for marker in _NOT_TLS_ERRORS):
+                    # The answer reached OpenSSL before a peek could see it.
+                    text = f"the server did not answer in TLS ({text}): {PLAIN_SERVER_HINT}"
+                elif not answered and _closed_on_us(error):
+                    # The close came before a peek could see it.
+                    text = _CLOSED_ON_HELLO
+                raise ConnectError(f"TLS handshake with {host} failed: {text}") from None
             if not _wait(tls, wakeup, readable, deadline, aborted):
+                if not answered:
+                    raise ConnectError(
+                        f"TLS handshake with {host} timed out: no answer to the TLS hello: "
+                        f"{PLAIN_SERVER_HINT}"
+                    )
                 raise ConnectError(f"TLS handshake with {host} timed out")
     except BaseException:
         tls.close()
@@ -360,7 +428,7 @@ def _read_head(
             ) from None
         if end >= 0 and len(data) == end + 4:
             return data[:-4]
-        if len(data) > _MAX_PROXY_HEAD:
+        if len(data) > MAX_RESPONSE_HEADER_SIZE:
             raise ConnectError(f"proxy {proxy.display_url} sent a header block over 64 KiB")
 
 

@@ -18,6 +18,9 @@ WS_VERSION = 13
 #: (RFC 6455 section 1.3).
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
+#: Lomond 0.3's name for :data:`WS_GUID` (the same ``bytes`` object).
+WS_KEY = WS_GUID
+
 #: Largest assembled message accepted, in bytes, after decompression.
 DEFAULT_MAX_SIZE = 16 * 1024 * 1024
 

@@ -1,7 +1,8 @@
 """A tiny threaded WebSocket *server* for demos, examples and tests.
 
-This is not a production server: one thread per connection, no TLS, no
-compression (extension offers are ignored), everything in memory. It exists
+This is not a production server: one thread per connection, no TLS,
+everything in memory. It speaks permessage-deflate (RFC 7692) when the client
+offers it (``LocalServer(compress=False)`` declines every offer). It exists
 so that ``examples/demo.py`` and ``python -m lomond --echo-server`` work on a
 machine with nothing but the standard library. Usage::
 
@@ -18,12 +19,16 @@ machine with nothing but the standard library. Usage::
 
 A handler receives a :class:`ServerConnection`; when it returns (or raises)
 the connection is closed with the close handshake.
+
+It is built on lomond's own codec: :func:`lomond.reader.read_frames` on the
+server side (masked client frames), :func:`lomond.frame.build_frame` with
+``mask=False``, ``lomond.handshake.accept_for`` and
+:func:`lomond.compression.negotiate_server`.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
 import selectors
 import socket
@@ -32,7 +37,13 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
-from .constants import WS_GUID
+from .compression import Deflate, negotiate_server
+from .errors import HandshakeError, ProtocolViolation
+from .frame import Frame, Opcode, build_frame
+from .handshake import accept_for, bracket_host
+from .reader import FrameReader, read_frames
+from .response import join_headers, parse_header_lines
+from .status import is_valid_close_code
 
 log = logging.getLogger("lomond.echo_server")
 
@@ -72,16 +83,26 @@ class ServerConnection:
     and ``close_reason`` are what the client sent in its Close frame.
     """
 
-    def __init__(self, sock: socket.socket, address: Tuple[str, int]) -> None:
+    def __init__(
+        self, sock: socket.socket, address: Tuple[str, int], compress: bool = True
+    ) -> None:
         self.address = address
         self.path = ""
         self.headers: Dict[str, str] = {}
         self.close_code: Optional[int] = None
         self.close_reason = ""
+        #: Extensions agreed in the handshake: ``{"permessage-deflate"}`` or empty.
+        self.extensions: frozenset[str] = frozenset()
+        self._compress = compress
+        self._deflate: Optional[Deflate] = None
         self._sock = sock
         self._selector = selectors.DefaultSelector()
         self._selector.register(sock, selectors.EVENT_READ)
+        # Bytes of the opening handshake; after it, data goes to the reader.
         self._buffer = bytearray()
+        self._reader: Optional[FrameReader] = None
+        self._frames: List[Frame] = []
+        self._frame_error: Optional[ProtocolViolation] = None
         self._fragments: List[bytes] = []
         self._fragments_size = 0
         self._fragment_opcode = 0
@@ -101,8 +122,8 @@ class ServerConnection:
         return self._close_sent or self._finished
 
     # -- reading ------------------------------------------------------------------
-    def _fill(self, deadline: Optional[float]) -> None:
-        """Read more bytes into the buffer; ``TimeoutError`` at the deadline."""
+    def _read(self, deadline: Optional[float]) -> bytes:
+        """The next bytes from the client; ``TimeoutError`` at the deadline."""
         while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             if self._selector.select(remaining):
@@ -112,47 +133,23 @@ class ServerConnection:
         data = self._sock.recv(65536)
         if not data:
             raise ConnectionError("the client dropped the connection")
-        self._buffer += data
+        return data
 
-    def _next_frame(self, deadline: Optional[float]) -> Tuple[bool, int, bytes]:
-        """The next complete frame as ``(fin, opcode, payload)``, unmasked."""
-        while True:
-            frame = self._parse_frame()
-            if frame is not None:
-                return frame
-            self._fill(deadline)
-
-    def _parse_frame(self) -> Optional[Tuple[bool, int, bytes]]:
-        buf = self._buffer
-        if len(buf) < 2:
-            return None
-        byte0, byte1 = buf[0], buf[1]
-        if byte0 & 0x70:
-            raise _Fail(1002, "reserved bits set (no extension was negotiated)")
-        if not byte1 & 0x80:
-            raise _Fail(1002, "client frames must be masked")
-        length, offset = byte1 & 0x7F, 2
-        if length == 126:
-            if len(buf) < 4:
-                return None
-            (length,), offset = struct.unpack_from("!H", buf, 2), 4
-        elif length == 127:
-            if len(buf) < 10:
-                return None
-            (length,), offset = struct.unpack_from("!Q", buf, 2), 10
-        if length > MAX_MESSAGE_SIZE:
-            raise _Fail(1009, "frame too large")
-        if len(buf) < offset + 4 + length:
-            return None
-        key = bytes(buf[offset:offset + 4])
-        masked = bytes(buf[offset + 4:offset + 4 + length])
-        del buf[:offset + 4 + length]
-        # XOR with the repeated key, done on big integers (fast enough for a demo).
-        mask = (key * (length // 4 + 1))[:length]
-        payload = (int.from_bytes(masked, "big") ^ int.from_bytes(mask, "big")).to_bytes(
-            length, "big"
-        )
-        return bool(byte0 & 0x80), byte0 & 0x0F, payload
+    def _next_frame(self, deadline: Optional[float]) -> Frame:
+        """The next client frame, unmasked and inflated."""
+        while not self._frames:
+            if self._frame_error is not None:
+                error = self._frame_error
+                raise _Fail(error.code, str(error))
+            assert self._reader is not None
+            self._frames, self._frame_error = self._reader.send(self._read(deadline))
+        frame = self._frames.pop(0)
+        if self._deflate is not None:
+            try:
+                frame = self._deflate.decode(frame)
+            except ProtocolViolation as error:
+                raise _Fail(error.code, str(error)) from None
+        return frame
 
     def recv(self, timeout: Optional[float] = None) -> Optional[Message]:
         """The next message (``str`` or ``bytes``), or ``None`` once the connection is over.
@@ -180,27 +177,24 @@ class ServerConnection:
         return None
 
     def _receive_one(self, deadline: Optional[float]) -> Optional[Message]:
-        fin, opcode, payload = self._next_frame(deadline)
+        # The reader has already refused reserved opcodes and bits, unmasked
+        # frames and oversized or fragmented control frames.
+        frame = self._next_frame(deadline)
+        opcode, fin, payload = frame.opcode, frame.fin, bytes(frame.payload)
         if opcode >= 0x8:
-            if not fin or len(payload) > 125:
-                raise _Fail(1002, "control frames must be final and at most 125 bytes")
-            if opcode == 0x9:  # Ping: answer with a Pong carrying the same data
+            if opcode == Opcode.PING:  # answer with a Pong carrying the same data
                 if not self._close_sent:
-                    self._write(0xA, payload)
-            elif opcode == 0x8:
+                    self._write(Opcode.PONG, payload)
+            elif opcode == Opcode.CLOSE:
                 self._on_close(payload)
-            elif opcode != 0xA:
-                raise _Fail(1002, f"reserved opcode {opcode:#x}")
             return None
-        if opcode == 0x0:
+        if opcode == Opcode.CONTINUATION:
             if not self._fragment_opcode:
                 raise _Fail(1002, "continuation frame without a message to continue")
-        elif opcode in (0x1, 0x2):
+        else:
             if self._fragment_opcode:
                 raise _Fail(1002, "new message before the previous one ended")
             self._fragment_opcode = opcode
-        else:
-            raise _Fail(1002, f"reserved opcode {opcode:#x}")
         self._fragments.append(payload)
         self._fragments_size += len(payload)
         if self._fragments_size > MAX_MESSAGE_SIZE:
@@ -224,7 +218,7 @@ class ServerConnection:
             raise _Fail(1002, "a Close payload cannot be 1 byte long")
         if payload:
             (code,) = struct.unpack("!H", payload[:2])
-            if not (1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999):
+            if not is_valid_close_code(code):
                 raise _Fail(1002, f"invalid close code {code}")
             try:
                 self.close_reason = payload[2:].decode("utf-8")
@@ -239,17 +233,17 @@ class ServerConnection:
 
     # -- writing ------------------------------------------------------------------
     def _write(self, opcode: int, payload: bytes) -> None:
-        length = len(payload)
-        if length < 126:
-            header = struct.pack("!BB", 0x80 | opcode, length)
-        elif length < 0x10000:
-            header = struct.pack("!BBH", 0x80 | opcode, 126, length)
-        else:
-            header = struct.pack("!BBQ", 0x80 | opcode, 127, length)
         with self._send_lock:
             if self._finished:
                 raise ConnectionError("the connection is closed")
-            self._sock.sendall(header + payload)
+            rsv1 = False
+            if self._deflate is not None and opcode < 0x8:
+                # Under the lock: compressed messages must go out in the
+                # order they went through the shared compressor.
+                frame = self._deflate.encode(Frame(opcode, payload))
+                payload, rsv1 = bytes(frame.payload), frame.rsv1
+            # Server frames are never masked (RFC 6455 section 5.1).
+            self._sock.sendall(build_frame(opcode, payload, rsv1=rsv1, mask=False))
 
     def send(self, message: Message) -> None:
         """Send a message (``str`` as text, ``bytes`` as binary); safe from any thread.
@@ -320,17 +314,21 @@ class ServerConnection:
         while b"\r\n\r\n" not in self._buffer:
             if len(self._buffer) > MAX_REQUEST_SIZE:
                 return self._refuse(431, "request header too large")
-            self._fill(deadline)
+            if self._buffer[:1] and not self._buffer[:1].isalpha():
+                # Not HTTP at all (a TLS ClientHello starts with 0x16): answer
+                # at once, so a wss:// client gets a plain-text reply it can
+                # recognise instead of waiting for its timeout.
+                return self._refuse(400, "this is a plain ws:// server, not an HTTP request")
+            self._buffer += self._read(deadline)
         head, _, rest = bytes(self._buffer).partition(b"\r\n\r\n")
-        self._buffer = bytearray(rest)
+        self._buffer = bytearray()
         request_line, *lines = head.decode("latin-1").split("\r\n")
         parts = request_line.split(" ")
-        for line in lines:
-            name, colon, value = line.partition(":")
-            if not colon:
-                return self._refuse(400, "malformed header line")
-            name, value = name.strip().lower(), value.strip()
-            self.headers[name] = f"{self.headers[name]}, {value}" if name in self.headers else value
+        try:
+            fields = parse_header_lines(lines)
+        except HandshakeError:
+            return self._refuse(400, "malformed header line")
+        self.headers = join_headers(fields)
         if len(parts) != 3 or parts[0] != "GET" or parts[2] != "HTTP/1.1":
             return self._refuse(400, "a WebSocket upgrade must be a GET over HTTP/1.1")
         self.path = parts[1]
@@ -351,11 +349,22 @@ class ServerConnection:
             valid_key = False
         if not valid_key:
             return self._refuse(400, "missing or invalid Sec-WebSocket-Key")
-        accept = base64.b64encode(hashlib.sha1(key.encode("ascii") + WS_GUID).digest())
-        self._sock.sendall(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        response = (
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept_for(key.encode('ascii'))}\r\n"
         )
+        offers = [value for name, value in fields if name.lower() == "sec-websocket-extensions"]
+        if self._compress and offers:
+            self._deflate, answer = negotiate_server(offers, MAX_MESSAGE_SIZE)
+            if answer is not None:
+                response += f"Sec-WebSocket-Extensions: {answer}\r\n"
+                self.extensions = frozenset([Deflate.name])
+        self._sock.sendall((response + "\r\n").encode("latin-1"))
+        self._reader = read_frames(
+            MAX_MESSAGE_SIZE, allow_rsv1=self._deflate is not None, expect_masked=True
+        )
+        # Frames the client sent right behind its request.
+        self._frames, self._frame_error = self._reader.send(rest)
         self.open = True
         return True
 
@@ -396,13 +405,19 @@ class LocalServer:
     """A threaded WebSocket server on ``host:port`` (port 0 picks a free one).
 
     ``handler(connection)`` runs in a thread per connection; the default
-    echoes every message back.
+    echoes every message back. ``compress`` accepts a client's
+    permessage-deflate offer (RFC 7692); ``False`` declines them all.
     """
 
     def __init__(
-        self, handler: Optional[Handler] = None, host: str = "127.0.0.1", port: int = 0
+        self,
+        handler: Optional[Handler] = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        compress: bool = True,
     ) -> None:
         self.handler: Handler = handler or echo
+        self.compress = compress
         self.host = host
         self.port = port
         self._listener: Optional[socket.socket] = None
@@ -415,8 +430,7 @@ class LocalServer:
     @property
     def url(self) -> str:
         """``ws://HOST:PORT/`` (the real port once started)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"ws://{host}:{self.port}/"
+        return f"ws://{bracket_host(self.host)}:{self.port}/"
 
     @property
     def connections(self) -> List[ServerConnection]:
@@ -455,7 +469,7 @@ class LocalServer:
                 sock.settimeout(SEND_TIMEOUT)
                 # Small frames (pongs) must not wait behind Nagle's algorithm.
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                connection = ServerConnection(sock, address[:2])
+                connection = ServerConnection(sock, address[:2], self.compress)
                 thread = threading.Thread(
                     target=self._run, args=(connection,), name=f"LocalServer:{address[1]}",
                     daemon=True,

@@ -20,9 +20,13 @@ Hierarchy::
         └── WebSocketClosed     ... because the connection is closed
 
 Lomond 0.3 used the names ``ConnectFail`` and ``ProtocolError`` for both an
-event and an exception. Here the events keep those names and the exceptions
-are :class:`ConnectError` and :class:`ProtocolViolation`, so that an ``except``
-clause can never be confused with an ``isinstance`` check on an event.
+event and an exception. Here the exceptions are documented as
+:class:`ConnectError` and :class:`ProtocolViolation`, so that an ``except``
+clause reads differently from an ``isinstance`` check on an event; the 0.3
+names remain importable from this module as aliases of the same classes
+(:data:`ConnectFail` is :class:`ConnectError`, :data:`ProtocolError` is
+:class:`ProtocolViolation`), so ``except ConnectFail`` in 0.3 code catches
+every :class:`ConnectError`.
 """
 
 from __future__ import annotations
@@ -80,6 +84,13 @@ class PayloadTooLarge(ProtocolViolation):
         super().__init__(msg, Status.MESSAGE_TOO_LARGE)
 
 
+#: Lomond 0.3's name for :class:`ConnectError` (the same class, not a subclass).
+ConnectFail = ConnectError
+
+#: Lomond 0.3's name for :class:`ProtocolViolation` (the same class, not a subclass).
+ProtocolError = ProtocolViolation
+
+
 class FrameBuildError(WebSocketError, ValueError):
     """The application asked for a frame RFC 6455 does not allow (section 5.5)."""
 
@@ -103,10 +114,12 @@ class WebSocketClosed(WebSocketUnavailable):
 __all__ = [
     "CompressionParameterError",
     "ConnectError",
+    "ConnectFail",
     "CriticalProtocolError",
     "FrameBuildError",
     "HandshakeError",
     "PayloadTooLarge",
+    "ProtocolError",
     "ProtocolViolation",
     "TransportFail",
     "WebSocketClosed",

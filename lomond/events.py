@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from .response import Response
 
 _REPR_LIMIT = 40
+#: The payload fields a repr clips (a message can be 16 MiB). Reasons and error
+#: texts are never clipped: they are what a reader of the log needs.
+_PAYLOAD_FIELDS = frozenset({"text", "data", "message"})
 
 
 def _short(value: Any) -> str:
@@ -52,9 +55,11 @@ class Event:
 
     def _repr_fields(self) -> str:
         return ", ".join(
-            f"{a.name}={_short(getattr(self, a.name))}"
+            f"{a.name}="
+            + (_short(value) if a.name in _PAYLOAD_FIELDS else repr(value))
             for a in attrs.fields(type(self))
             if a.name != "received_time"
+            for value in (getattr(self, a.name),)
         )
 
     def __repr__(self) -> str:

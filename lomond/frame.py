@@ -16,6 +16,9 @@ import attrs
 from . import accel
 from .errors import FrameBuildError
 
+#: A frame payload: ``bytes``, or a view of received data (the reader
+#: delivers the pieces of a large frame as memoryviews to avoid copies).
+#: Code that needs ``bytes`` converts explicitly.
 Payload = Union[bytes, bytearray, memoryview]
 
 _PACK_16 = struct.Struct("!BBH").pack
@@ -40,11 +43,6 @@ KNOWN_OPCODES = frozenset(int(op) for op in Opcode)
 MAX_CONTROL_PAYLOAD = 125
 
 
-def is_control(opcode: int) -> bool:
-    """Control frames have the high bit of the opcode set (RFC 6455 section 5.5)."""
-    return opcode >= 0x8
-
-
 @attrs.define(slots=True)
 class Frame:
     """One WebSocket frame.
@@ -55,7 +53,7 @@ class Frame:
     """
 
     opcode: int
-    payload: bytes = b""
+    payload: Payload = b""
     fin: bool = True
     rsv1: bool = False
 
@@ -81,7 +79,11 @@ class Frame:
                 )
 
     def serialize(self, mask: bool = True) -> bytes:
-        """The frame as bytes, masked with a fresh random key as a client must (section 5.3)."""
+        """The frame as bytes (RFC 6455 section 5.2).
+
+        ``mask=True`` (a client) masks it with a fresh random key (section
+        5.3); a server sends ``mask=False``: its frames must not be masked.
+        """
         return build_frame(self.opcode, self.payload, fin=self.fin, rsv1=self.rsv1, mask=mask)
 
 
@@ -90,9 +92,10 @@ def build_frame(
 ) -> bytes:
     """Serialize one frame (RFC 6455 section 5.2).
 
-    Client-to-server frames are masked with a 4-byte key from ``os.urandom``,
-    a cryptographically secure source, so that a hostile page cannot predict
-    the bytes on the wire (section 10.3).
+    Client-to-server frames (``mask=True``) are masked with a 4-byte key
+    from ``os.urandom``, a cryptographically secure source, so that a hostile
+    page cannot predict the bytes on the wire (section 10.3). Server-to-client
+    frames (``mask=False``) are sent as they are (section 5.1).
     """
     length = len(payload)
     byte0 = opcode | (0x80 if fin else 0) | (0x40 if rsv1 else 0)
@@ -104,8 +107,8 @@ def build_frame(
     else:
         header = _PACK_64(byte0, mask_bit | 127, length)
     if not mask:
-        return header + payload
-    return accel.masked_frame(header, os.urandom(4), payload)  # type: ignore[arg-type]
+        return header + bytes(payload)
+    return accel.masked_frame(header, os.urandom(4), payload)
 
 
-__all__ = ["KNOWN_OPCODES", "MAX_CONTROL_PAYLOAD", "Frame", "Opcode", "build_frame", "is_control"]
+__all__ = ["KNOWN_OPCODES", "MAX_CONTROL_PAYLOAD", "Frame", "Opcode", "Payload", "build_frame"]

@@ -8,10 +8,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from typing import Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 from urllib.parse import quote, unquote, urlsplit
-
-import attrs
 
 from .constants import WS_GUID, WS_VERSION
 from .errors import HandshakeError
@@ -31,10 +29,23 @@ RESERVED_HEADERS = frozenset(
 )
 
 
-def _check_text(what: str, value: str) -> None:
-    """Refuse CR, LF and NUL: they would let a caller inject headers (request smuggling)."""
-    if any(ch in value for ch in "\r\n\x00"):
+def check_text(what: str, value: str) -> None:
+    """Raise ``ValueError`` if ``value`` holds CR, LF or NUL.
+
+    Those would let a caller inject headers into a request (request
+    smuggling); ``what`` names the value in the message.
+    """
+    if "\r" in value or "\n" in value or "\x00" in value:
         raise ValueError(f"{what} must not contain CR, LF or NUL characters")
+
+
+def bracket_host(host: str) -> str:
+    """``host`` as written in a URI authority or ``Host`` header.
+
+    An IPv6 address literal (the only kind of host with a colon) goes in
+    square brackets (RFC 3986 section 3.2.2); other hosts are unchanged.
+    """
+    return f"[{host}]" if ":" in host else host
 
 
 def check_header(name: HeaderValue, value: HeaderValue) -> Tuple[str, str]:
@@ -48,7 +59,7 @@ def check_header(name: HeaderValue, value: HeaderValue) -> Tuple[str, str]:
         raise TypeError("header names and values must be str or bytes")
     if not name_s or not set(name_s) <= _TOKEN_CHARS:
         raise ValueError(f"invalid header name {name_s!r}")
-    _check_text("header values", value_s)
+    check_text("header values", value_s)
     try:
         value_s.encode("latin-1")
     except UnicodeEncodeError:
@@ -58,25 +69,79 @@ def check_header(name: HeaderValue, value: HeaderValue) -> Tuple[str, str]:
     return name_s, value_s
 
 
-@attrs.frozen
-class URL:
+class URL(str):
     """A parsed ``ws://`` or ``wss://`` URL (RFC 6455 section 3).
 
-    ``url`` is the URL with any credentials removed, safe to show in events and
-    logs; ``credentials`` holds the percent-decoded ``user:password``, if any.
+    It *is* the URL as a ``str``, with any credentials removed (safe to show
+    in events and logs), so it compares equal to, hashes like, formats and
+    slices like that plain string, as Lomond 0.3's ``websocket.url`` did
+    (``websocket.url.startswith("wss")``). The parsed parts are attributes:
+
+    * ``scheme``: ``"ws"`` or ``"wss"`` (lower case);
+    * ``secure``: whether the scheme is ``wss``;
+    * ``host``: the host name or address (IPv6 without brackets);
+    * ``port``: the port, the scheme's default (80/443) when the URL has none;
+    * ``resource``: the path and query sent in the request line;
+    * ``credentials``: the percent-decoded ``(user, password)``, or ``None``;
+      it is never part of the string value or the ``repr``.
+
+    Equality is the string's: two URLs that differ only in their credentials
+    are equal. Instances are immutable and are made by :func:`parse_url`.
     """
 
-    url: str
+    # Slots keep it small and leave no __dict__ through which the parts
+    # could be rebound.
+    __slots__ = ("credentials", "host", "port", "resource", "scheme", "secure")
+
+    scheme: str
     secure: bool
     host: str
     port: int
     resource: str
-    credentials: Optional[Tuple[str, str]] = attrs.field(default=None, repr=False)
+    credentials: Optional[Tuple[str, str]]
+
+    def __new__(
+        cls,
+        url: str,
+        secure: bool,
+        host: str,
+        port: int,
+        resource: str,
+        credentials: Optional[Tuple[str, str]] = None,
+    ) -> URL:
+        self = super().__new__(cls, url)
+        init = object.__setattr__
+        init(self, "scheme", "wss" if secure else "ws")
+        init(self, "secure", secure)
+        init(self, "host", host)
+        init(self, "port", port)
+        init(self, "resource", resource)
+        init(self, "credentials", credentials)
+        return self
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"URL is immutable (cannot set {name!r})")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"URL is immutable (cannot delete {name!r})")
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        # copy and pickle rebuild it through __new__ (the slots are read-only).
+        return (URL, (self.url, self.secure, self.host, self.port, self.resource, self.credentials))
+
+    def __repr__(self) -> str:
+        # The plain string's repr: what a str URL showed in Lomond 0.3.
+        return repr(self.url)
+
+    @property
+    def url(self) -> str:
+        """The URL without credentials, as a plain ``str``."""
+        return str.__str__(self)
 
     @property
     def host_header(self) -> str:
         """``Host`` header value: the port only when not the default, IPv6 bracketed."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        host = bracket_host(self.host)
         if not host.isascii():
             host = host.encode("idna").decode("ascii")
         default = 443 if self.secure else 80
@@ -84,10 +149,14 @@ class URL:
 
 
 def parse_url(url: str) -> URL:
-    """Parse and validate a WebSocket URL, raising ``ValueError`` with a clear message."""
+    """Parse and validate a WebSocket URL, raising ``ValueError`` with a clear message.
+
+    Returns a :class:`URL`: the URL without credentials, as a ``str``, with
+    the parsed parts as attributes.
+    """
     if not isinstance(url, str):
         raise TypeError("url must be a str")
-    _check_text("the URL", url)
+    check_text("the URL", url)
     if any(ch.isspace() for ch in url):
         raise ValueError("the URL must not contain whitespace")
     parts = urlsplit(url)
@@ -223,6 +292,6 @@ def check_response(response: Response, key: bytes, protocols: Sequence[str]) -> 
 
 
 __all__ = [
-    "URL", "accept_for", "basic_auth", "build_request", "check_header", "check_protocols",
-    "check_response", "make_key", "parse_url",
+    "URL", "accept_for", "basic_auth", "bracket_host", "build_request", "check_header",
+    "check_protocols", "check_response", "check_text", "make_key", "parse_url",
 ]

@@ -40,7 +40,7 @@ from .frame import Opcode
 from .protocol import State
 from .proxy import Proxy, select_proxy
 from .reactor import Reactor, Timer
-from .session import SessionBase, SessionSettings, observe_event, trace_end
+from .session import SessionBase, SessionSettings, observe_event, trace_end, trace_event
 from .status import Status
 from .timers import INFINITY, Due
 from .transport import describe_os_error
@@ -355,13 +355,15 @@ class HubSession(SessionBase):
                 else:
                     batch = protocol.receive_eof()
             for event in batch:
+                if trace is not None:
+                    trace_event(trace, event)
                 emit(event)
                 kind = type(event)
-                if (kind is Text or kind is Binary) and trace is None:
+                if kind is Text or kind is Binary:
                     continue
                 if kind is Ping:
                     self._flush_replies(include_close=False)  # the pong, before later events
-                elif observe_event(event, self.timers, self.settings, trace):
+                elif observe_event(event, self.timers, self.settings):
                     emit(events.Poll())  # the first Poll, right after Ready
             if protocol.replies_pending:
                 self._flush_replies()

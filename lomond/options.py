@@ -23,23 +23,19 @@ import attrs
 from .constants import DEFAULT_CONNECT_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT
 
 
-def _number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _seconds(allow_none: bool = False, allow_zero: bool = True) -> Any:
     """A validator for a duration in seconds."""
 
     def check(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
         if value is None and allow_none:
             return
-        if not _number(value):
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
             kind = "a number of seconds" + (" or None" if allow_none else "")
             raise TypeError(f"{attribute.name} must be {kind}, not {value!r}")
-        number = float(value)  # type: ignore[arg-type]
+        number = float(value)
         if math.isnan(number) or number < 0 or (number == 0 and not allow_zero):
-            least = "0" if allow_zero else "more than 0"
-            raise ValueError(f"{attribute.name} must be {least} seconds or more, not {value!r}")
+            least = "0 seconds or more" if allow_zero else "more than 0 seconds"
+            raise ValueError(f"{attribute.name} must be {least}, not {value!r}")
 
     return check
 
@@ -96,11 +92,15 @@ class PersistOptions:
     respect_retry_after: bool = attrs.field(default=True, validator=_flag)
 
 
-#: The defaults, for signatures that spell the options out (Lomond 0.3's ``connect()``).
+#: The default connection options, for signatures that spell them out
+#: (Lomond 0.3's ``connect()``).
 DEFAULT_CONNECT = ConnectOptions()
+#: The default reconnect options (``persist()``'s signature).
 DEFAULT_PERSIST = PersistOptions()
 
+#: The keyword names of :class:`ConnectOptions`.
 CONNECT_OPTION_NAMES = frozenset(field.name for field in attrs.fields(ConnectOptions))
+#: The keyword names of :class:`PersistOptions`.
 PERSIST_OPTION_NAMES = frozenset(field.name for field in attrs.fields(PersistOptions))
 
 

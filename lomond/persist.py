@@ -161,15 +161,23 @@ def persist(
     return _persist(websocket, connect, options, settings, exit_event)
 
 
-def _accepts_stop(connect: Callable[..., Any]) -> bool:
-    """Whether ``connect`` takes ``stop=`` (ours does; a 0.3-style override may not)."""
+def _connect_keywords(
+    connect: Callable[..., Any], options: ConnectOptions, stop: StopSignal
+) -> Dict[str, Any]:
+    """The keyword arguments ``connect`` takes: ours takes every option and ``stop=``.
+
+    A 0.3-style override (``connect(self, poll=5, ping_rate=30, ...)``) gets
+    only the options it names; the ones it does not name keep its defaults.
+    """
+    keywords: Dict[str, Any] = {**attrs.asdict(options), "stop": stop}
     try:
         parameters = inspect.signature(connect).parameters.values()
     except (TypeError, ValueError):
-        return False
-    return any(
-        p.name == "stop" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters
-    )
+        return {name: keywords[name] for name in ("poll", "ping_rate", "ping_timeout")}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return keywords
+    names = {p.name for p in parameters}
+    return {name: value for name, value in keywords.items() if name in names}
 
 
 @contextlib.contextmanager
@@ -220,11 +228,9 @@ def _persist(
     if isinstance(close_requested, StopSignal):
         close_requested.clear()
         signals = (close_requested,)
-    keywords: Dict[str, Any] = attrs.asdict(options)
     with _stop_signal(exit_event) as exit_signal:
         signals = (exit_signal, *signals)
-        if _accepts_stop(connect):
-            keywords["stop"] = exit_signal
+        keywords = _connect_keywords(connect, options, exit_signal)
 
         def stopping() -> bool:
             return any(signal.is_set() for signal in signals) or (

@@ -34,9 +34,10 @@ from __future__ import annotations
 import codecs
 import struct
 from enum import Enum
-from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 from . import events
+from .compression import Deflate, PerMessageDeflate, build_offer_header, negotiate
 from .constants import (
     DEFAULT_MAX_SIZE,
     MAX_RESPONSE_HEADER_SIZE,
@@ -57,9 +58,6 @@ from .handshake import URL, build_request, check_response, make_key
 from .reader import FrameReader, read_frames
 from .response import Response
 from .status import Status, is_valid_close_code
-
-if TYPE_CHECKING:
-    from .compression import Deflate, PerMessageDeflate
 
 _unpack_code = struct.Struct("!H").unpack_from
 _pack_code = struct.Struct("!H").pack
@@ -183,7 +181,9 @@ class ClientProtocol:
         self._missing = [0]
         # The fragmented message in progress (RFC 6455 section 5.4).
         self._message_opcode: Optional[int] = None
-        self._message_parts: List[Union[str, bytes]] = []
+        # Its pieces: decoded text for a Text message, payloads for Binary.
+        self._text_parts: List[str] = []
+        self._data_parts: List[Union[bytes, bytearray, memoryview]] = []
         self._message_size = 0
         self._utf8: Optional[codecs.IncrementalDecoder] = None
         self._received_close_code: Optional[int] = None
@@ -194,8 +194,6 @@ class ClientProtocol:
         """The upgrade request to send first (RFC 6455 section 4.1)."""
         extensions = None
         if self.offers:
-            from .compression import build_offer_header
-
             extensions = build_offer_header(self.offers)
         return build_request(
             self.url, self.key, self.agent, self.protocols, extensions, self.headers
@@ -246,8 +244,6 @@ class ClientProtocol:
             return None
         if not self.offers:
             raise HandshakeError("server selected an extension that was not offered")
-        from .compression import negotiate
-
         return negotiate(self.offers, values, self.max_size)
 
     def _handshake_failed(self, reason: str) -> List[events.Event]:
@@ -302,27 +298,33 @@ class ClientProtocol:
             opcode = frame.opcode
             if opcode >= 0x8:
                 if opcode == Opcode.PING:
-                    append(events.Ping(frame.payload))
+                    payload = bytes(frame.payload)
+                    append(events.Ping(payload))
                     if self.auto_pong:
                         # Answered even after our Close, until the server's
                         # arrives: only data frames stop once a Close is sent
                         # (RFC 6455 section 5.5.1).
-                        self._replies.append(build_frame(Opcode.PONG, frame.payload))
+                        self._replies.append(build_frame(Opcode.PONG, payload))
                 elif opcode == Opcode.PONG:
-                    append(events.Pong(frame.payload))
+                    append(events.Pong(bytes(frame.payload)))
                 else:
-                    self._receive_close(frame.payload, out)
+                    self._receive_close(bytes(frame.payload), out)
                     return
             elif opcode and frame.fin and self._message_opcode is None:
                 # The common case, a whole message in one frame: no assembly.
+                # The reader delivers a whole frame as bytes (only pieces of
+                # a frame are views), so this is one cheap type check.
+                data = frame.payload
+                if type(data) is not bytes:
+                    data = bytes(data)
                 if opcode == Opcode.TEXT:
                     try:
-                        text = frame.payload.decode("utf-8")
+                        text = data.decode("utf-8")
                     except UnicodeDecodeError as error:
                         raise self._bad_utf8(error) from None
                     append(events.Text(text))
                 else:
-                    append(events.Binary(frame.payload))
+                    append(events.Binary(data))
             else:
                 message = self._assemble(frame)
                 if message is not None:
@@ -338,7 +340,8 @@ class ClientProtocol:
                 raise ProtocolViolation("new data frame before the fragmented message finished")
             self._message_opcode = opcode
             self._message_size = 0
-            self._message_parts = []
+            self._text_parts = []
+            self._data_parts = []
             self._utf8 = _Utf8Decoder() if opcode == Opcode.TEXT else None
         payload = frame.payload
         self._message_size += len(payload)
@@ -348,21 +351,21 @@ class ClientProtocol:
             # Decoding each fragment as it arrives fails the connection at the
             # first invalid byte instead of after the whole message.
             try:
-                self._message_parts.append(self._utf8.decode(payload, frame.fin))
+                self._text_parts.append(self._utf8.decode(payload, frame.fin))
             except UnicodeDecodeError as error:
                 raise self._bad_utf8(error) from None
         else:
-            self._message_parts.append(payload)
+            self._data_parts.append(payload)
         if not frame.fin:
             return None
-        parts = self._message_parts
-        self._message_parts = []
         is_text = self._message_opcode == Opcode.TEXT
         self._message_opcode = None
         self._utf8 = None
         if is_text:
-            return events.Text("".join(parts))  # type: ignore[arg-type]
-        return events.Binary(b"".join(parts))  # type: ignore[arg-type]
+            text, self._text_parts = "".join(self._text_parts), []
+            return events.Text(text)
+        data, self._data_parts = b"".join(self._data_parts), []
+        return events.Binary(data)
 
     @staticmethod
     def _bad_utf8(error: UnicodeDecodeError) -> ProtocolViolation:

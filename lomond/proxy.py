@@ -25,7 +25,7 @@ from urllib.request import proxy_bypass_environment  # type: ignore[attr-defined
 import attrs
 
 from .errors import ConnectError
-from .handshake import URL, basic_auth
+from .handshake import URL, basic_auth, bracket_host, check_text
 
 #: Port used when a proxy URL has none (as the standard library and urllib3 do).
 DEFAULT_PROXY_PORT = 80
@@ -48,8 +48,7 @@ class Proxy:
     @property
     def display_url(self) -> str:
         """The proxy URL without credentials: what events and logs show."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"http://{bracket_host(self.host)}:{self.port}"
 
     def __str__(self) -> str:
         return self.display_url
@@ -64,8 +63,7 @@ def parse_proxy(proxy_url: str) -> Proxy:
     """
     if not isinstance(proxy_url, str):
         raise TypeError("proxy URLs must be str")
-    if any(ch in proxy_url for ch in "\r\n\x00"):
-        raise ValueError("proxy URLs must not contain CR, LF or NUL characters")
+    check_text("proxy URLs", proxy_url)
     if "://" not in proxy_url:
         proxy_url = f"http://{proxy_url}"
     parts = urlsplit(proxy_url.strip())
@@ -87,8 +85,7 @@ def parse_proxy(proxy_url: str) -> Proxy:
     credentials = None
     if parts.username is not None:
         credentials = (unquote(parts.username), unquote(parts.password or ""))
-        if any(ch in "".join(credentials) for ch in "\r\n\x00"):
-            raise ValueError("proxy credentials must not contain CR, LF or NUL characters")
+        check_text("proxy credentials", "".join(credentials))
     return Proxy(host, port or DEFAULT_PROXY_PORT, credentials)
 
 
@@ -97,9 +94,10 @@ def _bypass_candidates(url: URL) -> List[str]:
     # brackets) against NO_PROXY, which matches host, suffix and host:port
     # entries. The bare address is checked too, so that an IPv6 entry
     # written without brackets ("::1") matches as well.
-    if ":" in url.host:
-        return [f"[{url.host}]:{url.port}", f"[{url.host}]", url.host]
-    return [f"{url.host}:{url.port}"]
+    host = bracket_host(url.host)
+    if host != url.host:
+        return [f"{host}:{url.port}", host, url.host]
+    return [f"{host}:{url.port}"]
 
 
 def select_proxy(url: URL, proxies: Optional[Mapping[str, str]]) -> Optional[Proxy]:
@@ -138,8 +136,8 @@ def select_proxy(url: URL, proxies: Optional[Mapping[str, str]]) -> Optional[Pro
 
 def connect_authority(host: str, port: int) -> str:
     """``host:port`` for a CONNECT request target (RFC 7230 section 5.3.3)."""
-    if ":" in host:
-        return f"[{host}]:{port}"
+    if ":" in host:  # an IPv6 literal: bracketed, never IDNA-encoded
+        return f"{bracket_host(host)}:{port}"
     if not host.isascii():
         try:
             host = host.encode("idna").decode("ascii")

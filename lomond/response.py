@@ -2,11 +2,45 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple, TypeVar, Union
+from typing import Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
 from .errors import HandshakeError
 
 _T = TypeVar("_T")
+
+
+def parse_header_lines(lines: Sequence[str]) -> List[Tuple[str, str]]:
+    """Parse HTTP header field lines into ``(name, value)`` pairs, in order (RFC 7230 section 3.2).
+
+    Empty lines are skipped; an obsolete folded line is joined to the header
+    before it. Raises :class:`~lomond.errors.HandshakeError` on a malformed line.
+    """
+    fields: List[Tuple[str, str]] = []
+    for line in lines:
+        if not line:
+            continue
+        if line[0] in " \t":
+            # obs-fold (RFC 7230 section 3.2.4) is deprecated; joining the
+            # continuation keeps a lenient peer usable.
+            if not fields:
+                raise HandshakeError("header continuation without a header")
+            name, value = fields[-1]
+            fields[-1] = (name, f"{value} {line.strip()}")
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip():
+            raise HandshakeError(f"invalid header line: {line[:80]!r}")
+        fields.append((name, value.strip()))
+    return fields
+
+
+def join_headers(fields: Sequence[Tuple[str, str]]) -> Dict[str, str]:
+    """Headers by lower-case name, repeated ones joined with ``", "`` (RFC 7230 section 3.2.2)."""
+    headers: Dict[str, str] = {}
+    for name, value in fields:
+        key = name.lower()
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    return headers
 
 
 class Response:
@@ -31,26 +65,8 @@ class Response:
         self.http_version: str = parts[0]
         self.status_code: int = int(parts[1])
         self.status: str = parts[2] if len(parts) > 2 else ""
-        self.raw_headers: List[Tuple[str, str]] = []
-        for line in lines[1:]:
-            if not line:
-                continue
-            if line[0] in " \t":
-                # obs-fold (RFC 7230 section 3.2.4) is deprecated; joining the
-                # continuation keeps a lenient server usable.
-                if not self.raw_headers:
-                    raise HandshakeError("header continuation without a header")
-                name, value = self.raw_headers[-1]
-                self.raw_headers[-1] = (name, f"{value} {line.strip()}")
-                continue
-            name, sep, value = line.partition(":")
-            if not sep or not name or name != name.strip():
-                raise HandshakeError(f"invalid header line: {line[:80]!r}")
-            self.raw_headers.append((name, value.strip()))
-        self.headers: Dict[str, str] = {}
-        for name, value in self.raw_headers:
-            key = name.lower()
-            self.headers[key] = f"{self.headers[key]}, {value}" if key in self.headers else value
+        self.raw_headers: List[Tuple[str, str]] = parse_header_lines(lines[1:])
+        self.headers: Dict[str, str] = join_headers(self.raw_headers)
 
     def __repr__(self) -> str:
         return f"<response {self.http_version} {self.status_code} {self.status}>"
@@ -67,4 +83,4 @@ class Response:
         return [item.strip() for item in value.split(",") if item.strip()]
 
 
-__all__ = ["Response"]
+__all__ = ["Response", "join_headers", "parse_header_lines"]

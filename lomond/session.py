@@ -80,6 +80,10 @@ class SessionSettings:
     stop: Optional[StopSignal] = None
     #: Called with the upgrade response (Lomond 0.3's ``on_response`` hook).
     on_response: Optional[Callable[[Response], None]] = None
+    #: When the caller abandons the event loop: finish the close handshake
+    #: (bounded by ``close_timeout``) rather than drop with a Close 1001.
+    #: Set inside ``with WebSocket(...)``.
+    close_on_exit: bool = False
 
 
 class Session(Protocol):
@@ -146,55 +150,46 @@ class Session(Protocol):
         """Run a loop suspended in this thread to its end (a no-op for other drivers)."""
 
 
-def observe_event(
-    event: events.Event,
-    timers: ConnectionTimers,
-    settings: SessionSettings,
-    trace: Optional[Tracer],
-) -> bool:
-    """What every driver does with an event besides delivering it; whether a Poll is due now.
+def observe_event(event: events.Event, timers: ConnectionTimers, settings: SessionSettings) -> bool:
+    """What every driver does with an event after its handlers ran; whether a Poll is due now.
 
-    Timers hear of pongs and Ready, ``on_response`` gets the upgrade
-    response, and the trace records the step. Pings are the driver's (it
-    writes the pong before later events are delivered).
+    Timers hear of pongs and Ready, and ``on_response`` gets the upgrade
+    response. Pings are the driver's (it writes the pong before later events
+    are delivered); tracing is :func:`trace_event`'s, before delivery.
     """
-    kind = type(event)
-    if kind is events.Pong:
+    if isinstance(event, events.Pong):
         timers.pong_received()
-    elif kind is events.Ready:
-        poll_now = timers.ready(time.monotonic())
-        response = event.response  # type: ignore[attr-defined]
+    elif isinstance(event, events.Ready):
         if settings.on_response is not None:
-            settings.on_response(response)
-        if trace is not None:
-            trace("handshake_ready", status=response.status_code,
-                  protocol=event.protocol,  # type: ignore[attr-defined]
-                  extensions=sorted(event.extensions))  # type: ignore[attr-defined]
-        return poll_now
-    elif kind is events.Rejected:
-        response = event.response  # type: ignore[attr-defined]
+            settings.on_response(event.response)
+        return timers.ready(time.monotonic())
+    elif isinstance(event, events.Rejected):
         if settings.on_response is not None:
-            settings.on_response(response)
-        if trace is not None:
-            trace("handshake_rejected", status=response.status_code,
-                  reason=event.reason)  # type: ignore[attr-defined]
-    elif trace is not None:
-        if kind is events.Text:
-            trace("message_text", length=len(event.text))  # type: ignore[attr-defined]
-        elif kind is events.Binary:
-            trace("message_binary", length=len(event.data))  # type: ignore[attr-defined]
-        elif kind is events.Closing or kind is events.Closed:
-            trace("close_received", code=event.code,  # type: ignore[attr-defined]
-                  reason=event.reason)  # type: ignore[attr-defined]
+            settings.on_response(event.response)
     return False
+
+
+def trace_event(trace: Tracer, event: events.Event) -> None:
+    """The trace record of a received event, before its handlers run."""
+    if isinstance(event, events.Text):
+        trace("message_text", length=len(event.text))
+    elif isinstance(event, events.Binary):
+        trace("message_binary", length=len(event.data))
+    elif isinstance(event, events.Ready):
+        trace("handshake_ready", status=event.response.status_code,
+              protocol=event.protocol, extensions=sorted(event.extensions))
+    elif isinstance(event, events.Rejected):
+        trace("handshake_rejected", status=event.response.status_code, reason=event.reason)
+    elif isinstance(event, (events.Closing, events.Closed)):
+        trace("close_received", code=event.code, reason=event.reason)
 
 
 def trace_end(trace: Optional[Tracer], event: events.Event) -> None:
     """Trace an event of :meth:`~lomond.protocol.ClientProtocol.finish` (the end)."""
     if trace is not None:
-        if type(event) is events.ConnectFail:
+        if isinstance(event, events.ConnectFail):
             trace("connect_fail", reason=event.reason)
-        elif type(event) is events.Disconnected:
+        elif isinstance(event, events.Disconnected):
             trace("disconnected", reason=event.reason, graceful=event.graceful)
 
 
@@ -488,14 +483,27 @@ class WebsocketSession(SessionBase):
             yield from self._run_connected()
         except GeneratorExit:
             # The caller stopped iterating (its loop body raised, or it broke
-            # out): say goodbye with a best-effort Close 1001 instead of
-            # vanishing. The socket is closed right after; nothing is awaited.
-            self._abandon()
+            # out). Inside ``with WebSocket(...)`` the close handshake is
+            # finished, bounded by close_timeout; otherwise say goodbye with a
+            # best-effort Close 1001 instead of vanishing, and await nothing.
+            if settings.close_on_exit and self.is_active:
+                self._close_gracefully()
+            else:
+                self._abandon()
             raise
         finally:
             if stop is not None:
                 stop.detach(self._wakeup)
             self._shutdown()
+
+    def _close_gracefully(self) -> None:
+        """Close (1000) and run the loop to its end, discarding the events."""
+        self.close(Status.NORMAL, "goodbye")
+        try:
+            for _ in self._loop():
+                pass
+        except Exception:  # the loop's own failures end in events; this is a hook's
+            log.exception("error while closing %s on leaving a with block", self.settings.url)
 
     def _abandon(self) -> None:
         with self._send_lock:
@@ -540,19 +548,18 @@ class WebsocketSession(SessionBase):
             yield event
 
     def _observe(self, event: events.Event) -> bool:
-        """Act on the few events the driver cares about; whether a Poll is due at once."""
-        if type(event) is events.Ping:
+        """Act on the few events the driver cares about, after their handlers ran.
+
+        Returns whether a Poll is due at once (right after Ready).
+        """
+        if isinstance(event, events.Ping):
             self._flush_replies(include_close=False)  # the pong, before later events
             return False
-        return observe_event(event, self.timers, self.settings, self._trace)
+        return observe_event(event, self.timers, self.settings)
 
     def _run_connected(self) -> Iterator[events.Event]:
         protocol = self.protocol
-        transport = self._transport
-        timers = self.timers
         trace = self._trace
-        stop = self.settings.stop
-        assert transport is not None
         if self._drop_reason is not None:
             # Closed (or stopped) while connecting, by a Connected handler say.
             yield from self._end(self._drop_reason)
@@ -566,6 +573,16 @@ class WebsocketSession(SessionBase):
             return
         if trace is not None:
             trace("upgrade_sent")
+        yield from self._loop()
+
+    def _loop(self) -> Iterator[events.Event]:
+        """Receive, dispatch, reply and run the timers until the connection ends."""
+        protocol = self.protocol
+        transport = self._transport
+        timers = self.timers
+        trace = self._trace
+        stop = self.settings.stop
+        assert transport is not None
         Text, Binary = events.Text, events.Binary
         observe = self._observe
         while True:
@@ -593,11 +610,11 @@ class WebsocketSession(SessionBase):
             else:
                 batch = []
             for event in batch:
+                if trace is not None:
+                    trace_event(trace, event)
                 yield event
                 kind = type(event)
-                if ((kind is not Text and kind is not Binary) or trace is not None) and observe(
-                    event
-                ):
+                if kind is not Text and kind is not Binary and observe(event):
                     yield events.Poll()  # the first Poll, right after Ready
             if protocol.replies_pending:
                 self._flush_replies()
@@ -643,5 +660,6 @@ class WebsocketSession(SessionBase):
 
 
 __all__ = [
-    "Session", "SessionBase", "SessionSettings", "WebsocketSession", "observe_event", "trace_end",
+    "Session", "SessionBase", "SessionSettings", "WebsocketSession", "observe_event",
+    "trace_end", "trace_event",
 ]

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import ClassVar, FrozenSet
 
 
 class Status(IntEnum):
-    """Close codes defined by RFC 6455 section 7.4.1 and the IANA registry."""
+    """Close codes defined by RFC 6455 section 7.4.1 and the IANA registry.
+
+    :attr:`invalid_codes` holds the registered codes that must never appear
+    in a Close frame (``code in Status.invalid_codes``); it is a class
+    attribute, not a member, so iterating over ``Status`` yields codes only.
+    """
+
+    #: Codes RFC 6455 section 7.4.1 reserves and forbids in a Close frame
+    #: (1004, 1005, 1006 and 1015). Unassigned codes (below 1000, 1016-2999,
+    #: 5000 and up) are invalid as well: :func:`is_valid_close_code` checks all.
+    #: Annotated without a value so that the enum does not make it a member;
+    #: assigned below the class.
+    invalid_codes: ClassVar[FrozenSet[int]]
 
     NORMAL = 1000
     GOING_AWAY = 1001
@@ -27,11 +40,19 @@ class Status(IntEnum):
     #: Reserved: must never be sent in a Close frame.
     TLS_HANDSHAKE = 1015
 
-    # Lomond 0.3's names for the same codes.
+    # Aliases: other names in use for the same codes (each is the same
+    # member as the name above it with that value).
+    DATA_NOT_UNDERSTOOD = 1003
+    BAD_DATA = 1007
     DATA_NOT_CONSISTENT = 1007
     EXTENSION_FAILED = 1010
     UNEXPECTED_CONDITION = 1011
     TLS_FAILURE = 1015
+
+
+# 1004 is reserved without a name (RFC 6455 section 7.4.1); 1005, 1006 and
+# 1015 name conditions that an endpoint reports locally and never sends.
+Status.invalid_codes = frozenset({1004, 1005, 1006, 1015})
 
 
 def is_valid_close_code(code: int) -> bool:

@@ -16,6 +16,7 @@ from typing import Optional
 from .options import ConnectOptions
 from .protocol import ClientProtocol, State
 
+#: A deadline that never comes: the timer is off.
 INFINITY = float("inf")
 
 
@@ -110,7 +111,8 @@ class ConnectionTimers:
             return Due.CLOSE_TIMEOUT
         ping_timeout = self._options.ping_timeout
         sent_at = self.ping_sent_at
-        if ping_timeout and sent_at is not None and now - sent_at >= ping_timeout:
+        # The same sum as deadline(): a driver woken at that deadline finds it due.
+        if ping_timeout and sent_at is not None and now >= sent_at + ping_timeout:
             return Due.UNRESPONSIVE
         if now >= self.next_poll:
             self.next_poll = now + self._options.poll

@@ -6,29 +6,29 @@ Every record has ``stage``, ``url`` (without credentials), ``time`` (epoch
 seconds) and ``elapsed`` (seconds since the connection attempt started);
 some stages add fields:
 
-=====================  ==============================================================
-stage                  extra fields
-=====================  ==============================================================
-``connect_start``      ``proxy`` (without credentials, or ``None``)
-``tcp_connected``      ``address`` (the peer, or ``None`` for a given socket)
-``proxy_tunnel``       ``proxy``
-``tls_wrapped``        ``version``, ``cipher``
-``upgrade_sent``       ``bytes``
-``handshake_ready``    ``status``, ``protocol``, ``extensions``
-``handshake_rejected`` ``status``, ``reason``
-``connect_fail``       ``reason``
-``socket_send``        ``bytes``
-``socket_recv``        ``bytes``
-``send_text``          ``length`` (characters), ``compress``
-``send_binary``        ``length`` (bytes), ``compress``
-``send_ping``,         ``length``
-``send_pong``
-``message_text``       ``length`` (characters)
-``message_binary``     ``length`` (bytes)
-``close_requested``    ``code``, ``reason``
-``close_received``     ``code``, ``reason``
-``disconnected``       ``reason``, ``graceful``
-=====================  ==============================================================
+========================  ==================================================
+stage                     extra fields
+========================  ==================================================
+``connect_start``         ``proxy`` (without credentials, or ``None``)
+``tcp_connected``         ``address`` (the peer, or ``None``)
+``proxy_tunnel``          ``proxy``
+``tls_wrapped``           ``version``, ``cipher``
+``upgrade_sent``          (none: ``socket_send`` has the size)
+``handshake_ready``       ``status``, ``protocol``, ``extensions``
+``handshake_rejected``    ``status``, ``reason``
+``connect_fail``          ``reason``
+``socket_send``           ``bytes``
+``socket_recv``           ``bytes``
+``send_text``             ``length`` (characters), ``compress``
+``send_binary``           ``length`` (bytes), ``compress``
+``send_ping``             ``length``
+``send_pong``             ``length``
+``message_text``          ``length`` (characters)
+``message_binary``        ``length`` (bytes)
+``close_requested``       ``code``, ``reason``
+``close_received``        ``code``, ``reason``
+``disconnected``          ``reason``, ``graceful``
+========================  ==================================================
 
 A record never holds credentials or payload bytes, only lengths. An
 exception raised by the callable is logged and ignored: tracing must not

@@ -85,7 +85,8 @@ class Transport:
 
     def wait_readable(self, timeout: Optional[float]) -> bool:
         """Wait for data (or a wake-up); return whether the socket may be read."""
-        if self.is_tls and self.sock.pending():  # type: ignore[attr-defined]
+        sock = self.sock
+        if self.is_tls and isinstance(sock, ssl.SSLSocket) and sock.pending():
             # Decrypted bytes already buffered inside OpenSSL: select() cannot see them.
             return True
         readable, _, _ = _select(self._read_selector, self.sock, self.wakeup, timeout)

@@ -37,7 +37,7 @@ from .proxy import Proxy, select_proxy
 from .response import Response
 from .session import Session, SessionSettings, WebsocketSession
 from .status import Status
-from .tls import make_ssl_context
+from .tls import CAFile, make_ssl_context
 from .trace import TraceFunc, Tracer
 from .wakeup import StopSignal
 
@@ -89,9 +89,10 @@ class WebSocket:
         reading before :class:`~lomond.errors.TransportFail` (default 30).
     :param ssl_verify: ``False`` turns off certificate and host-name checks
         for ``wss://`` (insecure: for test servers only). Lomond 0.3.4.
-    :param ssl_cafile: a PEM file of CA certificates to trust for ``wss://``.
-        Lomond 0.3.4. An explicit ``ssl_context`` is used as given and wins
-        over both (see :func:`lomond.tls.make_ssl_context`).
+    :param ssl_cafile: a PEM file of CA certificates to trust for ``wss://``
+        instead of the system's. Lomond 0.3.4. An explicit ``ssl_context`` is
+        used exactly as given: combining it with ``ssl_verify=False`` or an
+        ``ssl_cafile`` is a ``ValueError`` (see :func:`lomond.tls.make_ssl_context`).
     :param trace: a callable that receives one small ``dict`` per step of
         each connection (see :mod:`lomond.trace`). Lomond 0.3.4.
 
@@ -117,7 +118,7 @@ class WebSocket:
         sock: Optional[socket.socket] = None,
         send_timeout: float = DEFAULT_SEND_TIMEOUT,
         ssl_verify: bool = True,
-        ssl_cafile: Optional[str] = None,
+        ssl_cafile: Optional[CAFile] = None,
         trace: Optional[TraceFunc] = None,
     ) -> None:
         self.url = parse_url(url)
@@ -169,6 +170,8 @@ class WebSocket:
         #: Set by :meth:`close`: a stop request that :func:`~lomond.persist.persist`
         #: (which clears it when it starts) waits on between connections.
         self.close_requested = StopSignal()
+        # Inside ``with``: an abandoned loop closes gracefully (see __exit__).
+        self._entered = 0
 
     def __repr__(self) -> str:
         state = "connected" if self.session is not None else "disconnected"
@@ -200,6 +203,7 @@ class WebSocket:
         return self.connect()
 
     def __enter__(self) -> WebSocket:
+        self._entered += 1
         return self
 
     def __exit__(
@@ -209,6 +213,7 @@ class WebSocket:
         traceback: Optional[TracebackType],
     ) -> None:
         """Close a live connection gracefully (within its ``close_timeout``) and release it."""
+        self._entered -= 1
         session = self.session
         if session is None:
             return
@@ -293,6 +298,7 @@ class WebSocket:
             trace=self.trace,
             stop=stop,
             on_response=self._on_response,
+            close_on_exit=self._entered > 0,
         )
 
     def _connect(

@@ -12,6 +12,13 @@ Fixtures (function scope unless noted):
   cert, or pass an ``ssl.SSLContext``. Script errors fail the test at teardown.
 * ``http_proxy`` / ``http_proxy_auth`` (session): proxy.py subprocesses,
   the latter requiring ``PROXY_USER``/``PROXY_PASSWORD``.
+* ``no_proxy_env`` (autouse): every ``*_proxy`` variable (any case) is removed
+  from the environment, so a developer's proxy settings cannot reroute
+  loopback test traffic; a test that needs one sets it with ``monkeypatch``.
+* ``masking``: runs a test once per masking implementation.
+
+Plain helpers (``collect``, ``exchange``, ``names``, ``first``, ``later``,
+``wait_for``, ``refused_port``, ...) live in ``core_helpers.py``.
 
 Every fixture stops its peers at teardown, and every wait has a timeout.
 As a last resort a hang guard aborts the run with all thread stacks when one
@@ -32,8 +39,6 @@ from typing import Any, Callable, Iterator, List, Optional, Union
 
 import pytest
 
-from lomond import accel
-
 # tests/ has no __init__.py (test modules are rootdir-relative), so make the
 # support package importable as "peers" explicitly rather than relying on
 # pytest's sys.path insertion for conftest directories.
@@ -41,14 +46,33 @@ TESTS_DIR = Path(__file__).resolve().parent
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 
+from speedups_build import ensure_built  # noqa: E402
+
+# Before the first import of lomond: a source tree has no compiled extension,
+# and without one the C masking path would silently go untested.
+BUILD_NOTE = ensure_built()
+
 from peers.proxy import PROXY_PASSWORD, PROXY_USER, ProxyServer  # noqa: E402
 from peers.proxy import stop_all as stop_all_proxies  # noqa: E402
 from peers.raw_server import Script, ScriptedServer  # noqa: E402
 from peers.tls import TLSBundle, make_bundle  # noqa: E402
 from peers.ws_server import WSServer  # noqa: E402
 
+from lomond import accel  # noqa: E402
+
 DEFAULT_HANG_TIMEOUT = 120.0
 SLOW_HANG_TIMEOUT = 600.0
+
+
+def pytest_report_header(config: pytest.Config) -> List[str]:
+    """Say which masking implementations the run covers (and why C is missing, if it is)."""
+    lines = [
+        f"lomond masking: {', '.join(sorted(accel.IMPLEMENTATIONS))} "
+        f"(default {accel.IMPLEMENTATION})"
+    ]
+    if BUILD_NOTE:
+        lines.append(BUILD_NOTE)
+    return lines
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -109,7 +133,15 @@ def _hang_guard(request: pytest.FixtureRequest) -> Iterator[None]:
         timer.cancel()
 
 
-# -- TLS ---------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Proxy variables in the environment must not reroute loopback test traffic."""
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy"):
+            monkeypatch.delenv(name)
+
+
+# -- masking implementations ---------------------------------------------------
 
 
 @pytest.fixture(params=sorted(accel.IMPLEMENTATIONS))
@@ -121,6 +153,9 @@ def masking(request: pytest.FixtureRequest) -> Iterator[str]:
         yield request.param
     finally:
         accel.use(previous)
+
+
+# -- TLS ---------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")

@@ -1,37 +1,70 @@
-"""Helpers for the core client's integration tests (test_websocket.py, test_session.py).
+"""The test suite's plain helpers, in one place (fixtures live in conftest.py).
 
 * :func:`collect` runs a connection to the end with a watchdog, so a bug that
   hangs the loop fails one test with the events seen so far instead of
-  stalling the whole run;
+  stalling the whole run; :func:`exchange` is the usual "connect, say hello,
+  close after the answer" run on top of it;
 * :func:`check_order` asserts the event grammar documented in
   :mod:`lomond.events`;
-* :func:`refused_port` gives a loopback port nothing listens on.
+* :func:`names` and :func:`first` read a list of events;
+* :func:`later` runs an action from another thread after a delay;
+* :func:`wait_for` waits (with a timeout) for a condition;
+* :func:`refused_port` gives a loopback port nothing listens on;
+* :func:`open_protocol`, :func:`server_response` and :func:`server_frame`
+  drive a sans-I/O :class:`~lomond.protocol.ClientProtocol` with the bytes a
+  server would send.
+
+Proxy variables are removed from the environment of every test by the
+autouse ``no_proxy_env`` fixture in conftest.py.
 """
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
-from typing import Any, Callable, List, Optional
-
-import pytest
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from lomond import WebSocket, events
+from lomond.frame import build_frame
+from lomond.handshake import accept_for, parse_url
+from lomond.protocol import ClientProtocol, State
 
 #: Test defaults for connect(): short timeouts, no automatic pings.
-FAST = dict(ping_rate=0, close_timeout=3.0, connect_timeout=3.0, handshake_timeout=3.0)
+FAST: Dict[str, Any] = dict(
+    ping_rate=0, close_timeout=3.0, connect_timeout=3.0, handshake_timeout=3.0
+)
 
-PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
 
-@pytest.fixture(autouse=True)
-def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Proxy variables in the environment must not reroute loopback test traffic."""
-    for name in list(os.environ):
-        if name.lower() in PROXY_VARIABLES:
-            monkeypatch.delenv(name)
+def names(seen: Sequence[events.Event]) -> List[str]:
+    """The names of ``seen``, Poll left out (how many polls come depends on timing)."""
+    return [event.name for event in seen if event.name != "poll"]
+
+
+def first(seen: Sequence[events.Event], kind: type) -> Any:
+    """The first event of type ``kind`` in ``seen``; fails the test if there is none."""
+    for event in seen:
+        if isinstance(event, kind):
+            return event
+    raise AssertionError(f"no {kind.__name__} in {[e.name for e in seen]}")
+
+
+def later(delay: float, action: Callable[[], None]) -> List[float]:
+    """Run ``action`` after ``delay`` seconds in a daemon thread.
+
+    Returns a list that receives the ``time.monotonic()`` at which the action
+    ran (empty until then), for "ended soon after the stop" checks.
+    """
+    when: List[float] = []
+
+    def go() -> None:
+        time.sleep(delay)
+        when.append(time.monotonic())
+        action()
+
+    threading.Thread(target=go, daemon=True).start()
+    return when
 
 
 class Run:
@@ -100,6 +133,42 @@ def collect(
     return run
 
 
+def say_hello(websocket: WebSocket) -> None:
+    """The default ``on_ready`` of :func:`exchange`: send the text "hello"."""
+    websocket.send_text("hello")
+
+
+def exchange(
+    websocket: WebSocket,
+    on_ready: Optional[Callable[[WebSocket], None]] = say_hello,
+    messages: int = 1,
+    timeout: float = 15.0,
+    **options: Any,
+) -> List[events.Event]:
+    """Run one connection: ``on_ready(websocket)`` on Ready, close after ``messages``
+    Text or Binary messages; return every event (see :func:`collect`).
+
+    Pass ``on_ready=WebSocket.close`` to close as soon as the connection is
+    ready. Connect and handshake timeouts are 10 s unless given (a proxy or
+    TLS peer on a busy machine may take a while).
+    """
+    received = 0
+
+    def on_event(event: events.Event) -> None:
+        nonlocal received
+        if isinstance(event, events.Ready):
+            if on_ready is not None:
+                on_ready(websocket)
+        elif isinstance(event, (events.Text, events.Binary)):
+            received += 1
+            if received >= messages:
+                websocket.close()
+
+    options.setdefault("connect_timeout", 10.0)
+    options.setdefault("handshake_timeout", 10.0)
+    return collect(websocket, on_event, timeout, **options).events
+
+
 MESSAGE_EVENTS = {"text", "binary", "ping", "pong", "poll", "protocol_error", "unresponsive"}
 
 
@@ -148,7 +217,7 @@ def refused_port() -> int:
     """A loopback port that refuses connections (bound, never listening)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
+    port = int(sock.getsockname()[1])
     sock.close()
     return port
 
@@ -159,3 +228,36 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "c
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.005)
+
+
+# -- a sans-I/O protocol fed the bytes a server sends ---------------------------------
+
+
+def server_response(protocol: ClientProtocol) -> bytes:
+    """A correct ``101`` answer to ``protocol``'s upgrade request (RFC 6455 section 4.2.2)."""
+    for line in protocol.request().split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"sec-websocket-key":
+            key = value.strip()
+            break
+    else:
+        raise AssertionError("no Sec-WebSocket-Key in the request")
+    return (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept_for(key).encode()
+        + b"\r\n\r\n"
+    )
+
+
+def open_protocol(url: str = "ws://example.com/", **kwargs: Any) -> ClientProtocol:
+    """A :class:`ClientProtocol` that has received a successful upgrade (state OPEN)."""
+    protocol = ClientProtocol(parse_url(url), **kwargs)
+    received = protocol.receive_data(server_response(protocol))
+    assert [type(event) for event in received] == [events.Ready], received
+    assert protocol.state is State.OPEN
+    return protocol
+
+
+def server_frame(opcode: int, payload: bytes = b"") -> bytes:
+    """One unmasked frame, as a server sends it (RFC 6455 section 5.1)."""
+    return build_frame(opcode, payload, mask=False)

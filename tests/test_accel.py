@@ -3,7 +3,12 @@
 The reference below is the section 5.3 definition written out byte by byte;
 each available implementation (pure Python, wsaccel, lomond's C extension)
 must give exactly its result, for every length including 0-7 (shorter than
-a machine word) and lengths that are not a multiple of 4 or 8.
+a machine word) and lengths that are not a multiple of 4 or 8. The tests
+that take the ``masking`` fixture run once on each implementation.
+
+Where a C compiler is available the C extension must be among them (a test
+run from a checkout builds it in place first: see tests/speedups_build.py),
+so the path that the release wheels ship cannot silently drop out.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import random
 from typing import Callable
 
 import pytest
+from speedups_build import c_compiler_available, setuptools_available, source_tree_is_imported
 
 from lomond import accel
 from lomond.frame import Opcode, build_frame
@@ -31,6 +37,24 @@ def reference_mask(key: bytes, data: bytes) -> bytes:
 def test_pure_python_is_always_available() -> None:
     assert "python" in accel.IMPLEMENTATIONS
     assert accel.IMPLEMENTATIONS["python"][0] is accel.mask_python
+
+
+def test_c_extension_is_present_wherever_it_can_be_built() -> None:
+    if os.environ.get("LOMOND_NO_EXTENSION"):
+        pytest.skip("LOMOND_NO_EXTENSION is set: the extension is left out on purpose")
+    if not c_compiler_available():
+        pytest.skip("no C compiler or Python headers on this machine")
+    if source_tree_is_imported() and not setuptools_available():
+        pytest.skip("setuptools is needed to build the extension in the source tree")
+    assert "c" in accel.IMPLEMENTATIONS, (
+        f"a C compiler is available but lomond._speedups is missing: "
+        f"{sorted(accel.IMPLEMENTATIONS)}"
+    )
+    from lomond import _speedups  # type: ignore[attr-defined]
+
+    assert accel.IMPLEMENTATIONS["c"] == (_speedups.mask, _speedups.masked_frame)
+    if not os.environ.get("LOMOND_NO_ACCEL"):
+        assert accel.IMPLEMENTATION == "c"
 
 
 def test_wsaccel_is_registered_when_installed() -> None:

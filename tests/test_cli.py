@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any, List, Optional
 
 import pytest
@@ -27,6 +28,10 @@ STAMP = r"\d\d:\d\d:\d\d\.\d{3}"
 # The child must not pick up a proxy from the environment the tests run in.
 ENV = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
 ENV["PYTHONUNBUFFERED"] = "1"
+# The subprocess imports this checkout's lomond, not a copy installed in the venv.
+ENV["PYTHONPATH"] = os.pathsep.join(
+    [str(Path(__file__).resolve().parent.parent), *filter(None, [ENV.get("PYTHONPATH")])]
+)
 
 
 def default_sigint() -> None:
@@ -249,6 +254,18 @@ def test_refused_connection_exits_1() -> None:
     assert result.returncode == 1
     line = assert_one_error_line(result, f"could not connect to ws://127.0.0.1:{port}/x: ")
     assert "refused" in line.lower()
+
+
+def test_unreachable_proxy_is_named_in_the_error_line() -> None:
+    with socket.socket() as sock:  # a port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = run_cli("--proxy", f"http://127.0.0.1:{port}", "ws://127.0.0.1:8765/")
+    assert result.returncode == 1
+    line = assert_one_error_line(
+        result, f"could not connect to the proxy http://127.0.0.1:{port}: "
+    )
+    assert "refused" in line.lower() and line.endswith("(connecting to ws://127.0.0.1:8765/)")
 
 
 def test_rejected_handshake_exits_1(ws_server: WSServer) -> None:

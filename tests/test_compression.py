@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tracemalloc
 import zlib
 from typing import Any, List, Optional
@@ -13,9 +14,11 @@ from test_protocol import frame, make_protocol, parse_client_frame, response_for
 
 from lomond import PerMessageDeflate, WebSocket, events
 from lomond.compression import (
+    UNCOMPRESSED_FALLBACK_SIZE,
     Deflate,
     build_offer_header,
     negotiate,
+    negotiate_server,
     offers_from_option,
     parse_extensions,
 )
@@ -321,8 +324,11 @@ def test_encode_without_context_takeover_is_independent_per_message() -> None:
 
 def test_encode_respects_a_small_client_window() -> None:
     encoder = agreed("permessage-deflate; client_max_window_bits=9")
-    payload = bytes(range(256)) * 40
+    # A period under 250 bytes: zlib's matches reach at most the window
+    # (512 bytes) less 262 bytes of lookahead.
+    payload = bytes(range(200)) * 50
     out = encoder.encode(Frame(Opcode.BINARY, payload))
+    assert out.rsv1 and len(out.payload) < len(payload)
     assert zlib.decompressobj(-9).decompress(out.payload + b"\x00\x00\xff\xff") == payload
 
 
@@ -393,6 +399,91 @@ def test_protocol_bomb_closes_with_1009() -> None:
     got = protocol.receive_data(compressed_frame(Opcode.BINARY, bomb))
     assert [type(e) for e in got] == [events.ProtocolError]
     assert got[0].code == 1009  # type: ignore[attr-defined]
+
+
+# -- incompressible messages go out uncompressed -------------------------------
+
+
+def peer_inflate(frames: List[Frame], inflater: Any) -> List[bytes]:
+    """What the peer makes of our frames: RSV1 ones inflated with its one inflater."""
+    return [
+        inflater.decompress(bytes(f.payload) + b"\x00\x00\xff\xff") if f.rsv1 else bytes(f.payload)
+        for f in frames
+    ]
+
+
+@pytest.mark.parametrize("no_context", [False, True])
+def test_incompressible_message_goes_out_uncompressed_and_the_stream_stays_in_step(
+    no_context: bool,
+) -> None:
+    encoder = Deflate(client_no_context_takeover=no_context)
+    noise = os.urandom(UNCOMPRESSED_FALLBACK_SIZE * 4)
+    text = b"the same words again and again " * 200
+    messages = [text, noise, text, noise[:5000] + text, text]
+    frames = [encoder.encode(Frame(Opcode.BINARY, m)) for m in messages]
+    assert [f.rsv1 for f in frames] == [True, False, True, True, True]
+    assert frames[1].payload == noise  # as it was, not bigger
+    # The peer never sees the discarded output: its inflater must still agree
+    # with our compressor for every later message (back references included).
+    assert peer_inflate(frames, zlib.decompressobj(-15)) == messages
+    assert len(frames[2].payload) < 100  # context takeover still pays off
+
+
+@pytest.mark.parametrize("no_context", [False, True])
+def test_small_incompressible_message_stays_compressed(no_context: bool) -> None:
+    """Below the fallback size the output is kept (a few bytes bigger at most)."""
+    encoder = Deflate(client_no_context_takeover=no_context)
+    small = os.urandom(100)
+    frames = [encoder.encode(Frame(Opcode.BINARY, m)) for m in [small, b"abc" * 50, small]]
+    assert all(f.rsv1 for f in frames)
+    assert peer_inflate(frames, zlib.decompressobj(-15)) == [small, b"abc" * 50, small]
+
+
+# -- the server side of the negotiation -------------------------------------------
+
+
+def test_server_negotiation_defaults() -> None:
+    deflate, answer = negotiate_server(["permessage-deflate; client_max_window_bits"])
+    assert answer == "permessage-deflate"
+    assert deflate is not None and deflate.server_side
+    assert negotiate_server([]) == (None, None)
+    assert negotiate_server(["x-webkit-deflate-frame"]) == (None, None)
+
+
+def test_server_negotiation_honours_requests_and_skips_bad_offers() -> None:
+    deflate, answer = negotiate_server([
+        "permessage-deflate; server_max_window_bits=99, "
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover; "
+        "server_max_window_bits=10; client_max_window_bits=11"
+    ])
+    assert answer == (
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover; "
+        "server_max_window_bits=10; client_max_window_bits=11"
+    )
+    assert deflate is not None
+    # The answer is one a lomond client accepts, with the same settings.
+    client = negotiate([PerMessageDeflate(server_no_context_takeover=True,
+                                          client_no_context_takeover=True,
+                                          server_max_window_bits=10,
+                                          client_max_window_bits=11)], [answer], None)
+    assert client is not None
+    for settings in (deflate, client):
+        assert (settings.server_no_context_takeover, settings.client_no_context_takeover,
+                settings.server_max_window_bits, settings.client_max_window_bits) == (
+                    True, True, 10, 11)
+
+
+def test_server_side_deflate_round_trips_with_a_client_side_one() -> None:
+    server, answer = negotiate_server(["permessage-deflate; server_no_context_takeover"])
+    assert server is not None and answer is not None
+    client = negotiate([PerMessageDeflate(server_no_context_takeover=True)], [answer], None)
+    assert client is not None
+    for message in [b"ping pong " * 100, b"ping pong " * 100, b"x"]:
+        to_client = server.encode(Frame(Opcode.BINARY, message))
+        assert to_client.rsv1
+        assert client.decode(to_client).payload == message
+        to_server = client.encode(Frame(Opcode.TEXT, message))
+        assert server.decode(to_server).payload == message
 
 
 # -- against a real server (the websockets package) ---------------------------
@@ -477,3 +568,41 @@ def test_real_server_message_over_max_size_after_inflating(ws_server: Any) -> No
     assert not run.of(events.Text)
     assert ws_server.last.closed.wait(5)
     assert ws_server.last.close_code == 1009
+
+
+def test_real_server_message_of_exactly_max_size_after_inflating(ws_server: Any) -> None:
+    """Random data compresses to more than it was: max_size is about the inflated size."""
+    limit = 1 << 20
+    exact = os.urandom(limit)
+    _websocket, run, received = echo_run(
+        ws_server.url_for("/echo"), [exact], compress=True, max_size=limit
+    )
+    assert received == [exact]
+    assert not run.of(events.ProtocolError)
+
+
+def test_real_server_message_of_max_size_plus_one_fails_with_1009(ws_server: Any) -> None:
+    limit = 1 << 20
+    _websocket, run, received = echo_run(
+        ws_server.url_for("/echo"), [os.urandom(limit + 1)], compress=True, max_size=limit
+    )
+    assert received == []
+    assert run.first(events.ProtocolError).code == 1009
+    assert ws_server.last.closed.wait(5)
+    assert ws_server.last.close_code == 1009
+
+
+@pytest.mark.parametrize("server_params", [{}, {"client_no_context_takeover": True}])
+def test_real_server_incompressible_then_compressible_messages(
+    ws_server_factory: Any, server_params: Any
+) -> None:
+    server = ws_server_factory(extensions=[deflate(**server_params)])
+    words = "context takeover keeps working " * 100
+    messages: List[Any] = [
+        words, os.urandom(100_000), words,
+        os.urandom(UNCOMPRESSED_FALLBACK_SIZE) + words.encode(), words,
+        os.urandom(50), words,
+    ]
+    _websocket, _run, received = echo_run(server.url_for("/echo"), messages, compress=True)
+    assert received == messages
+    assert server.last.received == messages

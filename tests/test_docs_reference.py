@@ -34,8 +34,9 @@ MODULES: Dict[str, List[str]] = {
         "lomond.proxy", "lomond.protocol", "lomond.accel", "lomond.echo_server",
         "lomond.handlers", "lomond.handlers.app", "lomond.handlers.interrupt",
         "lomond.handlers.outcome", "lomond.handlers.policy", "lomond.handlers.registration",
-        "lomond.handlers.registry", "lomond.handlers.runner", "lomond.handlers.hub",
-        "lomond.handlers.serial",
+        "lomond.handlers.registry", "lomond.handlers.runner", "lomond.options",
+        "lomond.wakeup", "lomond.trace", "lomond.tls", "lomond.timers", "lomond.session",
+        "lomond.handlers.hub", "lomond.handlers.serial",
     )
 }
 MODULES["lomond.connection"] = ["tcp_keepalive", "SocketOption"]

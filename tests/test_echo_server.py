@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 import socket
@@ -15,8 +14,11 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from lomond import WebSocket, events
+from lomond import PerMessageDeflate, WebSocket, events
+from lomond.compression import negotiate
 from lomond.echo_server import LocalServer, ServerConnection
+from lomond.frame import Frame, Opcode, build_frame
+from lomond.reader import read_frames
 
 TIMEOUT = 3.0
 
@@ -41,9 +43,11 @@ def server() -> Any:
     assert server_threads() == []
 
 
-def lomond_session(url: str, on_ready: Any, until: Any, **connect_kwargs: Any) -> List[Any]:
+def lomond_session(
+    url: str, on_ready: Any, until: Any, compress: Any = False, **connect_kwargs: Any
+) -> List[Any]:
     """Run a lomond connection: ``on_ready(ws)`` once, ``until(event)`` -> True closes."""
-    websocket = WebSocket(url, proxies={})
+    websocket = WebSocket(url, proxies={}, compress=compress)
     seen = []
     connect_kwargs.setdefault("ping_rate", 0)
     connect_kwargs.setdefault("close_timeout", TIMEOUT)
@@ -345,28 +349,21 @@ def test_stop_drops_a_client_that_never_answers() -> None:
 
 
 def client_frame(opcode: int, payload: bytes, fin: bool = True, mask: bool = True) -> bytes:
-    header = bytes([(0x80 if fin else 0) | opcode, (0x80 if mask else 0) | len(payload)])
-    if not mask:
-        return header + payload
-    key = os.urandom(4)
-    return header + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return build_frame(opcode, payload, fin=fin, mask=mask)
 
 
 def read_server_frames(sock: socket.socket) -> List[Tuple[int, bytes]]:
-    """Every frame until the server closes the TCP connection."""
-    data = b""
+    """Every frame until the server closes the TCP connection (checked as a client would)."""
+    reader = read_frames()
+    frames: List[Frame] = []
     while True:
         chunk = sock.recv(4096)
         if not chunk:
             break
-        data += chunk
-    frames = []
-    while data:
-        assert data[1] & 0x80 == 0, "server frames must not be masked"
-        length = data[1] & 0x7F
-        frames.append((data[0] & 0x0F, data[2:2 + length]))
-        data = data[2 + length:]
-    return frames
+        got, error = reader.send(chunk)
+        assert error is None, error
+        frames.extend(got)
+    return [(frame.opcode, bytes(frame.payload)) for frame in frames]
 
 
 @pytest.mark.parametrize(
@@ -410,20 +407,6 @@ def test_ping_is_answered_and_client_close_echoed() -> None:
     assert received == [(0xA, b"are you there"), (0xA, b"mid"), (0x1, b"fragment"), (0x8, b"")]
 
 
-def test_accept_value_matches_base64_sha1() -> None:
-    # Cross-check with an independent computation for a random key.
-    import hashlib
-
-    key = base64.b64encode(os.urandom(16))
-    expected = base64.b64encode(
-        hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
-    )
-    with LocalServer() as local:
-        sock, response = raw_request(local.port, upgrade_request(key=key))
-        sock.close()
-    assert b"Sec-WebSocket-Accept: " + expected + b"\r\n" in response
-
-
 def test_abort_drops_without_a_close_frame() -> None:
     def handler(connection: ServerConnection) -> None:
         connection.send("last words")
@@ -436,3 +419,96 @@ def test_abort_drops_without_a_close_frame() -> None:
     assert messages(seen) == ["last words"]
     assert not any(isinstance(e, (events.Closing, events.Closed)) for e in seen)
     assert isinstance(seen[-1], events.Disconnected) and not seen[-1].graceful
+
+
+# -- permessage-deflate -------------------------------------------------------------
+
+
+def test_lomond_client_with_compression(server: LocalServer) -> None:
+    words = "compress me, compress me " * 4000
+    noise = os.urandom(100_000)
+
+    def on_ready(ws: WebSocket) -> None:
+        for message in (words, noise, words, b"", "x"):
+            if isinstance(message, str):
+                ws.send_text(message)
+            else:
+                ws.send_binary(message)
+
+    seen = lomond_session(
+        server.url, on_ready, lambda e: isinstance(e, events.Text) and e.text == "x",
+        compress=True,
+    )
+    ready = [e for e in seen if isinstance(e, events.Ready)]
+    assert ready and ready[0].extensions == frozenset(["permessage-deflate"])
+    assert messages(seen) == [words, noise, words, b"", "x"]
+
+
+def test_lomond_client_with_constrained_compression_parameters(server: LocalServer) -> None:
+    offer = PerMessageDeflate(
+        client_no_context_takeover=True, server_no_context_takeover=True,
+        client_max_window_bits=10, server_max_window_bits=9,
+    )
+    texts = ["abcabcabc " * 500, "abcabcabc " * 500, "end"]
+
+    def on_ready(ws: WebSocket) -> None:
+        for text in texts:
+            ws.send_text(text)
+
+    seen = lomond_session(
+        server.url, on_ready, lambda e: isinstance(e, events.Text) and e.text == "end",
+        compress=offer,
+    )
+    assert next(e for e in seen if isinstance(e, events.Ready)).extensions
+    assert messages(seen) == texts
+
+
+def test_compression_can_be_declined() -> None:
+    with LocalServer(compress=False) as local:
+        seen = lomond_session(
+            local.url, lambda ws: ws.send_text("plain"), lambda e: isinstance(e, events.Text),
+            compress=True,
+        )
+    assert next(e for e in seen if isinstance(e, events.Ready)).extensions == frozenset()
+    assert messages(seen) == ["plain"]
+
+
+def test_websockets_client_with_compression(server: LocalServer) -> None:
+    with ws_connect(server.url, compression="deflate") as ws:
+        for message in ["zip " * 1000, b"\x00" * 70_000, "short"]:
+            ws.send(message)
+            assert ws.recv() == message
+        assert ws.response.headers["Sec-WebSocket-Extensions"].startswith("permessage-deflate")
+
+
+def test_echo_is_compressed_on_the_wire() -> None:
+    """The server really compresses what it sends (RSV1 set, smaller than the message)."""
+    offer = PerMessageDeflate()
+    request = upgrade_request().replace(
+        b"X-Extra: 1\r\n", f"Sec-WebSocket-Extensions: {offer.header_value()}\r\n".encode()
+    )
+    message = b"squeeze " * 1000
+    with LocalServer() as local:
+        sock, response = raw_request(local.port, request)
+        with sock:
+            head, _, rest = response.partition(b"\r\n\r\n")
+            assert rest == b""
+            answer = [line.split(b": ", 1)[1].decode() for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"sec-websocket-extensions:")]
+            deflate = negotiate([offer], answer, None)
+            assert deflate is not None
+            sent = deflate.encode(Frame(Opcode.BINARY, message))
+            assert sent.rsv1
+            sock.sendall(build_frame(Opcode.BINARY, sent.payload, rsv1=True)
+                         + client_frame(0x8, struct.pack("!H", 1000)))
+            reader = read_frames(allow_rsv1=True)
+            frames: List[Frame] = []
+            while not any(f.opcode == Opcode.CLOSE for f in frames):
+                chunk = sock.recv(65536)
+                assert chunk
+                got, error = reader.send(chunk)
+                assert error is None
+                frames.extend(got)
+    echoed = frames[0]
+    assert echoed.rsv1 and len(echoed.payload) < len(message) // 10
+    assert deflate.decode(echoed).payload == message

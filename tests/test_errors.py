@@ -95,3 +95,20 @@ def test_errors_can_be_pickled_for_multiprocessing() -> None:
     copy = pickle.loads(pickle.dumps(error))
     assert type(copy) is WebSocketClosed
     assert str(copy) == "closed {x}"
+
+
+def test_lomond_03_names_are_aliases() -> None:
+    assert errors.ConnectFail is ConnectError
+    assert errors.ProtocolError is ProtocolViolation
+    with pytest.raises(errors.ConnectFail):
+        raise ConnectError("refused")
+    with pytest.raises(errors.ProtocolError):
+        raise CriticalProtocolError("bad header")
+
+
+def test_ws_key_is_the_guid_bytes() -> None:
+    from lomond import constants
+
+    assert constants.WS_KEY is constants.WS_GUID
+    assert isinstance(constants.WS_KEY, bytes)
+    assert constants.WS_KEY == b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"

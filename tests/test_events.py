@@ -159,3 +159,19 @@ def test_order_is_documented() -> None:
         "[Closing | Closed] -> Disconnected",
     ):
         assert line in doc
+
+
+def test_reasons_and_errors_are_never_clipped() -> None:
+    reason = "could not connect to 127.0.0.1:9: Connection refused [Errno 111] and more"
+    for event in (
+        events.ConnectFail(reason),
+        events.Disconnected(reason),
+        events.Closing(1000, reason),
+        events.Closed(1000, reason),
+        events.ProtocolError(reason, True),
+    ):
+        assert repr(reason) in repr(event), event
+
+
+def test_unknown_message_payload_is_clipped() -> None:
+    assert "(1000 bytes)" in repr(events.UnknownMessage(b"x" * 1000))

@@ -9,10 +9,17 @@ import sys
 from pathlib import Path
 from typing import List
 
+from core_helpers import refused_port
+from peers.ws_server import WSServer
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 TIMEOUT = 20.0
 ENV = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
 ENV["PYTHONUNBUFFERED"] = "1"
+# The subprocess imports this checkout's lomond, not a copy installed in the venv.
+ENV["PYTHONPATH"] = os.pathsep.join(
+    [str(Path(__file__).resolve().parent.parent), *filter(None, [ENV.get("PYTHONPATH")])]
+)
 
 
 def run_example(name: str, *args: str, stdin: str = "") -> List[str]:
@@ -30,7 +37,7 @@ def test_demo_shows_the_whole_conversation() -> None:
     assert re.fullmatch(r"echo server listening on ws://127\.0\.0\.1:\d+/", out[0])
     names = [line.split()[0] for line in out[1:] if not line.startswith(" ")]
     assert names == [
-        "connecting", "connected", "ready", "text", "binary", "text", "pong",
+        "connecting", "connected", "ready", "poll", "text", "binary", "text", "pong",
         "closing", "closed", "disconnected", "done",
     ]
     assert "text         'Hello, WebSocket!'" in out
@@ -67,6 +74,17 @@ def test_ticker_prints_count_ticks_then_closes() -> None:
     ticks = [line for line in out if re.fullmatch(r"LMD +\d+\.\d\d   \(tick \d+\)", line)]
     assert [int(re.search(r"tick (\d+)", t).group(1)) for t in ticks] == [1, 2, 3, 4, 5]
     assert out[-1] == "disconnected (graceful) after 5 messages"
+
+
+def test_ticker_says_why_it_could_not_connect() -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "ticker.py"), f"ws://127.0.0.1:{refused_port()}/"],
+        capture_output=True, timeout=TIMEOUT, env=ENV,
+    )
+    assert result.returncode == 1
+    assert result.stdout == b""
+    assert re.fullmatch(r"ticker failed: could not connect to 127\.0\.0\.1:\d+: .+\n",
+                        result.stderr.decode()), result.stderr
 
 
 def test_ticker_stops_after_seconds() -> None:
@@ -119,3 +137,34 @@ def test_chat_between_two_clients() -> None:
         host.kill()
     assert host.returncode == 0, err.decode()
     assert out.decode().splitlines() == ["[alice] bye bob", "left the chat (graceful)"]
+
+
+def test_chat_says_a_line_typed_after_the_server_left_was_not_sent(ws_server: WSServer) -> None:
+    chat = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "chat.py"), ws_server.url_for("/close-after?n=1"),
+         "--name", "bob"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV,
+    )
+    try:
+        assert chat.stdout is not None and chat.stdin is not None
+        assert chat.stdout.readline().startswith(b"joined as bob")
+        chat.stdin.write(b"first\n")
+        chat.stdin.flush()
+        assert chat.stdout.readline() == b"[bob] first\n"
+        assert chat.stdout.readline() == b"left the chat (graceful)\n"  # the server closed
+        out, err = chat.communicate(b"second\n", timeout=TIMEOUT)
+    finally:
+        chat.kill()
+    assert out == b""
+    assert err.decode().splitlines() == ["not sent (left the chat: closed): second"]
+
+
+def test_chat_says_why_it_could_not_join() -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "chat.py"), f"ws://127.0.0.1:{refused_port()}/"],
+        input=b"hello\n", capture_output=True, timeout=TIMEOUT, env=ENV,
+    )
+    assert result.returncode == 1
+    err = result.stderr.decode()
+    assert re.fullmatch(r"could not join the chat: could not connect to 127\.0\.0\.1:\d+: .+\n",
+                        err), err

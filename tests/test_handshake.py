@@ -248,3 +248,21 @@ def test_accept_for_another_key_is_rejected() -> None:
                              f"Sec-WebSocket-Accept: {accept_for(make_key())}"])
     with pytest.raises(HandshakeError):
         check_response(resp, KEY, [])
+
+
+def test_bracket_host_only_brackets_ipv6_literals() -> None:
+    from lomond.handshake import bracket_host
+
+    assert bracket_host("::1") == "[::1]"
+    assert bracket_host("fe80::1%eth0") == "[fe80::1%eth0]"
+    assert bracket_host("127.0.0.1") == "127.0.0.1"
+    assert bracket_host("example.com") == "example.com"
+
+
+@pytest.mark.parametrize("bad", ["a\rb", "a\nb", "a\x00b"])
+def test_check_text_refuses_cr_lf_nul(bad: str) -> None:
+    from lomond.handshake import check_text
+
+    with pytest.raises(ValueError, match="the thing must not contain CR, LF or NUL"):
+        check_text("the thing", bad)
+    check_text("the thing", "fine\ttext")

@@ -23,7 +23,7 @@ import zlib
 from typing import Any, List, Optional, Tuple
 
 import pytest
-from core_helpers import collect, no_proxy_env  # noqa: F401
+from core_helpers import collect
 from peers.raw_server import (
     BINARY,
     CLOSE,
@@ -273,7 +273,9 @@ def test_decompression_bomb_is_stopped_at_max_size(scripted_server: Any, fragmen
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert run.names == ["connecting", "connected", "ready", "poll", "protocol_error", "disconnected"]
+    assert run.names == [
+        "connecting", "connected", "ready", "poll", "protocol_error", "disconnected",
+    ]
     error = run.first(events.ProtocolError)
     assert error.code == 1009 and not error.critical
     assert "limit" in error.error

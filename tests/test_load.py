@@ -14,7 +14,7 @@ import json
 import threading
 from typing import Any, Dict, List
 
-from core_helpers import collect, no_proxy_env  # noqa: F401
+from core_helpers import collect
 from peers.ws_server import ConnectionRecord, WSServer
 
 from lomond import WebSocket, events

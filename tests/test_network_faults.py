@@ -18,7 +18,7 @@ import time
 from typing import Any, List
 
 import pytest
-from core_helpers import collect, no_proxy_env  # noqa: F401
+from core_helpers import collect
 from peers.raw_server import PING, PONG, RawConnection
 
 from lomond import WebSocket, events
@@ -129,12 +129,13 @@ def test_handshake_trickled_forever_hits_the_handshake_timeout(scripted_server: 
         except OSError:
             pass
 
-    start = time.monotonic()
-    run = collect(WebSocket(scripted_server(script).url_for("/")), handshake_timeout=0.8)
-    elapsed = time.monotonic() - start
+    # The trickle lasts 10 s; a per-read budget would outlast the 8 s watchdog.
+    # (That the deadline stays put is checked exactly in test_timers.py.)
+    run = collect(WebSocket(scripted_server(script).url_for("/")), timeout=8,
+                  handshake_timeout=0.8)
     assert run.names == ["connecting", "connected", "connect_fail", "disconnected"]
-    assert "0.8" in run.first(events.ConnectFail).reason
-    assert 0.7 <= elapsed < 2.0, elapsed
+    reason = run.first(events.ConnectFail).reason
+    assert reason == "no response to the upgrade request within 0.8 s"
 
 
 def test_stalled_reader_bounds_every_thread_by_send_timeout(scripted_server: Any) -> None:
@@ -244,7 +245,10 @@ def test_peer_goes_silent_after_answering_pings(scripted_server: Any) -> None:
     run = collect(WebSocket(server.url_for("/")), ping_rate=0.1, ping_timeout=0.4, poll=30)
     assert run.names[:3] == ["connecting", "connected", "ready"]
     assert run.names[-2:] == ["unresponsive", "disconnected"]
-    assert run.of(events.Pong), "the pings were answered at first"
-    silent_for = run.time_of(events.Unresponsive) - run.time_of(events.Ready)
-    assert 0.6 <= silent_for < 2.0, silent_for
-    assert "unresponsive" in run.first(events.Disconnected).reason
+    # Answered pings kept it past the 0.4 s ping timeout: pings go every 0.1 s,
+    # so a 4th answered one was sent at least 0.4 s after Ready. (The clock
+    # itself is checked exactly in test_timers.py.)
+    pongs = run.of(events.Pong)
+    assert len(pongs) >= 4, f"only {len(pongs)} pings answered"
+    assert run.first(events.Disconnected).reason == "unresponsive: no pong within 0.4 s"
+    assert server.result() == len(pongs)

@@ -9,16 +9,15 @@ request and of the peer address, ``getsockopt`` on the client's socket.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import ssl
 import sys
 import threading
-import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List
 
 import pytest
+from core_helpers import exchange, first, names
 from websockets.sync.server import unix_serve
 
 from lomond import WebSocket, events
@@ -26,56 +25,6 @@ from lomond.connection import tcp_keepalive
 from lomond.constants import USER_AGENT
 
 LINUX = sys.platform.startswith("linux")
-
-
-@pytest.fixture(autouse=True)
-def _no_environment_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.lower().endswith("_proxy"):
-            monkeypatch.delenv(name)
-
-
-def run(
-    websocket: WebSocket,
-    on_ready: Optional[Callable[[WebSocket, events.Ready], None]] = None,
-    messages: int = 1,
-    timeout: float = 10.0,
-    **connect_options: Any,
-) -> List[events.Event]:
-    """Run one connection: ``on_ready`` (default: send "hello") on Ready, close
-    after ``messages`` messages; return the events (polls left out)."""
-    options = {"poll": 0.05, "ping_rate": 0, "close_timeout": 2}
-    options.update(connect_options)
-    deadline = time.monotonic() + timeout
-    seen: List[events.Event] = []
-    received = 0
-    for event in websocket.connect(**options):
-        if isinstance(event, events.Poll):
-            if time.monotonic() > deadline:
-                websocket.force_disconnect()
-            continue
-        seen.append(event)
-        if isinstance(event, events.Ready):
-            if on_ready is None:
-                websocket.send_text("hello")
-            else:
-                on_ready(websocket, event)
-        elif isinstance(event, (events.Text, events.Binary)):
-            received += 1
-            if received >= messages:
-                websocket.close()
-    return seen
-
-
-def names(seen: List[events.Event]) -> List[str]:
-    return [event.name for event in seen]
-
-
-def first(seen: List[events.Event], kind: type) -> Any:
-    for event in seen:
-        if isinstance(event, kind):
-            return event
-    raise AssertionError(f"no {kind.__name__} in {names(seen)}")
 
 
 def client_socket(websocket: WebSocket) -> socket.socket:
@@ -103,7 +52,7 @@ def test_custom_headers_and_origin(ws_server: Any) -> None:
     )
     websocket.add_header("Authorization", "Bearer abc.def")
     websocket.add_header(b"X-Bytes", b"caf\xe9")  # latin-1 bytes, as in Lomond 0.3
-    seen = run(websocket, on_ready=lambda ws, ready: None)
+    seen = exchange(websocket, on_ready=None)
     assert names(seen) == ECHO
     headers = request_headers(seen)
     assert headers["origin"] == "https://app.example"
@@ -117,7 +66,7 @@ def test_custom_headers_and_origin(ws_server: Any) -> None:
 
 def test_headers_as_mapping(ws_server: Any) -> None:
     websocket = WebSocket(ws_server.url_for("/headers"), headers={"Origin": "http://o.example"})
-    headers = request_headers(run(websocket, on_ready=lambda ws, ready: None))
+    headers = request_headers(exchange(websocket, on_ready=None))
     assert headers["origin"] == "http://o.example"
 
 
@@ -138,26 +87,26 @@ def test_bad_headers_refused(headers: Dict[str, str], message: str) -> None:
 
 
 def test_default_user_agent(ws_server: Any) -> None:
-    headers = request_headers(run(WebSocket(ws_server.url_for("/headers")), lambda ws, ready: None))
+    headers = request_headers(exchange(WebSocket(ws_server.url_for("/headers")), None))
     assert headers["user-agent"] == USER_AGENT
     assert USER_AGENT.startswith("lomond/")
 
 
 def test_custom_user_agent(ws_server: Any) -> None:
     websocket = WebSocket(ws_server.url_for("/headers"), agent="my-app/2.1 (+https://my.example)")
-    headers = request_headers(run(websocket, lambda ws, ready: None))
+    headers = request_headers(exchange(websocket, None))
     assert headers["user-agent"] == "my-app/2.1 (+https://my.example)"
 
 
 def test_no_user_agent(ws_server: Any) -> None:
     websocket = WebSocket(ws_server.url_for("/headers"), agent="")
-    headers = request_headers(run(websocket, lambda ws, ready: None))
+    headers = request_headers(exchange(websocket, None))
     assert "user-agent" not in headers
 
 
 def test_user_agent_from_headers_wins(ws_server: Any) -> None:
     websocket = WebSocket(ws_server.url_for("/headers"), headers={"User-Agent": "from-headers/1"})
-    headers = request_headers(run(websocket, lambda ws, ready: None))
+    headers = request_headers(exchange(websocket, None))
     assert headers["user-agent"] == "from-headers/1"  # sent once, not twice
 
 
@@ -172,7 +121,7 @@ def test_bad_user_agent_refused() -> None:
 def test_subprotocol_chosen_by_the_server(ws_server_factory: Any) -> None:
     server = ws_server_factory(subprotocols=["v3.chat", "v2.chat"])
     websocket = WebSocket(server.url_for("/echo"), protocols=["v1.chat", "v2.chat", "v3.chat"])
-    seen = run(websocket)
+    seen = exchange(websocket)
     assert names(seen) == ECHO
     # The server prefers v3 among those offered; Ready reports its choice.
     assert first(seen, events.Ready).protocol == "v3.chat"
@@ -181,20 +130,20 @@ def test_subprotocol_chosen_by_the_server(ws_server_factory: Any) -> None:
 
 
 def test_no_subprotocol_when_the_server_has_none(ws_server: Any) -> None:
-    seen = run(WebSocket(ws_server.url_for("/echo"), protocols=["v1.chat"]))
+    seen = exchange(WebSocket(ws_server.url_for("/echo"), protocols=["v1.chat"]))
     assert names(seen) == ECHO
     assert first(seen, events.Ready).protocol is None
 
 
 def test_no_subprotocols_offered(ws_server: Any) -> None:
-    seen = run(WebSocket(ws_server.url_for("/echo")))
+    seen = exchange(WebSocket(ws_server.url_for("/echo")))
     assert first(seen, events.Ready).protocol is None
     assert "Sec-WebSocket-Protocol" not in ws_server.last.request_headers
 
 
 def test_no_common_subprotocol_is_rejected(ws_server_factory: Any) -> None:
     server = ws_server_factory(subprotocols=["v9.chat"])
-    seen = run(WebSocket(server.url_for("/echo"), protocols=["v1.chat"]))
+    seen = exchange(WebSocket(server.url_for("/echo"), protocols=["v1.chat"]))
     assert names(seen) == ["connecting", "connected", "rejected", "disconnected"]
     assert first(seen, events.Rejected).response.status_code == 400
 
@@ -226,7 +175,7 @@ def test_mutual_tls_with_client_certificate(mtls_server: Any, tls: Any) -> None:
     websocket = WebSocket(
         mtls_server.url_for("/whoami"), ssl_context=tls.client_context(client_cert=True)
     )
-    seen = run(websocket, on_ready=lambda ws, ready: None)
+    seen = exchange(websocket, on_ready=None)
     assert names(seen) == ECHO
     assert first(seen, events.Text).json == ["client.lomond.test"]
 
@@ -237,13 +186,13 @@ def test_mutual_tls_from_files(mtls_server: Any, tls: Any) -> None:
     context = ssl.create_default_context(cafile=tls.ca_file)
     context.load_cert_chain(tls.client_cert_file, tls.client_key_file)
     websocket = WebSocket(mtls_server.url_for("/whoami"), ssl_context=context)
-    seen = run(websocket, on_ready=lambda ws, ready: None)
+    seen = exchange(websocket, on_ready=None)
     assert first(seen, events.Text).json == ["client.lomond.test"]
 
 
 def test_mutual_tls_without_client_certificate_fails(mtls_server: Any, tls: Any) -> None:
     websocket = WebSocket(mtls_server.url_for("/whoami"), ssl_context=tls.client_context())
-    seen = run(websocket)
+    seen = exchange(websocket)
     # TLS 1.2 fails in the handshake; under TLS 1.3 the server's alert
     # arrives with the first read, while the upgrade is awaited.
     assert names(seen) in (
@@ -258,10 +207,9 @@ def test_mutual_tls_without_client_certificate_fails(mtls_server: Any, tls: Any)
 def test_ssl_context_trust_is_what_is_verified(wss_server: Any, tls: Any) -> None:
     # The same server: trusted through the given context, refused with one
     # that trusts another CA (no fallback to a default context).
-    assert (
-        names(run(WebSocket(wss_server.url_for("/echo"), ssl_context=tls.client_context()))) == ECHO
-    )
-    seen = run(WebSocket(wss_server.url_for("/echo"), ssl_context=tls.client_context("other_ca")))
+    url = wss_server.url_for("/echo")
+    assert names(exchange(WebSocket(url, ssl_context=tls.client_context()))) == ECHO
+    seen = exchange(WebSocket(url, ssl_context=tls.client_context("other_ca")))
     assert names(seen) == ["connecting", "connect_fail"]
     assert "certificate verify failed" in first(seen, events.ConnectFail).reason
 
@@ -279,7 +227,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 @pytest.mark.skipif(not LINUX, reason="127.0.0.2 is a loopback address on Linux only")
 def test_source_address_host(ws_server: Any) -> None:
     websocket = WebSocket(ws_server.url_for("/echo"), source_address=("127.0.0.2", 0))
-    assert names(run(websocket)) == ECHO
+    assert names(exchange(websocket)) == ECHO
     assert ws_server.last.remote_address[0] == "127.0.0.2"
 
 
@@ -287,12 +235,12 @@ def test_source_address_port(ws_server: Any) -> None:
     port = free_port()
     local: List[Any] = []
 
-    def on_ready(ws: WebSocket, ready: events.Ready) -> None:
+    def on_ready(ws: WebSocket) -> None:
         local.append(client_socket(ws).getsockname())
         ws.send_text("hello")
 
     websocket = WebSocket(ws_server.url_for("/echo"), source_address=("127.0.0.1", port))
-    assert names(run(websocket, on_ready)) == ECHO
+    assert names(exchange(websocket, on_ready)) == ECHO
     assert tuple(ws_server.last.remote_address[:2]) == ("127.0.0.1", port) == tuple(local[0])
 
 
@@ -300,14 +248,14 @@ def test_source_address_ipv6(ws_server_factory: Any) -> None:
     server = ws_server_factory(host="::1")
     port = free_port("::1")
     websocket = WebSocket(server.url_for("/echo"), source_address=("::1", port))
-    assert names(run(websocket)) == ECHO
+    assert names(exchange(websocket)) == ECHO
     assert tuple(server.last.remote_address[:2]) == ("::1", port)
 
 
 def test_source_address_that_cannot_be_bound(ws_server: Any) -> None:
     # 192.0.2.1 (TEST-NET-1) is nobody's local address.
     websocket = WebSocket(ws_server.url_for("/echo"), source_address=("192.0.2.1", 0))
-    seen = run(websocket)
+    seen = exchange(websocket)
     assert names(seen) == ["connecting", "connect_fail"]
     assert "could not bind to 192.0.2.1:0" in first(seen, events.ConnectFail).reason
     assert ws_server.connections == []
@@ -348,7 +296,7 @@ def test_tcp_keepalive_is_set_on_the_connection(scheme: str, request: Any, tls: 
     settings: List[Dict[str, int]] = []
     nodelay: List[int] = []
 
-    def on_ready(ws: WebSocket, ready: events.Ready) -> None:
+    def on_ready(ws: WebSocket) -> None:
         sock = client_socket(ws)
         settings.append(keepalive_settings(sock))
         nodelay.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
@@ -359,7 +307,7 @@ def test_tcp_keepalive_is_set_on_the_connection(scheme: str, request: Any, tls: 
         socket_options=tcp_keepalive(idle=7, interval=3, count=4),
         ssl_context=tls.client_context() if scheme == "wss" else None,
     )
-    assert names(run(websocket, on_ready)) == ECHO
+    assert names(exchange(websocket, on_ready)) == ECHO
     assert settings[0]["keepalive"] != 0
     if LINUX:
         assert settings[0] == {
@@ -381,13 +329,12 @@ def test_raw_socket_option_tuples(ws_server: Any) -> None:
         (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 6),
     ]
 
-    def on_ready(ws: WebSocket, ready: events.Ready) -> None:
+    def on_ready(ws: WebSocket) -> None:
         settings.append(keepalive_settings(client_socket(ws)))
         ws.send_text("hello")
 
-    assert (
-        names(run(WebSocket(ws_server.url_for("/echo"), socket_options=options), on_ready)) == ECHO
-    )
+    websocket = WebSocket(ws_server.url_for("/echo"), socket_options=options)
+    assert names(exchange(websocket, on_ready)) == ECHO
     assert settings == [{"keepalive": 1, "TCP_KEEPIDLE": 11, "TCP_KEEPINTVL": 2, "TCP_KEEPCNT": 6}]
 
 
@@ -395,13 +342,13 @@ def test_socket_options_apply_to_every_connection(ws_server: Any) -> None:
     # Options belong to the websocket: every new connection gets them.
     settings: List[int] = []
 
-    def on_ready(ws: WebSocket, ready: events.Ready) -> None:
+    def on_ready(ws: WebSocket) -> None:
         settings.append(client_socket(ws).getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE))
         ws.send_text("hello")
 
     websocket = WebSocket(ws_server.url_for("/echo"), socket_options=tcp_keepalive())
-    run(websocket, on_ready)
-    run(websocket, on_ready)
+    exchange(websocket, on_ready)
+    exchange(websocket, on_ready)
     assert len(settings) == 2 and all(settings)
 
 
@@ -409,7 +356,7 @@ def test_invalid_socket_option_is_connect_fail(ws_server: Any) -> None:
     websocket = WebSocket(
         ws_server.url_for("/echo"), socket_options=[(socket.SOL_SOCKET, 99999, 1)]
     )
-    seen = run(websocket)
+    seen = exchange(websocket)
     assert names(seen) == ["connecting", "connect_fail"]
     assert "could not set a socket option" in first(seen, events.ConnectFail).reason
 
@@ -421,11 +368,11 @@ def test_pre_connected_socket_used_once(ws_server: Any) -> None:
     sock = socket.create_connection(("127.0.0.1", ws_server.port))
     local = tuple(sock.getsockname()[:2])
     websocket = WebSocket(ws_server.url_for("/echo"), sock=sock)
-    assert names(run(websocket)) == ECHO
+    assert names(exchange(websocket)) == ECHO
     assert tuple(ws_server.connections[0].remote_address[:2]) == local  # this socket
     assert sock.fileno() == -1  # owned, and closed, by the connection
     # The next connection dials on its own.
-    assert names(run(websocket)) == ECHO
+    assert names(exchange(websocket)) == ECHO
     assert tuple(ws_server.connections[1].remote_address[:2]) != local
 
 
@@ -433,12 +380,12 @@ def test_pre_connected_socket_gets_socket_options(ws_server: Any) -> None:
     sock = socket.create_connection(("127.0.0.1", ws_server.port))
     settings: List[int] = []
 
-    def on_ready(ws: WebSocket, ready: events.Ready) -> None:
+    def on_ready(ws: WebSocket) -> None:
         settings.append(sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE))
         ws.send_text("hello")
 
     websocket = WebSocket(ws_server.url_for("/echo"), sock=sock, socket_options=tcp_keepalive())
-    assert names(run(websocket, on_ready)) == ECHO
+    assert names(exchange(websocket, on_ready)) == ECHO
     assert settings == [1]
 
 
@@ -446,7 +393,7 @@ def test_pre_connected_socket_with_tls(wss_server: Any, tls: Any) -> None:
     # A plain socket for a wss:// URL: TLS runs on it, for the URL's host.
     sock = socket.create_connection(("127.0.0.1", wss_server.port))
     websocket = WebSocket(wss_server.url_for("/echo"), sock=sock, ssl_context=tls.client_context())
-    assert names(run(websocket)) == ECHO
+    assert names(exchange(websocket)) == ECHO
 
 
 def test_pre_connected_tls_socket(wss_server: Any, tls: Any) -> None:
@@ -454,7 +401,7 @@ def test_pre_connected_tls_socket(wss_server: Any, tls: Any) -> None:
     raw = socket.create_connection(("127.0.0.1", wss_server.port))
     sock = tls.client_context().wrap_socket(raw, server_hostname="localhost")
     websocket = WebSocket(wss_server.url_for("/echo"), sock=sock)
-    assert names(run(websocket)) == ECHO
+    assert names(exchange(websocket)) == ECHO
 
 
 def test_pre_connected_socket_ignores_explicit_proxies(ws_server: Any) -> None:
@@ -462,7 +409,7 @@ def test_pre_connected_socket_ignores_explicit_proxies(ws_server: Any) -> None:
     websocket = WebSocket(
         ws_server.url_for("/echo"), sock=sock, proxies={"http": "http://127.0.0.1:1"}
     )
-    seen = run(websocket)
+    seen = exchange(websocket)
     assert names(seen) == ECHO
     assert first(seen, events.Connected).proxy is None
 
@@ -489,6 +436,6 @@ def test_pre_connected_unix_socket(unix_server: str) -> None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(unix_server)
     websocket = WebSocket("ws://localhost/echo", sock=sock)
-    seen = run(websocket)
+    seen = exchange(websocket)
     assert names(seen) == ECHO
     assert first(seen, events.Text).text == "hello"

@@ -514,7 +514,7 @@ def test_reader_violation_sends_a_close_and_follows_good_events() -> None:
     # ... until the driver takes the failing Close from the queue.
     closing = protocol.data_to_send()
     fin, opcode, payload = parse_client_frame(closing)
-    assert opcode == Opcode.CLOSE and payload[:2] == struct.pack("!H", 1002)
+    assert fin and opcode == Opcode.CLOSE and payload[:2] == struct.pack("!H", 1002)
     assert protocol.should_close
     with pytest.raises(WebSocketClosed):
         protocol.send_data(Opcode.TEXT, b"x")
@@ -588,7 +588,7 @@ def test_close_echo_waits_for_data_to_send_so_a_closing_handler_may_send() -> No
     assert parse_client_frame(reply)[2] == b"last words"
     # ... then the echo goes out, with the server's code.
     fin, opcode, payload = parse_client_frame(protocol.data_to_send())
-    assert opcode == Opcode.CLOSE and payload == struct.pack("!H", 1001)
+    assert fin and opcode == Opcode.CLOSE and payload == struct.pack("!H", 1001)
     assert protocol.handshake_complete
     with pytest.raises(WebSocketClosed):
         protocol.send_data(Opcode.TEXT, b"too late")

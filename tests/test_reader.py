@@ -329,3 +329,116 @@ def test_protocol_read_size_grows_for_big_payloads() -> None:
     got = protocol.receive_data(big[-100_000:])
     assert len(got[0].data) == 1 << 20  # type: ignore[attr-defined]
     assert protocol.read_size == READ_SIZE
+
+
+# -- the server side: client frames, masked ------------------------------------------
+
+
+def client_frame(opcode: int, payload: bytes = b"", fin: bool = True, rsv1: bool = False) -> bytes:
+    """A frame as a client sends it: masked with a random key."""
+    return build_frame(opcode, payload, fin=fin, rsv1=rsv1, mask=True)
+
+
+CLIENT_STREAM = b"".join(client_frame(f.opcode, f.payload, f.fin) for f in STREAM_FRAMES)
+
+
+def test_server_side_unmasks_client_frames(masking: str) -> None:
+    frames, error = read_frames(expect_masked=True).send(CLIENT_STREAM)
+    assert error is None
+    assert frames == STREAM_FRAMES
+    assert all(type(frame.payload) is bytes for frame in frames)
+
+
+def test_server_side_delivers_whole_frames_whatever_the_chunking(masking: str) -> None:
+    reader = read_frames(expect_masked=True)
+    chunks = [CLIENT_STREAM[i : i + 997] for i in range(0, len(CLIENT_STREAM), 997)]
+    frames, error = feed_all(reader, chunks)
+    assert error is None
+    # Whole frames, never pieces: the same list as in one read.
+    assert frames == STREAM_FRAMES
+
+
+def test_server_side_missing_hint() -> None:
+    hint = [0]
+    reader = read_frames(expect_masked=True, missing=hint)
+    data = client_frame(Opcode.BINARY, b"z" * 5000)
+    assert reader.send(data[:1000]) == ([], None)
+    assert hint[0] == len(data) - 1000
+    assert reader.send(data[1000:]) == ([Frame(Opcode.BINARY, b"z" * 5000)], None)
+    assert hint[0] == 0
+
+
+def test_server_side_refuses_an_unmasked_frame() -> None:
+    """RFC 6455 section 5.1: a server must fail on an unmasked client frame."""
+    good = client_frame(Opcode.TEXT, b"good")
+    frames, error = read_frames(expect_masked=True).send(good + server_frame(Opcode.TEXT, b"x"))
+    assert frames == [Frame(Opcode.TEXT, b"good")]
+    assert type(error) is CriticalProtocolError and error.code == 1002
+
+
+def test_client_side_refuses_a_masked_frame() -> None:
+    """RFC 6455 section 5.1: a client must fail on a masked server frame."""
+    frames, error = read_frames().send(client_frame(Opcode.TEXT, b"x"))
+    assert frames == [] and type(error) is CriticalProtocolError
+
+
+@pytest.mark.parametrize("name", sorted(set(VIOLATIONS) - {"masked"}))
+def test_server_side_header_violations(name: str) -> None:
+    header, kind = VIOLATIONS[name]
+    masked = bytes((header[0], header[1] | 0x80)) + header[2:]
+    reader = read_frames(expect_masked=True)
+    good = client_frame(Opcode.TEXT, b"good") + client_frame(Opcode.PING, b"p")
+    frames, error = feed_all(reader, [good] + [masked[i : i + 1] for i in range(len(masked))])
+    assert frames == GOOD_FRAMES
+    assert type(error) is kind
+
+
+def test_server_side_max_size_and_rsv1() -> None:
+    reader = read_frames(max_size=10, allow_rsv1=True, expect_masked=True)
+    frames, error = reader.send(client_frame(Opcode.BINARY, b"a" * 10, rsv1=True))
+    assert error is None and frames == [Frame(Opcode.BINARY, b"a" * 10, rsv1=True)]
+    _, error = reader.send(client_frame(Opcode.BINARY, b"a" * 11))
+    assert isinstance(error, PayloadTooLarge)
+
+
+# -- max_size on compressed frames ----------------------------------------------------
+
+
+def test_compressed_wire_limit_is_generous_but_finite() -> None:
+    from lomond.reader import compressed_wire_limit
+
+    assert compressed_wire_limit(1000) == 1000 + 125 + 1024
+    # Fixed-Huffman worst case (9 bits a byte) fits.
+    assert compressed_wire_limit(16 << 20) >= (16 << 20) * 9 // 8
+
+
+@pytest.mark.parametrize("side", ["client", "server"])
+def test_compressed_frame_may_exceed_max_size_on_the_wire(side: str) -> None:
+    """max_size is about the inflated message: a compressed frame a little
+    bigger than max_size on the wire is let through (the inflater caps it)."""
+    make = client_frame if side == "server" else server_frame
+    reader = read_frames(max_size=1000, allow_rsv1=True, expect_masked=side == "server")
+    frames, error = reader.send(make(Opcode.BINARY, b"c" * 1100, fin=False, rsv1=True))
+    assert error is None and coalesce(frames)[0].payload == b"c" * 1100
+    # A continuation of it (RSV1 only marks the first frame) also gets the wire limit.
+    frames, error = reader.send(make(Opcode.CONTINUATION, b"d" * 1100))
+    assert error is None and b"".join(bytes(f.payload) for f in frames) == b"d" * 1100
+    # Past the wire limit, refused from the header alone.
+    _, error = reader.send(raw_header(0x80 | 0x40 | 0x2, 1000 + 125 + 1025, side == "server"))
+    assert isinstance(error, PayloadTooLarge)
+
+
+@pytest.mark.parametrize("side", ["client", "server"])
+def test_uncompressed_frame_keeps_the_exact_limit_with_deflate(side: str) -> None:
+    make = client_frame if side == "server" else server_frame
+    reader = read_frames(max_size=1000, allow_rsv1=True, expect_masked=side == "server")
+    _, error = reader.send(make(Opcode.TEXT, b"t" * 1001))
+    assert isinstance(error, PayloadTooLarge)
+
+
+def test_continuation_keeps_the_exact_limit_without_deflate() -> None:
+    reader = read_frames(max_size=1000)
+    frames, error = reader.send(server_frame(Opcode.BINARY, b"x", fin=False))
+    assert error is None and frames == [Frame(Opcode.BINARY, b"x", fin=False)]
+    _, error = reader.send(raw_header(0x80, 1001))
+    assert isinstance(error, PayloadTooLarge)

@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 import attrs
 import pytest
-from core_helpers import collect, no_proxy_env, refused_port  # noqa: F401
+from core_helpers import collect, refused_port
 from peers.proxy import PROXY_PASSWORD, PROXY_USER, ProxyServer
 from peers.raw_server import RawConnection
 from peers.relay import pump

@@ -1,8 +1,12 @@
-"""The session's timers and threads: poll, auto-ping, ping timeout, close timeout,
-handshake and connect timeouts, and stopping a loop from another thread.
+"""The threaded session against real peers: that it acts on its timers (poll,
+auto-ping, ping timeout, close timeout, handshake timeout), and stopping a
+loop from another thread.
 
-Timeouts are small (tenths of a second) to keep the suite fast; the bounds
-asserted are generous because this checks correctness, not latency.
+When each timer fires is checked exactly, without sleeping, in
+test_timers.py; here the events and what the server saw show that the
+session delivers what the timers say. Timeouts are small (tenths of a
+second) to keep the suite fast. Only the promise that a close() from another
+thread ends a 30 s wait promptly is measured, with a generous bound.
 """
 
 from __future__ import annotations
@@ -12,11 +16,15 @@ import time
 from typing import Any, List
 
 import pytest
-from core_helpers import collect, no_proxy_env, wait_for  # noqa: F401
+from core_helpers import collect, later, wait_for
 from peers.raw_server import CLOSE, PING, TEXT, PeerClosed, RawConnection
 from peers.ws_server import WSServer
 
 from lomond import WebSocket, events
+
+#: How soon a close() from another thread must end a 30 s wait: far below
+#: that, and generous for a busy 2-core machine.
+PROMPT = 2.0
 
 
 def read_until_eof(conn: RawConnection, timeout: float = 5.0) -> List[Any]:
@@ -37,18 +45,16 @@ def read_until_eof(conn: RawConnection, timeout: float = 5.0) -> List[Any]:
 
 def test_poll_events(ws_server: WSServer) -> None:
     websocket = WebSocket(ws_server.url_for("/record"))
-    polls: List[float] = []
+    polls: List[events.Event] = []
 
     def on_event(event: events.Event) -> None:
         if isinstance(event, events.Poll):
-            polls.append(time.monotonic())
+            polls.append(event)
             if len(polls) == 5:
                 websocket.close()
 
     run = collect(websocket, on_event, poll=0.1)
     assert len(polls) == 5
-    gaps = [b - a for a, b in zip(polls, polls[1:])]
-    assert all(0.05 <= gap < 1.0 for gap in gaps), gaps
     # The first Poll comes right after Ready (Lomond 0.3 programs subscribe
     # on it), the next ones every poll seconds.
     assert run.names[run.names.index("ready") + 1] == "poll"
@@ -126,10 +132,7 @@ def test_ping_timeout_against_a_silent_server(scripted_server: Any) -> None:
     assert run.names[-2:] == ["unresponsive", "disconnected"]
     assert run.names[:3] == ["connecting", "connected", "ready"]
     assert run.first(events.Disconnected).graceful is False
-    # First ping at ~0.2 s, no pong by ~0.7 s.
-    elapsed = run.time_of(events.Unresponsive) - run.time_of(events.Ready)
-    assert 0.5 <= elapsed < 2.5, elapsed
-    assert run.time_of(events.Disconnected) - run.time_of(events.Unresponsive) < 0.5
+    assert run.first(events.Disconnected).reason == "unresponsive: no pong within 0.5 s"
     frames = server.result()
     assert any(f.opcode == PING for f in frames)
 
@@ -150,8 +153,8 @@ def test_ping_timeout_with_manual_pings(scripted_server: Any) -> None:
 
     run = collect(websocket, on_event, ping_rate=0, ping_timeout=0.4)
     assert run.names[-2:] == ["unresponsive", "disconnected"]
-    elapsed = run.time_of(events.Unresponsive) - run.time_of(events.Ready)
-    assert 0.35 <= elapsed < 2.0, elapsed
+    frames = server.result()
+    assert [(f.opcode, f.payload) for f in frames if f.opcode == PING] == [(PING, b"anyone?")]
 
 
 # -- close timeout -------------------------------------------------------------------
@@ -176,8 +179,7 @@ def test_close_timeout_when_the_server_never_answers(scripted_server: Any) -> No
     assert run.names == ["connecting", "connected", "ready", "poll", "disconnected"]
     disconnected = run.first(events.Disconnected)
     assert disconnected.graceful is False
-    elapsed = run.time_of(events.Disconnected) - run.time_of(events.Ready)
-    assert 0.45 <= elapsed < 2.5, elapsed
+    assert disconnected.reason.startswith("close timeout")
     assert closes == [(1000, "bye")]
 
 
@@ -195,8 +197,8 @@ def test_close_timeout_after_the_servers_close(scripted_server: Any) -> None:
     server = scripted_server(script)
     run = collect(WebSocket(server.url_for("/")), close_timeout=0.5, poll=30)
     assert run.names == ["connecting", "connected", "ready", "poll", "closing", "disconnected"]
-    elapsed = run.time_of(events.Disconnected) - run.time_of(events.Closing)
-    assert 0.45 <= elapsed < 2.5, elapsed
+    # The close handshake itself was complete: only TCP was not closed.
+    assert run.first(events.Disconnected).reason.startswith("close timeout")
     assert echoes == [(1001, "")]
 
 
@@ -243,7 +245,9 @@ def test_graceful_when_the_server_answers_late(scripted_server: Any) -> None:
     websocket = WebSocket(server.url_for("/"))
     run = collect(websocket, lambda e: websocket.close() if e.name == "ready" else None,
                   close_timeout=3)
-    assert run.names == ["connecting", "connected", "ready", "poll", "text", "closed", "disconnected"]
+    assert run.names == [
+        "connecting", "connected", "ready", "poll", "text", "closed", "disconnected"
+    ]
     assert run.first(events.Closed).reason == "ok"
     assert run.first(events.Disconnected).graceful
 
@@ -255,8 +259,8 @@ def test_handshake_timeout_with_a_slow_server(ws_server: WSServer) -> None:
     websocket = WebSocket(ws_server.url_for("/slow-handshake?delay=3"))
     run = collect(websocket, handshake_timeout=0.3)
     assert run.names == ["connecting", "connected", "connect_fail", "disconnected"]
-    elapsed = run.time_of(events.ConnectFail) - run.time_of(events.Connected)
-    assert 0.25 <= elapsed < 2.0, elapsed
+    reason = run.first(events.ConnectFail).reason
+    assert reason == "no response to the upgrade request within 0.3 s"
 
 
 def test_handshake_within_the_timeout(ws_server: WSServer) -> None:
@@ -266,53 +270,37 @@ def test_handshake_within_the_timeout(ws_server: WSServer) -> None:
     assert "ready" in run.names
 
 
-def test_connect_timeout(scripted_server: Any) -> None:
-    server = scripted_server(mode="no-accept")
-    websocket = WebSocket(server.url_for("/"))
-    start = time.monotonic()
-    run = collect(websocket, connect_timeout=0.4)
-    elapsed = time.monotonic() - start
-    assert run.names == ["connecting", "connect_fail"]
-    assert 0.3 <= elapsed < 3.0, elapsed
-
-
 # -- stopping from another thread ------------------------------------------------------
 
 
 def test_close_during_the_handshake_is_prompt(scripted_server: Any) -> None:
     server = scripted_server(mode="stall")
     websocket = WebSocket(server.url_for("/"))
-    called: List[float] = []
+    closed_at: List[List[float]] = []
 
     def on_event(event: events.Event) -> None:
         if isinstance(event, events.Connected):
-            def later() -> None:
-                time.sleep(0.2)
-                called.append(time.monotonic())
-                websocket.close()
-            threading.Thread(target=later, daemon=True).start()
+            closed_at.append(later(0.2, websocket.close))
 
     run = collect(websocket, on_event, handshake_timeout=30)
     assert run.names == ["connecting", "connected", "connect_fail", "disconnected"]
-    assert called and run.times[-1] - called[0] < 2.0
+    # A close() from another thread ends the 30 s wait at once.
+    assert closed_at and closed_at[0] and run.times[-1] - closed_at[0][0] < PROMPT
 
 
 def test_close_during_the_tcp_connect_is_prompt(scripted_server: Any) -> None:
     server = scripted_server(mode="no-accept")
     websocket = WebSocket(server.url_for("/"))
-    called: List[float] = []
+    closed_at: List[List[float]] = []
 
     def on_event(event: events.Event) -> None:
         if isinstance(event, events.Connecting):
-            def later() -> None:
-                time.sleep(0.2)
-                called.append(time.monotonic())
-                websocket.close()
-            threading.Thread(target=later, daemon=True).start()
+            closed_at.append(later(0.2, websocket.close))
 
     run = collect(websocket, on_event, connect_timeout=30)
     assert run.names == ["connecting", "connect_fail"]
-    assert called and run.times[-1] - called[0] < 2.0
+    # A close() from another thread ends the 30 s wait at once.
+    assert closed_at and closed_at[0] and run.times[-1] - closed_at[0][0] < PROMPT
 
 
 def test_close_while_the_server_streams(ws_server: WSServer) -> None:
@@ -554,12 +542,12 @@ def test_handshake_timeout_covers_tls_and_the_upgrade_together(tls: Any) -> None
     try:
         websocket = WebSocket(f"wss://localhost:{server.port}/",
                               ssl_context=tls.client_context())
-        start = time.monotonic()
         run = collect(websocket, lambda e: websocket.close() if e.name == "ready" else None,
                       handshake_timeout=0.8, close_timeout=0.2)
+        # Each step alone fits in 0.8 s; together they do not.
         assert "ready" not in run.names, run.names
-        assert "connect_fail" in run.names
-        assert time.monotonic() - start < 2.0
+        reason = run.first(events.ConnectFail).reason
+        assert reason == "no response to the upgrade request within 0.8 s"
     finally:
         server.close()
 

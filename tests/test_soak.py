@@ -25,7 +25,6 @@ import tracemalloc
 from typing import Any, Dict
 
 import pytest
-from core_helpers import no_proxy_env  # noqa: F401
 from peers.ws_server import ConnectionRecord, WSServer
 
 from lomond import WebSocket, events

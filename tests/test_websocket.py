@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
 
 import pytest
-from core_helpers import FAST, collect, no_proxy_env, refused_port, wait_for  # noqa: F401
+from core_helpers import FAST, collect, refused_port
 from peers.raw_server import BINARY, CLOSE, PONG, TEXT, RawConnection
 from peers.tls import TLSBundle
 from peers.ws_server import WSServer

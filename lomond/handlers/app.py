@@ -4,20 +4,35 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import threading
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
+import traceback
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    FrozenSet,
+    Iterator,
+    List,
+    Optional,
+    Tuple,
+    TypeVar,
+)
 
 import attrs
 import blinker
 
 from .. import events
+from ..errors import WebSocketClosed, WebSocketClosing, WebSocketUnavailable
 from ..options import ConnectOptions, PersistOptions, split_options
 from ..persist import persist
 from ..status import Status
 from ..wakeup import StopSignal
 from ..websocket import WebSocket
 from .interrupt import graceful_sigint
-from .outcome import Outcome, OutcomeTracker
+from .names import check_handler_names, check_websocket_options
+from .outcome import Outcome, OutcomeTracker, handler_name
 from .policy import ErrorPolicy, PolicyAction, check_policy, decide
 from .registration import Registration
 from .registry import Handler, HandlerRegistry
@@ -29,6 +44,15 @@ if TYPE_CHECKING:
     from ..options import RunKeywords
 
 log = logging.getLogger("lomond.handlers")
+
+T = TypeVar("T")
+
+#: Raised by the app's ``send_*`` methods between Connecting and Ready.
+NOT_READY = (
+    "the websocket is not ready yet (the opening handshake is not done): "
+    "send from a 'ready' handler (@app.on(\"ready\") or on_ready), not from "
+    "'connecting' or 'connected'"
+)
 
 #: The close sent when a handler error stops the app (RFC 6455 section 7.4.1).
 HANDLER_ERROR_CLOSE = (Status.INTERNAL_ERROR, "handler error")
@@ -66,7 +90,14 @@ class WebSocketApp(Registration):
     in the thread that runs the loop. What happens when a handler raises is
     set by ``error_policy`` (see :mod:`lomond.handlers.policy`); the
     :meth:`on_error` method and the :attr:`on_error_signal` signal hear of
-    every error.
+    every error. Who reports the error is decided by :meth:`report_error`:
+    by default its traceback is printed to ``sys.stderr``.
+
+    A subclass method whose name starts with ``on_`` must be a handler
+    (``on_<event name>``, ``on_event``) or one of the hooks (``on_error``):
+    anything else (``on_txt``, websocket-client's ``on_message``) is a
+    ``ValueError`` when the class is created, naming the right method.
+    ``class Mine(WebSocketApp, check_handlers=False)`` turns the check off.
 
     :param url: a ``ws://`` or ``wss://`` URL.
     :param error_policy: ``"close"`` (default), ``"log"``, ``"raise"`` or a
@@ -76,10 +107,17 @@ class WebSocketApp(Registration):
         (``protocols``, ``compress``, ``headers``, ...).
     """
 
+    def __init_subclass__(cls, check_handlers: bool = True, **kwargs: Any) -> None:
+        """Refuse ``on_*`` methods that would never be called (see the class docstring)."""
+        super().__init_subclass__(**kwargs)
+        if check_handlers:
+            check_handler_names(cls, HOOK_NAMES)
+
     def __init__(
         self, url: str, error_policy: ErrorPolicy = "close", **websocket_options: Any
     ) -> None:
         check_policy(error_policy)
+        check_websocket_options(websocket_options)
         #: The underlying :class:`~lomond.WebSocket`.
         self.websocket = WebSocket(url, **websocket_options)
         #: See :mod:`lomond.handlers.policy`.
@@ -108,6 +146,8 @@ class WebSocketApp(Registration):
         self._running = False
         self._loop_thread: Optional[threading.Thread] = None
         self._tracker = OutcomeTracker()
+        # Between Connecting and Ready (or the attempt's end): sends are too early.
+        self._handshaking = False
         self._last_outcome: Optional[Outcome] = None
         self._runner: Optional[Completion[Outcome]] = None
 
@@ -158,25 +198,39 @@ class WebSocketApp(Registration):
         """Whether a run (:meth:`run_forever` or :meth:`start`) is in progress."""
         return self._running
 
+    def _send(self, send: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Call a WebSocket send method; during the handshake, say to wait for Ready."""
+        try:
+            return send(*args, **kwargs)
+        except WebSocketUnavailable as error:
+            if self._handshaking and not isinstance(error, (WebSocketClosing, WebSocketClosed)):
+                raise WebSocketUnavailable(NOT_READY) from None
+            raise
+
     def send_text(self, text: str, compress: bool = True) -> None:
-        """Send a text message (see :meth:`lomond.WebSocket.send_text`)."""
-        self.websocket.send_text(text, compress)
+        """Send a text message (see :meth:`lomond.WebSocket.send_text`).
+
+        Before the connection is ready (in a ``connecting`` or ``connected``
+        handler) it raises :class:`~lomond.errors.WebSocketUnavailable`
+        saying to send from a ``ready`` handler; so do the other ``send_*``.
+        """
+        self._send(self.websocket.send_text, text, compress)
 
     def send_binary(self, data: bytes, compress: bool = True) -> None:
         """Send a binary message (see :meth:`lomond.WebSocket.send_binary`)."""
-        self.websocket.send_binary(data, compress)
+        self._send(self.websocket.send_binary, data, compress)
 
     def send_json(self, _obj: Any = ..., **kwargs: Any) -> None:
         """Send JSON text (see :meth:`lomond.WebSocket.send_json`)."""
-        self.websocket.send_json(_obj, **kwargs)
+        self._send(self.websocket.send_json, _obj, **kwargs)
 
     def send_ping(self, data: bytes = b"") -> None:
         """Send a Ping (see :meth:`lomond.WebSocket.send_ping`)."""
-        self.websocket.send_ping(data)
+        self._send(self.websocket.send_ping, data)
 
     def send_pong(self, data: bytes = b"") -> None:
         """Send a Pong (see :meth:`lomond.WebSocket.send_pong`)."""
-        self.websocket.send_pong(data)
+        self._send(self.websocket.send_pong, data)
 
     def close(self, code: int = Status.NORMAL, reason: str = "goodbye") -> None:
         """Start the close handshake, from any thread; returns at once.
@@ -190,12 +244,66 @@ class WebSocketApp(Registration):
     # -- hooks -----------------------------------------------------------------------------
 
     def on_error(self, event: events.Event, exc: Exception) -> None:
-        """Called when a handler for ``event`` raised ``exc`` (already logged).
+        """Called when a handler for ``event`` raised ``exc``.
 
-        Override it in a subclass to report errors; it does nothing by
+        Override it in a subclass to report errors: an override takes the
+        reporting over (see :meth:`report_error`). It does nothing by
         default. An exception raised here is logged and otherwise ignored.
         The error policy applies afterwards.
         """
+
+    def _reporting_taken_over(self) -> bool:
+        """Whether the app itself hears of handler errors (see :meth:`report_error`)."""
+        return (
+            getattr(type(self), "on_error", None) is not WebSocketApp.on_error
+            or callable(self.error_policy)
+            or bool(self.on_error_signal.receivers)
+        )
+
+    def report_error(
+        self, event: events.Event, handler: Any, error: Exception, action: PolicyAction
+    ) -> None:
+        """Make a handler error visible; called once per error, before :meth:`on_error`.
+
+        The rule, first match wins:
+
+        1. logging is configured (the ``lomond.handlers`` logger, ``lomond``
+           or the root logger has a handler): the traceback is logged at
+           ERROR on ``lomond.handlers``, and the logging setup decides;
+        2. the error reaches the caller: the policy chose ``"raise"``
+           (``run_forever()`` or ``join()`` raises it): nothing more;
+        3. the app hears of errors itself: :meth:`on_error` is overridden,
+           ``error_policy`` is a callable, or :attr:`on_error_signal` has a
+           receiver: logged at DEBUG only;
+        4. otherwise the traceback is printed to ``sys.stderr`` once, as
+           :func:`threading.excepthook` does for a thread's exception.
+
+        Override it to report errors some other way.
+        """
+        name = handler_name(handler)
+        if log.hasHandlers():
+            log.error(
+                "%s handler %s raised %s (policy %r)", event.name, name,
+                type(error).__name__, action, exc_info=error,
+            )
+        elif action == "raise" or self._reporting_taken_over():
+            log.debug("%s handler %s raised %r", event.name, name, error)
+        else:
+            stderr = sys.stderr
+            if stderr is None:  # pythonw: nowhere to print
+                return
+            ending = {
+                "close": "closing the connection (error policy 'close')",
+                "log": "continuing (error policy 'log')",
+                "raise": "closing the connection (error policy 'raise')",
+            }[action]
+            print(
+                f"Exception in lomond handler {name} for {type(event).__name__} "
+                f"event of {self!r}; {ending}:",
+                file=stderr,
+            )
+            traceback.print_exception(type(error), error, error.__traceback__, file=stderr)
+            stderr.flush()
 
     # -- dispatch --------------------------------------------------------------------------
 
@@ -227,8 +335,13 @@ class WebSocketApp(Registration):
         tracker = self._tracker
         with self._dispatch_lock:
             tracker.record(event)
+            kind = type(event)
+            if kind is events.Connecting or kind is events.Connected:
+                self._handshaking = True
+            elif kind in _HANDSHAKE_OVER:
+                self._handshaking = False
             name = event.name
-            failures: Optional[List[Tuple[PolicyAction, Exception]]] = None
+            failures: Optional[List[Tuple[PolicyAction, Handler, Exception]]] = None
             for handler in self._methods.get(name, self._generic) + self._registry.handlers_for(
                 name
             ):
@@ -237,10 +350,9 @@ class WebSocketApp(Registration):
                 except Exception as error:
                     if failures is None:
                         failures = []
-                    failures.append((self._handler_failed(event, handler, error), error))
+                    failures.append((self._handler_failed(event, handler, error), handler, error))
             if failures is not None:
                 self._apply_policy(failures, tracker)
-            kind = type(event)
             if kind is events.Ready:
                 if self._running:
                     self._set_ready(self.websocket.is_active)
@@ -257,8 +369,12 @@ class WebSocketApp(Registration):
     def _handler_failed(
         self, event: events.Event, handler: Handler, error: Exception
     ) -> PolicyAction:
-        """Log ``error`` (from inside its ``except`` block), tell the hooks, pick an action."""
-        log.exception("%s handler %r raised %s", event.name, handler, type(error).__name__)
+        """Report ``error`` (see :meth:`report_error`), tell the hooks, pick an action."""
+        action = decide(self.error_policy, event, error)
+        try:
+            self.report_error(event, handler, error, action)
+        except Exception:
+            log.exception("report_error raised while reporting an error; ignored")
         try:
             self.on_error(event, error)
         except Exception:
@@ -268,19 +384,19 @@ class WebSocketApp(Registration):
                 receiver(self, event=event, exc=error)
             except Exception:
                 log.exception("error signal receiver %r raised; ignored", receiver)
-        return decide(self.error_policy, event, error)
+        return action
 
     def _apply_policy(
-        self, failures: List[Tuple[PolicyAction, Exception]], tracker: OutcomeTracker
+        self, failures: List[Tuple[PolicyAction, Handler, Exception]], tracker: OutcomeTracker
     ) -> None:
         """After all of an event's handlers ran: close, or (outside a run) raise."""
-        ending = [(action, error) for action, error in failures if action != "log"]
+        ending = [failure for failure in failures if failure[0] != "log"]
         if not ending:
             return
         first = tracker.error is None
         if first:
-            tracker.error = ending[0][1]
-        to_raise = next((error for action, error in ending if action == "raise"), None)
+            tracker.handler_error(ending[0][1], ending[0][2])
+        to_raise = next((error for action, _, error in ending if action == "raise"), None)
         if not self._running:
             if to_raise is not None:
                 raise to_raise
@@ -536,4 +652,29 @@ class WebSocketApp(Registration):
         self.join(0)
 
 
-__all__ = ["HANDLER_ERROR_CLOSE", "INTERRUPT_CLOSE", "StrongSignal", "WebSocketApp"]
+#: Events after which a connection attempt is no longer in its opening handshake.
+_HANDSHAKE_OVER = frozenset(
+    {
+        events.Ready,
+        events.ConnectFail,
+        events.Rejected,
+        events.ProtocolError,
+        events.Closing,
+        events.Closed,
+        events.Disconnected,
+    }
+)
+
+#: Methods and attributes of WebSocketApp named ``on_*`` that are not event handlers.
+HOOK_NAMES: FrozenSet[str] = frozenset(
+    name for name in dir(WebSocketApp) if name.startswith("on_")
+) | {"on_error_signal", "on_event"}
+
+__all__ = [
+    "HANDLER_ERROR_CLOSE",
+    "HOOK_NAMES",
+    "INTERRUPT_CLOSE",
+    "NOT_READY",
+    "StrongSignal",
+    "WebSocketApp",
+]

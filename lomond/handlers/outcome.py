@@ -22,7 +22,16 @@ class Outcome:
     :ivar connections: how many :class:`~lomond.events.Connected` events there were.
     :ivar error: the handler exception that ended the run (error policy
         ``"close"`` or ``"raise"``), or ``None``.
-    :ivar reason: the last Disconnected's ``reason``, or ``None``.
+    :ivar reason: why the run ended. If a handler error ended it, that error
+        (``"handler <name> raised <Type>: <message>"``: what happened to the
+        connection afterwards never hides it). Otherwise the last failure:
+        :class:`~lomond.events.ConnectFail`'s reason, the
+        :class:`~lomond.events.Rejected` reason (with the HTTP status),
+        :class:`~lomond.events.ProtocolError`'s error, or else the last
+        :class:`~lomond.events.Disconnected`'s reason (``"closed"`` after a
+        close handshake). ``None`` if no connection was attempted.
+    :ivar handler: the qualified name of the handler that raised
+        :attr:`error` (``"Feed.on_text"``, ``"main.<locals>.show"``), or ``None``.
     """
 
     close_code: Optional[int] = None
@@ -31,6 +40,14 @@ class Outcome:
     connections: int = 0
     error: Optional[BaseException] = None
     reason: Optional[str] = None
+    handler: Optional[str] = None
+
+
+def handler_name(handler: object) -> str:
+    """A handler's qualified name (``Class.method`` for a bound method), else its repr."""
+    function = getattr(handler, "__func__", handler)
+    name = getattr(function, "__qualname__", None)
+    return name if isinstance(name, str) else repr(handler)
 
 
 class OutcomeTracker:
@@ -42,23 +59,52 @@ class OutcomeTracker:
         self.graceful = False
         self.connections = 0
         self.reason: Optional[str] = None
-        #: The first handler error that ended the run.
+        #: Whether the current connection attempt already failed with a reason
+        #: (a ProtocolError's, say), which its Disconnected must not replace.
+        self._failed = False
+        #: The first handler error that ended the run, and who raised it.
         self.error: Optional[BaseException] = None
+        self.handler: Optional[str] = None
         #: The handler error to re-raise when the run ends (policy "raise").
         self.to_raise: Optional[BaseException] = None
 
     def record(self, event: events.Event) -> None:
         """Take what the outcome needs from ``event`` (before its handlers run)."""
         kind = type(event)
-        if kind is events.Connected:
+        if kind is events.Text or kind is events.Binary:
+            return  # the common case first: messages change nothing here
+        if isinstance(event, events.Connected):
             self.connections += 1
             self.close_code = self.close_reason = None
-        elif kind is events.Closing or kind is events.Closed:
-            self.close_code = event.code  # type: ignore[attr-defined]
-            self.close_reason = event.reason  # type: ignore[attr-defined]
-        elif kind is events.Disconnected:
-            self.graceful = event.graceful  # type: ignore[attr-defined]
-            self.reason = event.reason  # type: ignore[attr-defined]
+        elif isinstance(event, (events.Closing, events.Closed)):
+            self.close_code = event.code
+            self.close_reason = event.reason
+        elif isinstance(event, events.Connecting):
+            self._failed = False
+        elif isinstance(event, (events.ConnectFail, events.Rejected)):
+            self._fail(event.reason)
+        elif isinstance(event, events.ProtocolError):
+            self._fail(event.error)
+        elif isinstance(event, events.Disconnected):
+            self.graceful = event.graceful
+            if not self._failed:
+                self._set_reason(event.reason)
+            self._failed = False
+
+    def _fail(self, reason: str) -> None:
+        self._failed = True
+        self._set_reason(reason)
+
+    def _set_reason(self, reason: str) -> None:
+        if self.error is None:  # a handler error stays the reason the run ended
+            self.reason = reason
+
+    def handler_error(self, handler: object, error: BaseException) -> None:
+        """Record the handler error that ends the run (only the first one counts)."""
+        if self.error is None:
+            self.error = error
+            self.handler = handler_name(handler)
+            self.reason = f"handler {self.handler} raised {type(error).__name__}: {error}"
 
     def outcome(self) -> Outcome:
         """The outcome so far."""
@@ -69,7 +115,8 @@ class OutcomeTracker:
             connections=self.connections,
             error=self.error,
             reason=self.reason,
+            handler=self.handler,
         )
 
 
-__all__ = ["Outcome", "OutcomeTracker"]
+__all__ = ["Outcome", "OutcomeTracker", "handler_name"]

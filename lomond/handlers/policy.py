@@ -9,7 +9,8 @@
 * a callable ``policy(event, exc)`` returning one of those strings, chosen per
   error (if it raises or returns something else, ``"close"`` applies).
 
-Whatever the policy, the traceback is logged on the ``lomond.handlers`` logger
+Whatever the policy, the error is reported once (to stderr by default, see
+:meth:`WebSocketApp.report_error <lomond.handlers.WebSocketApp.report_error>`)
 and the remaining handlers for the event still run.
 """
 

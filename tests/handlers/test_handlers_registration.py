@@ -270,7 +270,10 @@ def test_dispatch_close_policy_records_the_error_and_runs_other_handlers(
         app.dispatch(Text("x"))
     assert after.names == ["text"]
     assert app.outcome.error is error
-    assert app.outcome == Outcome(error=error)
+    name = "test_dispatch_close_policy_records_the_error_and_runs_other_handlers.<locals>.broken"
+    assert app.outcome == Outcome(
+        error=error, handler=name, reason=f"handler {name} raised RuntimeError: broken handler"
+    )
     records = [r for r in caplog.records if r.name == "lomond.handlers" and r.exc_info]
     assert records and records[0].exc_info[1] is error  # type: ignore[index]
     assert "broken" in records[0].getMessage()

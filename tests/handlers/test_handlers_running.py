@@ -9,7 +9,7 @@ from typing import Any, List
 
 import pytest
 from app_helpers import FAST, Recorder, close_handshake_script, run_app
-from core_helpers import check_order, no_proxy_env, refused_port  # noqa: F401
+from core_helpers import check_order, refused_port
 from peers.raw_server import ScriptedServer
 from peers.ws_server import WSServer
 
@@ -90,7 +90,9 @@ def test_outcome_of_a_failed_connection() -> None:
     recorder = app.on("*", Recorder())
     outcome = run_app(app)
     assert recorder.names == ["connecting", "connect_fail"]
-    assert outcome == Outcome()
+    # the outcome says why: the ConnectFail's reason
+    assert outcome == Outcome(reason=recorder.events[-1].reason)  # type: ignore[attr-defined]
+    assert outcome.reason is not None and outcome.reason.startswith("could not connect to")
     assert app.wait_ready(0) is False
 
 
@@ -174,7 +176,8 @@ def test_stop_during_back_off_within_one_second() -> None:
     started = time.monotonic()
     outcome = app.stop()
     assert time.monotonic() - started < 1.0
-    assert outcome == Outcome(reason=None, connections=0)
+    assert outcome is not None and outcome.connections == 0
+    assert outcome.reason is not None and outcome.reason.startswith("could not connect to")
 
 
 def test_stop_requested_before_the_loop_starts_is_not_lost(
@@ -272,7 +275,9 @@ def test_wait_ready_returns_false_when_the_run_ends() -> None:
     started = time.monotonic()
     assert app.wait_ready(10) is False
     assert time.monotonic() - started < 5
-    assert app.join(5) == Outcome()
+    outcome = app.join(5)
+    assert outcome is not None and outcome.connections == 0 and outcome.error is None
+    assert outcome.reason is not None and outcome.reason.startswith("could not connect to")
 
 
 # -- reconnects ----------------------------------------------------------------------------

@@ -1,4 +1,7 @@
-"""The ``on()`` overloads give type checkers each event's type (run with mypy if installed)."""
+"""Type checkers see each event's type through ``on()``, and the run options' types.
+
+(Run with mypy if installed.)
+"""
 
 from __future__ import annotations
 
@@ -43,6 +46,20 @@ SAMPLE = textwrap.dedent(
         app.on(name, everything)
         app.on(name)(everything)
         app.on(name, by_name)  # error
+
+    # One set of typed options for connect(), persist(), run_forever(), start().
+    from lomond import WebSocket
+    from lomond.persist import persist
+
+    def options() -> None:
+        app.start(reconnect=True, min_wait=1, max_wait=30.0, respect_retry_after=False)
+        app.run_forever(poll=0.5, ping_timeout=None, close_timeout=2)
+        app.run_forever(poll="5")  # error
+        app.start(ping_rate=None)  # error
+        app.start(pol=5)  # error
+        persist(WebSocket("ws://x/"), close_timeout=1.5, handshake_timeout=3)
+        persist(WebSocket("ws://x/"), close_timeout="x")  # error
+        WebSocket("ws://x/").connect(ping_timeout="no")  # error
     """
 )
 
@@ -58,6 +75,6 @@ def test_on_overloads_type_check(tmp_path: Path) -> None:
     matches = (re.match(r".*?:(\d+): error", line) for line in lines)
     errors = sorted(int(m.group(1)) for m in matches if m)
     expected = [n for n, ln in enumerate(SAMPLE.splitlines(), start=1) if ln.endswith("# error")]
-    assert len(expected) == 4
+    assert len(expected) == 9
     assert errors == expected, stdout + stderr
     assert any('Revealed type is "def (lomond.events.Text) -> int"' in ln for ln in lines), stdout

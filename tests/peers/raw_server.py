@@ -7,6 +7,13 @@ RFC 6455 a script needs: read the upgrade request, answer it (correctly or
 not), write server frames (including illegal ones), read and unmask client
 frames (checking that the client masked them).
 
+Legal framing is lomond's own codec (:func:`lomond.reader.read_frames` on the
+server side, :func:`lomond.frame.build_frame` unmasked, the accept key from
+:func:`lomond.handshake.accept_for`), so this peer holds no second copy of
+RFC 6455. Only what the codec must never produce is written here: headers
+with RSV2/RSV3, a length field that lies or uses a non-minimal form, a fixed
+masking key (:func:`build_frame`), and raw bytes (:meth:`RawConnection.send_raw`).
+
 Whatever a script raises is kept in :attr:`ScriptedServer.errors` and
 re-raised by :meth:`ScriptedServer.check` (the ``scripted_server`` fixture
 does that at teardown), so an assertion inside a script fails the test.
@@ -20,8 +27,6 @@ Besides running scripts the server has two modes for timeout tests:
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 import socket
 import ssl
@@ -31,8 +36,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple, Union
 
-#: RFC 6455 §1.3: the GUID appended to the key before hashing.
-WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+from lomond import accel
+from lomond.frame import build_frame as codec_build_frame
+from lomond.handshake import accept_for, bracket_host
+from lomond.reader import FrameReader, read_frames
+from lomond.response import parse_header_lines
+
 DEFAULT_TIMEOUT = 5.0
 
 # Opcodes (RFC 6455 §5.2), as plain ints so reserved values are expressible.
@@ -49,21 +58,9 @@ class PeerClosed(EOFError):
 
 
 def accept_key(key: Union[str, bytes]) -> str:
-    """Sec-WebSocket-Accept for a Sec-WebSocket-Key (RFC 6455 §4.2.2)."""
-    if isinstance(key, bytes):
-        key = key.decode("ascii")
-    digest = hashlib.sha1((key.strip() + WS_GUID).encode("ascii")).digest()
-    return base64.b64encode(digest).decode("ascii")
-
-
-def apply_mask(mask: bytes, payload: bytes) -> bytes:
-    """XOR ``payload`` with the 4-byte ``mask`` (masking and unmasking alike)."""
-    if not payload:
-        return b""
-    # One big-int XOR is far faster than a per-byte loop for large payloads.
-    repeated = (mask * (len(payload) // 4 + 1))[: len(payload)]
-    value = int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")
-    return value.to_bytes(len(payload), "big")
+    """Sec-WebSocket-Accept for a Sec-WebSocket-Key (RFC 6455 §4.2.2), via lomond's accept_for."""
+    raw = key.encode("ascii") if isinstance(key, str) else key
+    return accept_for(raw.strip())
 
 
 def build_frame(
@@ -86,6 +83,13 @@ def build_frame(
     64 bits (RFC 6455 wants the shortest; a non-minimal one is a test case).
     """
     data = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
+    if length_override is None and length_form is None and isinstance(mask, bool):
+        # A well-formed header: lomond's writer; RSV2/RSV3 are set on top.
+        frame = codec_build_frame(opcode & 0x0F, data, fin=fin, rsv1=rsv1, mask=mask)
+        if rsv2 or rsv3:
+            frame = bytes((frame[0] | (0x20 if rsv2 else 0) | (0x10 if rsv3 else 0),)) + frame[1:]
+        return frame
+    # A header lomond would never write: by hand.
     length = len(data) if length_override is None else length_override
     first = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | (0x20 if rsv2 else 0)
     first |= (0x10 if rsv3 else 0) | (opcode & 0x0F)
@@ -108,7 +112,7 @@ def build_frame(
         key = os.urandom(4) if mask is True else bytes(mask)
         if len(key) != 4:
             raise ValueError("mask key must be 4 bytes")
-        return header + key + apply_mask(key, data)
+        return accel.masked_frame(header, key, data)
     return header + data
 
 
@@ -173,20 +177,14 @@ class HTTPRequest:
 class ClientFrame(NamedTuple):
     """One frame read from the client, payload already unmasked.
 
-    ``rsv`` holds the three reserved bits as an int (RSV1 = 4, RSV2 = 2,
-    RSV3 = 1); ``masked`` is whether the client masked it (always True unless
-    ``recv_frame(require_mask=False)``).
+    The reader refused anything else, so every frame here was masked and had
+    RSV2 and RSV3 clear; ``rsv1`` is the permessage-deflate bit.
     """
 
     fin: bool
-    rsv: int
+    rsv1: bool
     opcode: int
     payload: bytes
-    masked: bool = True
-
-    @property
-    def rsv1(self) -> bool:
-        return bool(self.rsv & 4)
 
     @property
     def text(self) -> str:
@@ -209,6 +207,12 @@ class RawConnection:
         self.request: Optional[HTTPRequest] = None
         self.frames: List[ClientFrame] = []  # every frame read, in order
         self._buffer = bytearray()
+        # Client frames are read with lomond's codec, server side, created at
+        # the first recv_frame (the request head comes first, by hand).
+        # RSV1 is allowed: whether it may be set depends on the script.
+        self._reader: Optional[FrameReader] = None
+        self._pending: List[ClientFrame] = []
+        self._framing_error: Optional[str] = None
         self._closed = False
         self._server_closing = server_closing or threading.Event()
         # Small writes (trickle, single frames) must leave at once, not be
@@ -268,45 +272,38 @@ class RawConnection:
         parts = lines[0].split(" ")
         if len(parts) != 3:
             raise ProtocolViolation(f"bad request line {lines[0]!r}")
-        headers = Headers()
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if not sep:
-                raise ProtocolViolation(f"bad header line {line!r}")
-            headers.items_list.append((name.strip(), value.strip()))
+        try:
+            headers = Headers(parse_header_lines(lines[1:]))
+        except Exception as error:  # lomond's HandshakeError: a malformed line
+            raise ProtocolViolation(str(error)) from None
         self.request = HTTPRequest(parts[0], parts[1], parts[2], headers, raw)
         return self.request
 
-    def recv_frame(self, timeout: Optional[float] = None, require_mask: bool = True) -> ClientFrame:
-        """Read one client frame and unmask it.
+    def recv_frame(self, timeout: Optional[float] = None) -> ClientFrame:
+        """Read one client frame, unmasked.
 
-        Raises :class:`ProtocolViolation` if the frame is unmasked (RFC 6455
-        §5.1: the server must fail the connection) unless ``require_mask`` is
-        False, :class:`PeerClosed` on EOF and TimeoutError on timeout.
+        Raises :class:`ProtocolViolation` if the client broke framing (an
+        unmasked frame: RFC 6455 §5.1 says the server must fail the
+        connection; RSV2/RSV3, a reserved opcode, a bad control frame),
+        :class:`PeerClosed` on EOF and TimeoutError on timeout.
         """
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-
-        def take(n: int) -> bytes:
-            return self.recv_exact(n, max(deadline - time.monotonic(), 0.001))
-
-        first, second = take(2)
-        length = second & 0x7F
-        if length == 126:
-            length = struct.unpack("!H", take(2))[0]
-        elif length == 127:
-            length = struct.unpack("!Q", take(8))[0]
-        masked = bool(second & 0x80)
-        if not masked and require_mask:
-            raise ProtocolViolation("client sent an unmasked frame")
-        key = take(4) if masked else b""
-        payload = take(length)
-        frame = ClientFrame(
-            fin=bool(first & 0x80),
-            rsv=(first >> 4) & 0x7,
-            opcode=first & 0x0F,
-            payload=apply_mask(key, payload) if masked else payload,
-            masked=masked,
-        )
+        if self._reader is None:
+            self._reader = read_frames(None, allow_rsv1=True, expect_masked=True)
+        while not self._pending:
+            if self._framing_error is not None:
+                raise ProtocolViolation(f"client broke framing: {self._framing_error}")
+            if not self._buffer:
+                self._fill(deadline)
+            data = bytes(self._buffer)
+            self._buffer.clear()
+            frames, error = self._reader.send(data)
+            self._pending.extend(
+                ClientFrame(f.fin, f.rsv1, f.opcode, bytes(f.payload)) for f in frames
+            )
+            if error is not None:
+                self._framing_error = str(error)
+        frame = self._pending.pop(0)
         self.frames.append(frame)
         return frame
 
@@ -582,9 +579,8 @@ class ScriptedServer:
         """``ws://127.0.0.1:PORT`` (``wss://localhost:PORT`` with TLS)."""
         if self.ssl_context is not None and self.host == "127.0.0.1":
             return f"wss://{self.tls_hostname}:{self.port}"
-        host = f"[{self.host}]" if ":" in self.host else self.host
         scheme = "wss" if self.ssl_context is not None else "ws"
-        return f"{scheme}://{host}:{self.port}"
+        return f"{scheme}://{bracket_host(self.host)}:{self.port}"
 
     def url_for(self, path: str) -> str:
         return self.url + (path if path.startswith("/") else "/" + path)

@@ -1,0 +1,327 @@
+"""Nothing fails silently: default error reports, reasons in the Outcome, mistakes caught early.
+
+The stderr tests run a subprocess with no logging configured (pytest's own
+log capture would count as configured logging in this process).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from app_helpers import Recorder, run_app
+from core_helpers import refused_port
+from peers.raw_server import ScriptedServer, build_frame
+from peers.ws_server import WSServer
+
+from lomond import events
+from lomond.errors import WebSocketUnavailable
+from lomond.handlers import WebSocketApp
+from lomond.handlers.app import NOT_READY
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+ENV = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+ENV["PYTHONPATH"] = str(ROOT)
+
+#: The start of every script: an app whose text handler divides by zero.
+PROLOGUE = """
+import sys
+from lomond.handlers import WebSocketApp
+url = sys.argv[1]
+"""
+
+BROKEN_TEXT_HANDLER = """
+app = WebSocketApp(url, **OPTIONS)
+@app.on("ready")
+def ready(event):
+    app.send_text("go")
+@app.on("text")
+def broken(event):
+    1 / 0
+"""
+
+
+def run_script(body: str, url: str) -> subprocess.CompletedProcess[str]:
+    code = PROLOGUE + textwrap.dedent(body)
+    return subprocess.run(
+        [sys.executable, "-c", code, url], capture_output=True, text=True, timeout=30, env=ENV
+    )
+
+
+def script(options: str = "", before: str = "", after: str = "") -> str:
+    """The broken app with ``options``, code ``before`` and ``after`` it, then RUN."""
+    return (
+        textwrap.dedent(before)
+        + f"OPTIONS = dict({options})\n"
+        + BROKEN_TEXT_HANDLER
+        + textwrap.dedent(after)
+        + RUN
+    )
+
+
+RUN = """
+# the run
+
+outcome = app.run_forever(ping_rate=0, close_timeout=3)
+print(outcome.close_code, outcome.handler, type(outcome.error).__name__)
+print(outcome.reason)
+"""
+
+
+def test_handler_error_is_printed_to_stderr_once_by_default(ws_server: WSServer) -> None:
+    result = run_script(script(), ws_server.url_for("/echo"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "1011 broken ZeroDivisionError",
+        "handler broken raised ZeroDivisionError: division by zero",
+    ]
+    err = result.stderr
+    assert err.startswith("Exception in lomond handler broken for Text event of <WebSocketApp ")
+    assert "closing the connection (error policy 'close')" in err.splitlines()[0]
+    assert err.count("Traceback (most recent call last):") == 1, err
+    assert err.count("ZeroDivisionError: division by zero") == 1, err
+    assert ", in broken\n" in err  # the handler's frame is in the traceback
+
+
+def test_policy_log_prints_each_error_and_keeps_going(ws_server: WSServer) -> None:
+    body = script(options="error_policy='log'", after="""
+        @app.on("text")
+        def then_close(event):
+            app.close()
+        """)
+    result = run_script(body, ws_server.url_for("/echo"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "1000 None NoneType"
+    assert result.stderr.count("Traceback (most recent call last):") == 1, result.stderr
+    assert "continuing (error policy 'log')" in result.stderr
+
+
+def test_policy_raise_is_reported_by_the_raise_only(ws_server: WSServer) -> None:
+    result = run_script(script(options="error_policy='raise'"),
+                        ws_server.url_for("/echo"))
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.count("Traceback (most recent call last):") == 1, result.stderr
+    assert "Exception in lomond handler" not in result.stderr
+    assert result.stderr.rstrip().endswith("ZeroDivisionError: division by zero")
+
+
+@pytest.mark.parametrize(
+    "takeover",
+    [
+        # an on_error override
+        dict(before="""
+            class Quiet(WebSocketApp):
+                def on_error(self, event, exc):
+                    print("on_error", type(exc).__name__)
+            WebSocketApp = Quiet
+            """),
+        # a policy callable
+        dict(options="error_policy=lambda event, exc: 'close'"),
+        # a receiver of the error signal
+        dict(after="""
+            app.on_error_signal.connect(lambda app, event, exc: print("signal", exc))
+            """),
+    ],
+    ids=["on_error", "policy_callable", "signal"],
+)
+def test_an_app_hook_takes_the_report_over(ws_server: WSServer, takeover: Any) -> None:
+    body = script(takeover.get("options", ""), takeover.get("before", ""),
+                  takeover.get("after", ""))
+    result = run_script(body, ws_server.url_for("/echo"))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert "1011 broken ZeroDivisionError" in result.stdout
+
+
+def test_configured_logging_takes_the_report_over(ws_server: WSServer) -> None:
+    body = script(before="""
+        import logging
+        logging.basicConfig(format="LOGGED %(name)s %(levelname)s %(message)s")
+        """)
+    result = run_script(body, ws_server.url_for("/echo"))
+    assert result.returncode == 0, result.stderr
+    err = result.stderr
+    assert err.startswith(
+        "LOGGED lomond.handlers ERROR text handler broken raised ZeroDivisionError "
+        "(policy 'close')"
+    ), err
+    assert err.count("Traceback (most recent call last):") == 1, err
+    assert "Exception in lomond handler" not in err
+
+
+def test_a_normal_run_prints_nothing(ws_server: WSServer) -> None:
+    # With logging unconfigured, Python's last resort shows WARNING+: a
+    # normal run, a refused connection and a rejection must log below that.
+    body = """
+    from lomond.handlers import WebSocketApp
+    app = WebSocketApp(url)
+    app.on("ready", lambda event: app.send_text("hi"))
+    app.on("text", lambda event: app.close())
+    print(app.run_forever(ping_rate=0).close_code)
+    for bad in (sys.argv[2], sys.argv[3]):
+        print(WebSocketApp(bad).run_forever(connect_timeout=3).reason is not None)
+    """
+    code = PROLOGUE + textwrap.dedent(body)
+    result = subprocess.run(
+        [sys.executable, "-c", code, ws_server.url_for("/echo"),
+         f"ws://127.0.0.1:{refused_port()}/", ws_server.url_for("/reject?status=403")],
+        capture_output=True, text=True, timeout=30, env=ENV,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1000", "True", "True"]
+    assert result.stderr == ""
+
+
+# -- the Outcome says why --------------------------------------------------------------
+
+
+def test_outcome_names_a_subclass_handler(ws_server: WSServer) -> None:
+    class Feed(WebSocketApp):
+        def on_ready(self, event: events.Ready) -> None:
+            self.send_text("x")
+
+        def on_text(self, event: events.Text) -> None:
+            raise KeyError(event.text)
+
+    outcome = run_app(Feed(ws_server.url_for("/echo")))
+    assert isinstance(outcome.error, KeyError)
+    assert outcome.handler == (
+        "test_outcome_names_a_subclass_handler.<locals>.Feed.on_text"
+    )
+    assert outcome.reason == f"handler {outcome.handler} raised KeyError: 'x'"
+
+
+def test_outcome_of_a_rejection_has_the_status(ws_server: WSServer) -> None:
+    outcome = run_app(WebSocketApp(ws_server.url_for("/reject?status=403")))
+    assert outcome.error is None and outcome.connections == 1
+    assert outcome.reason == "server answered 403 Forbidden instead of 101 Switching Protocols"
+
+
+def test_outcome_of_a_drop(ws_server: WSServer) -> None:
+    app = WebSocketApp(ws_server.url_for("/drop"))
+    recorder = app.on("disconnected", Recorder())
+    outcome = run_app(app)
+    assert not outcome.graceful
+    assert outcome.reason == recorder.events[-1].reason != "closed"
+
+
+def test_outcome_of_a_protocol_error_keeps_its_error(scripted_server: Any) -> None:
+    def bad_frame(conn: Any) -> None:
+        conn.handshake()
+        conn.send_raw(build_frame(0x3, b"reserved opcode"))  # opcode 3 is reserved
+        conn.recv_close()
+
+    server: ScriptedServer = scripted_server(bad_frame)
+    app = WebSocketApp(server.url)
+    recorder = app.on("*", Recorder())
+    outcome = run_app(app)
+    [error] = recorder.of(events.ProtocolError)
+    assert outcome.reason == error.error
+    assert recorder.of(events.Disconnected)[-1].reason != error.error
+
+
+# -- sending too early ---------------------------------------------------------------
+
+
+def test_send_in_connected_says_not_ready_and_stays_the_reason(ws_server: WSServer) -> None:
+    app = WebSocketApp(ws_server.url_for("/echo"))
+
+    @app.on("connected")
+    def too_early(event: events.Connected) -> None:
+        app.send_text("hello")
+
+    outcome = run_app(app)
+    assert isinstance(outcome.error, WebSocketUnavailable)
+    assert str(outcome.error) == NOT_READY
+    assert "send from a 'ready' handler" in NOT_READY
+    assert outcome.handler is not None and outcome.handler.endswith("too_early")
+    assert outcome.reason == f"handler {outcome.handler} raised WebSocketUnavailable: {NOT_READY}"
+
+
+def test_send_outside_a_run_keeps_the_websockets_message() -> None:
+    app = WebSocketApp("ws://127.0.0.1:9/")
+    with pytest.raises(WebSocketUnavailable) as caught:
+        app.send_text("x")
+    assert str(caught.value) != NOT_READY
+
+
+# -- mistakes caught -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, hint",
+    [
+        ("on_txt", "did you mean on_text?"),
+        ("on_message", "use on_text (text messages) or on_binary"),
+        ("on_open", "use on_ready"),
+        ("on_close", "use on_closed"),
+        ("on_data", "on_text"),
+        ("on_cont_message", "on_text"),
+    ],
+)
+def test_a_misnamed_handler_method_is_refused(name: str, hint: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        type("Feed", (WebSocketApp,), {name: lambda self, event: None})
+    message = str(caught.value)
+    assert message.startswith(f"Feed.{name} would never be called")
+    assert hint in message
+    assert "on_binary, on_closed" in message  # the valid names are listed
+
+
+def test_hooks_and_handlers_are_allowed() -> None:
+    class Fine(WebSocketApp):
+        def on_event(self, event: events.Event) -> None: ...
+        def on_error(self, event: events.Event, exc: Exception) -> None: ...
+        def on_text(self, event: events.Text) -> None: ...
+        def on_back_off(self, event: events.BackOff) -> None: ...
+        def helper(self) -> None: ...
+
+    class Subclassed(Fine):
+        def on_unknown(self, event: events.UnknownMessage) -> None: ...
+
+    class Unchecked(WebSocketApp, check_handlers=False):
+        def on_whatever(self) -> None: ...
+
+    assert Subclassed("ws://127.0.0.1:9/")._methods.keys() >= {"text", "unknown"}
+    assert Unchecked("ws://127.0.0.1:9/").is_closed
+
+
+@pytest.mark.parametrize(
+    "keyword, hint",
+    [
+        ("on_message", '@app.on("text") or @app.on("binary"), or a subclass method on_text'),
+        ("on_open", '@app.on("ready"), or a subclass method on_ready'),
+        ("on_text", '@app.on("text"), or a subclass method on_text'),
+        ("on_error", "error_policy=..., a subclass method on_error"),
+        ("on_txt", "(did you mean on_text?)"),
+    ],
+)
+def test_a_callback_keyword_gets_a_hint(keyword: str, hint: str) -> None:
+    with pytest.raises(TypeError) as caught:
+        WebSocketApp("ws://127.0.0.1:9/", **{keyword: print})
+    message = str(caught.value)
+    assert message.startswith(
+        f"WebSocketApp() got an unexpected keyword argument {keyword!r}: "
+        "lomond takes no callback arguments"
+    )
+    assert hint in message
+
+
+def test_other_unknown_keywords_are_still_a_type_error() -> None:
+    with pytest.raises(TypeError, match="bogus"):
+        WebSocketApp("ws://127.0.0.1:9/", bogus=1)
+
+
+def test_start_names_itself_in_option_errors() -> None:
+    app = WebSocketApp("ws://127.0.0.1:9/")
+    with pytest.raises(TypeError, match=r"^start\(\) got an unexpected keyword argument 'bogus'"):
+        app.start(bogus=1)
+    with pytest.raises(TypeError, match=r"^run_forever\(\) got an unexpected keyword"):
+        app.run_forever(bogus=1)
+    assert not app.is_running
