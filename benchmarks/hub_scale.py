@@ -51,7 +51,7 @@ SCENARIOS = ["scale", "connect", "receive"]
 
 
 def raise_fd_limit() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
 
@@ -259,7 +259,7 @@ def report(results: Dict[str, Dict[str, Dict[str, Any]]], args: argparse.Namespa
         for scenario, r in per.items()
         if "error" in r or r.get("first_error")
     ]
-    return "\n".join(lines + ([""] + errors if errors else []))
+    return "\n".join(lines + (["", *errors] if errors else []))
 
 
 def main() -> None:

@@ -189,7 +189,7 @@ RUNNERS = {
 def child(args: argparse.Namespace) -> None:
     import resource
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     sys.path.insert(0, args.lomond_path or ROOT)
     name = args.child.split("@")[0]

@@ -57,7 +57,9 @@ def hub() -> Any:
     hub.stop(10)
 
 
-def test_many_apps_ready_receive_and_close_gracefully_on_stop(ws_server: WSServer, hub: Hub) -> None:
+def test_many_apps_ready_receive_and_close_gracefully_on_stop(
+    ws_server: WSServer, hub: Hub
+) -> None:
     apps = [Recorder(ws_server.url_for("/stream?count=5")) for _ in range(200)]
     for app in apps:
         hub.add(app)
@@ -76,7 +78,9 @@ def test_many_apps_ready_receive_and_close_gracefully_on_stop(ws_server: WSServe
     assert hub.apps == [] and not hub.is_running
 
 
-def test_send_from_other_threads_and_a_large_message_is_buffered(ws_server: WSServer, hub: Hub) -> None:
+def test_send_from_other_threads_and_a_large_message_is_buffered(
+    ws_server: WSServer, hub: Hub
+) -> None:
     app = Recorder(ws_server.url_for("/echo"))
     hub.add(app)
     hub.start()
@@ -331,7 +335,9 @@ def test_keyboard_interrupt_in_a_handler_stops_the_hub(ws_server: WSServer) -> N
     assert other.outcome.graceful and other.names[-1] == "disconnected"
 
 
-def test_send_timeout_fails_only_the_stalled_connection(scripted_server: Any, ws_server: WSServer, hub: Hub) -> None:
+def test_send_timeout_fails_only_the_stalled_connection(
+    scripted_server: Any, ws_server: WSServer, hub: Hub
+) -> None:
     def never_read(conn: RawConnection) -> None:
         conn.handshake()
         conn.hold(20)  # stop reading: the client's buffer fills, then send_timeout
@@ -366,12 +372,15 @@ def test_ping_timeout_on_the_hub(scripted_server: Any, hub: Hub) -> None:
     assert app.names[-2:] == ["unresponsive", "disconnected"]
 
 
-def test_out_of_descriptors_fails_those_connections_clearly(ws_server: WSServer, tmp_path: Path) -> None:
+def test_out_of_descriptors_fails_those_connections_clearly(
+    ws_server: WSServer, tmp_path: Path
+) -> None:
     script = textwrap.dedent(
         f"""
         import resource, sys
         from lomond.handlers import Hub, WebSocketApp
-        resource.setrlimit(resource.RLIMIT_NOFILE, (120, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (120, hard))
         hub = Hub(connect_workers=2)
         apps = [WebSocketApp({ws_server.url_for('/echo')!r}) for _ in range(200)]
         reasons = []
