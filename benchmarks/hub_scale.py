@@ -307,7 +307,9 @@ def main() -> None:
         f"{os.cpu_count()} CPUs ({platform.machine()}), Python {platform.python_version()}, "
         f"fd limit {resource.getrlimit(resource.RLIMIT_NOFILE)[1]}; each client and scenario in "
         "its own process, the server (benchmarks/hub_server.py) in another; default "
-        "settings (lomond: poll 5 s, ping every 30 s; websockets: ping every 20 s).",
+        "settings (lomond: a ping every 30 s, and no Poll events since the apps have no "
+        "Poll handler; websockets: a ping every 20 s). The idle window starts about a "
+        "second after the last connection is Ready.",
         "",
         report(results, args),
         "",

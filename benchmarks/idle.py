@@ -104,6 +104,8 @@ def make_apps(url: str, n: int, poll: bool) -> List[Any]:
 
 
 def run_lomond_threaded(url: str, n: int, seconds: float, poll: bool = False) -> Dict[str, Any]:
+    import lomond.handlers  # noqa: F401 - imported before the baseline is measured
+
     gc.collect()
     before = rss_kib()
     apps = make_apps(url, n, poll)
