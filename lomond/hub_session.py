@@ -18,7 +18,9 @@ same event order (Connecting, Connected, Ready, a Poll right after Ready,
   buffered and flushed when the socket is writable. The buffer is bounded in
   time: a server that takes nothing for ``send_timeout`` seconds fails that
   connection only. A send from another thread writes directly when nothing
-  is queued, and wakes the reactor when something is left over.
+  is queued, and wakes the reactor when something is left over; it waits
+  while more than :data:`HIGH_WATER` bytes are queued (back-pressure, as
+  the threaded driver's blocking send gives).
 """
 
 from __future__ import annotations
@@ -61,6 +63,12 @@ _READ_WRITE = selectors.EVENT_READ | selectors.EVENT_WRITE
 HUB_READ_SIZE = 8 * 1024
 #: Reads of one connection per turn, before the other connections' turn.
 _READS_PER_TURN = 8
+#: A send from a thread other than the hub's waits while more than this is
+#: queued for the connection (the hub's own thread never waits): producers
+#: get back-pressure, as with the threaded driver, and memory stays bounded.
+HIGH_WATER = 4 * 1024 * 1024
+#: ... until the queue is down to this.
+LOW_WATER = 1024 * 1024
 
 #: Where a hub connection's events go: called on the reactor's thread, must not raise.
 Emit = Callable[[events.Event], None]
@@ -131,6 +139,8 @@ class HubSession(SessionBase):
         self._done = False
         self._finished_event: Optional[threading.Event] = None
         self._connect_wakeup: Optional[Wakeup] = None
+        #: Set when the queue drained below LOW_WATER (created by the first waiter).
+        self._room: Optional[threading.Event] = None
 
     # -- the Session interface ------------------------------------------------------
 
@@ -162,6 +172,31 @@ class HubSession(SessionBase):
         if wakeup is not None:
             wakeup.wake()  # a connect in progress on a worker: abort its wait
         self._reactor.call_soon_threadsafe(self._service)
+
+    def send_message(self, opcode: int, payload: bytes, compress: bool = True) -> None:
+        """Send a whole message; from another thread, wait while too much is queued.
+
+        The hub's thread never waits (its handlers' sends are only queued).
+        Another thread waits while more than :data:`HIGH_WATER` bytes are
+        queued, until the hub wrote the queue down to :data:`LOW_WATER`, or
+        the connection ended (a server that reads nothing for
+        ``send_timeout`` seconds fails it).
+        """
+        super().send_message(opcode, payload, compress)
+        if len(self._out) > HIGH_WATER and not self._reactor.in_loop():
+            self._wait_for_room()
+
+    def _wait_for_room(self) -> None:
+        with self._send_lock:
+            if len(self._out) <= HIGH_WATER or self._done:
+                return
+            room = self._room
+            if room is None:
+                room = self._room = threading.Event()
+            room.clear()
+        # The stall timer ends the connection within send_timeout of the last
+        # progress, and the end sets the event: this bound is only a backstop.
+        room.wait(self.settings.send_timeout + 5.0)
 
     def _has_socket_locked(self) -> bool:
         return self._sock is not None and not self._done
@@ -314,6 +349,9 @@ class HubSession(SessionBase):
             if sent:
                 del out[:sent]
                 self._stalled_since = time.monotonic()
+                room = self._room
+                if room is not None and len(out) <= LOW_WATER:
+                    room.set()
 
     def _read(self) -> None:
         sock = self._sock
@@ -471,6 +509,9 @@ class HubSession(SessionBase):
             self._done = True
             self._out = bytearray()
             finished = self._finished_event
+            room = self._room
+        if room is not None:
+            room.set()  # a waiting sender: the connection is over
         if finished is not None:
             finished.set()
         if self._on_end is not None:
@@ -485,4 +526,4 @@ class HubSession(SessionBase):
         self._on_over()
 
 
-__all__ = ["HUB_READ_SIZE", "Connector", "Emit", "HubSession"]
+__all__ = ["HIGH_WATER", "HUB_READ_SIZE", "LOW_WATER", "Connector", "Emit", "HubSession"]

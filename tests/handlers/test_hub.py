@@ -17,6 +17,7 @@ from peers.raw_server import RawConnection, ScriptedServer
 from peers.ws_server import WSServer
 
 from lomond import events
+from lomond.errors import WebSocketClosed
 from lomond.handlers import Hub, WebSocketApp
 from lomond.handlers.serial import SerialExecutor
 from lomond.reactor import Reactor
@@ -350,8 +351,14 @@ def test_send_timeout_fails_only_the_stalled_connection(
     hub.start()
     assert stalled.wait_ready(10) and fine.wait_ready(10)
     chunk = b"x" * (1 << 20)
-    for _ in range(64):  # 64 MiB: more than any socket buffer; never blocks the caller
-        stalled.send_binary(chunk)
+    sent = 0
+    with pytest.raises(WebSocketClosed):
+        for _ in range(256):  # 256 MiB if nothing pushed back
+            stalled.send_binary(chunk)
+            sent += 1
+    # This thread waited once some MiB were queued (back-pressure), until the
+    # stalled connection failed; the hub's thread never waited.
+    assert sent < 64
     outcome = stalled.join(20)
     assert outcome is not None and "send timed out" in (outcome.reason or "")
     fine.send_text("alive")
