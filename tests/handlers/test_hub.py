@@ -584,3 +584,16 @@ def test_through_a_proxy_on_the_hub(ws_server: WSServer, http_proxy: Any, hub: H
     app.send_text("via proxy")
     assert wait_until(lambda: app.texts == ["via proxy"])
     assert connected[0].proxy == http_proxy.url
+
+
+def test_reconnect_respects_retry_after_on_the_hub(ws_server: WSServer, hub: Hub) -> None:
+    app = Recorder(ws_server.url_for("/reject?status=503&retry_after=1"))
+    delays: List[float] = []
+    app.on("back_off")(lambda event: delays.append(event.delay))
+    hub.add(app, reconnect=True, min_wait=0.01, max_wait=0.02)
+    hub.start()
+    assert wait_until(lambda: len(delays) >= 1)
+    assert delays[0] >= 1.0  # the server's Retry-After, beyond max_wait
+    assert app.names[:3] == ["connecting", "connected", "rejected"]
+    outcome = app.stop(5)
+    assert outcome is not None and outcome.connections == 1
