@@ -60,6 +60,13 @@ SAMPLE = textwrap.dedent(
         persist(WebSocket("ws://x/"), close_timeout=1.5, handshake_timeout=3)
         persist(WebSocket("ws://x/"), close_timeout="x")  # error
         WebSocket("ws://x/").connect(ping_timeout="no")  # error
+
+    # The hub takes the same options.
+    from lomond.handlers import Hub
+
+    def hub_options(hub: Hub) -> None:
+        hub.add(app, reconnect=True, min_wait=1, ping_rate=20)
+        hub.add(app, ping_rate="20")  # error
     """
 )
 
@@ -75,6 +82,6 @@ def test_on_overloads_type_check(tmp_path: Path) -> None:
     matches = (re.match(r".*?:(\d+): error", line) for line in lines)
     errors = sorted(int(m.group(1)) for m in matches if m)
     expected = [n for n, ln in enumerate(SAMPLE.splitlines(), start=1) if ln.endswith("# error")]
-    assert len(expected) == 9
+    assert len(expected) == 10
     assert errors == expected, stdout + stderr
     assert any('Revealed type is "def (lomond.events.Text) -> int"' in ln for ln in lines), stdout
