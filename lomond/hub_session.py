@@ -74,6 +74,12 @@ LOW_WATER = 1024 * 1024
 Emit = Callable[[events.Event], None]
 
 
+def check_workers(workers: object, name: str) -> None:
+    """``ValueError`` unless ``workers`` is a whole number of threads, at least 1."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"{name} must be a whole number >= 1, not {workers!r}")
+
+
 class Connector:
     """Opens connections on a bounded pool of threads (``workers`` at a time).
 
@@ -83,8 +89,7 @@ class Connector:
     """
 
     def __init__(self, workers: int = 8) -> None:
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ValueError("connect_workers must be a whole number >= 1")
+        check_workers(workers, "connect_workers")
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="lomond-hub-connect")
         self._local = threading.local()
 
@@ -526,4 +531,7 @@ class HubSession(SessionBase):
         self._on_over()
 
 
-__all__ = ["HIGH_WATER", "HUB_READ_SIZE", "LOW_WATER", "Connector", "Emit", "HubSession"]
+__all__ = [
+    "HIGH_WATER", "HUB_READ_SIZE", "LOW_WATER", "Connector", "Emit", "HubSession",
+    "check_workers",
+]

@@ -46,7 +46,7 @@ import attrs
 
 from .. import events
 from ..errors import WebSocketUnavailable
-from ..hub_session import Connector, HubSession
+from ..hub_session import Connector, HubSession, check_workers
 from ..options import ConnectOptions, split_options
 from ..persist import BackOff
 from ..reactor import Reactor, Timer
@@ -222,13 +222,8 @@ class Hub:
     def __init__(
         self, *, connect_workers: int = 8, offload_workers: int = 8, name: str = "lomond-hub"
     ) -> None:
-        Connector(connect_workers).shutdown()  # checks the number now, in the caller's thread
-        if (
-            isinstance(offload_workers, bool)
-            or not isinstance(offload_workers, int)
-            or offload_workers < 1
-        ):
-            raise ValueError("offload_workers must be a whole number >= 1")
+        check_workers(connect_workers, "connect_workers")
+        check_workers(offload_workers, "offload_workers")
         #: The name of the thread :meth:`start` creates.
         self.name = name
         self._connect_workers = connect_workers

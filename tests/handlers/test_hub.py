@@ -306,6 +306,13 @@ def test_add_remove_and_wrong_arguments(ws_server: WSServer, hub: Hub) -> None:
         hub.start()
 
 
+def test_worker_counts_are_checked() -> None:
+    with pytest.raises(ValueError, match="connect_workers"):
+        Hub(connect_workers=0)
+    with pytest.raises(ValueError, match="offload_workers"):
+        Hub(offload_workers=True)  # type: ignore[arg-type]
+
+
 def test_apps_added_to_a_hub_that_never_runs_end_on_stop(ws_server: WSServer) -> None:
     hub = Hub()
     app = Recorder(ws_server.url_for("/echo"))
