@@ -203,9 +203,6 @@ class HubSession(SessionBase):
         # progress, and the end sets the event: this bound is only a backstop.
         room.wait(self.settings.send_timeout + 5.0)
 
-    def _has_socket_locked(self) -> bool:
-        return self._sock is not None and not self._done
-
     def _write_locked(self, data: bytes) -> None:
         """Write what the kernel takes now and queue the rest; never blocks."""
         out = self._out
@@ -312,6 +309,7 @@ class HubSession(SessionBase):
         with self._send_lock:
             self._sock = sock
             self._tls = isinstance(sock, ssl.SSLSocket)
+            self._sendable = self._drop_reason is None
         self._emit(events.Connected(self.settings.url.url, proxy.display_url if proxy else None))
         if self._drop_reason is not None:
             # Closed (or stopped) while connecting, by a Connected handler say.
@@ -511,6 +509,7 @@ class HubSession(SessionBase):
                     sock.close()
                 except OSError:
                     pass
+            self._sendable = False
             self._done = True
             self._out = bytearray()
             finished = self._finished_event

@@ -21,7 +21,18 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any, Callable, Iterator, List, Mapping, Optional, Protocol, Tuple, Union
+from typing import (
+    Any,
+    Callable,
+    Iterator,
+    List,
+    Mapping,
+    NoReturn,
+    Optional,
+    Protocol,
+    Tuple,
+    Union,
+)
 
 import attrs
 
@@ -197,8 +208,9 @@ class SessionBase:
     """The part of a driver that does not depend on how it waits: state, sends, close.
 
     A driver subclasses it and provides ``_write_locked`` (write or buffer
-    bytes, under the send lock), ``_has_socket_locked``, ``_wake`` (make its
-    loop look at the connection now) and :attr:`finished`.
+    bytes, under the send lock), ``_wake`` (make its loop look at the
+    connection now) and :attr:`finished`, and sets ``_sendable`` (under the
+    send lock) once its socket is connected.
     """
 
     def __init__(
@@ -223,6 +235,10 @@ class SessionBase:
         self._drop_reason: Optional[str] = None
         self._trace = Tracer(settings.trace, settings.url.url) if settings.trace else None
         self._sent_close_time: Optional[float] = None
+        # True while a socket is connected and the connection is neither
+        # dropped nor over: one attribute for the send path to test. A driver
+        # sets it when its socket is attached; _drop and the end clear it.
+        self._sendable = False
 
     # -- what a driver provides ---------------------------------------------------
 
@@ -233,10 +249,6 @@ class SessionBase:
 
     def _write_locked(self, data: bytes) -> None:
         """Write under the send lock; a failure drops the connection and raises TransportFail."""
-        raise NotImplementedError
-
-    def _has_socket_locked(self) -> bool:
-        """Whether a socket is connected and open (under the send lock)."""
         raise NotImplementedError
 
     def _wake(self) -> None:
@@ -278,12 +290,16 @@ class SessionBase:
     # -- sending, from any thread ---------------------------------------------
 
     def _check_open_locked(self) -> None:
+        if not self._sendable:
+            self._refuse_locked()
+
+    def _refuse_locked(self) -> NoReturn:
+        """Raise why nothing can be sent now."""
         if self._drop_reason is not None or self.finished:
             # Being dropped (a failed send, for one): another write could
             # only block for a further send_timeout on a dead connection.
             raise WebSocketClosed("the websocket is closed")
-        if not self._has_socket_locked():
-            raise WebSocketUnavailable("the websocket is not connected yet")
+        raise WebSocketUnavailable("the websocket is not connected yet")
 
     def send_message(self, opcode: int, payload: bytes, compress: bool = True) -> None:
         """Send a whole Text or Binary message (RFC 6455 section 5.6), atomically.
@@ -292,7 +308,8 @@ class SessionBase:
         threads stay whole and in the compressor's order.
         """
         with self._send_lock:
-            self._check_open_locked()
+            if not self._sendable:
+                self._refuse_locked()
             self._write_locked(self.protocol.send_data(opcode, payload, compress))
         if self._trace is not None:
             stage = "send_text" if opcode == Opcode.TEXT else "send_binary"
@@ -301,7 +318,8 @@ class SessionBase:
     def send_control(self, opcode: int, data: bytes) -> None:
         """Send a Ping or Pong (at most 125 bytes)."""
         with self._send_lock:
-            self._check_open_locked()
+            if not self._sendable:
+                self._refuse_locked()
             if opcode == Opcode.PING:
                 frame = self.protocol.send_ping(data)
             else:
@@ -329,7 +347,7 @@ class SessionBase:
                 or protocol.should_close
             ):
                 return  # closing, or ending already
-            if protocol.state is State.CONNECTING or not self._has_socket_locked():
+            if protocol.state is State.CONNECTING or not self._sendable:
                 self._drop("closed before the connection was ready")
                 return
             data = protocol.send_close(code, reason)
@@ -345,6 +363,7 @@ class SessionBase:
         self._drop(reason)
 
     def _drop(self, reason: str) -> None:
+        self._sendable = False
         if self._drop_reason is None:
             self._drop_reason = reason
         self._wake()
@@ -380,12 +399,13 @@ class WebsocketSession(SessionBase):
         self._wakeup = Wakeup()
         self._transport: Optional[Transport] = None
         self._finished = threading.Event()
+        self._done = False  # _finished as a plain attribute, for the hot paths
         self._events: Optional[Iterator[events.Event]] = None
 
     @property
     def finished(self) -> bool:
         """Whether the connection is over (its socket closed)."""
-        return self._finished.is_set()
+        return self._done
 
     @property
     def socket(self) -> Optional[socket.socket]:
@@ -399,10 +419,6 @@ class WebsocketSession(SessionBase):
 
     def _wake(self) -> None:
         self._wakeup.wake()
-
-    def _has_socket_locked(self) -> bool:
-        transport = self._transport
-        return transport is not None and not transport.closed
 
     def _write_locked(self, data: bytes) -> None:
         """Write under the send lock; a failure drops the connection and is raised."""
@@ -479,6 +495,7 @@ class WebsocketSession(SessionBase):
                 return
             with self._send_lock:
                 self._transport = Transport(sock, self._wakeup, settings.send_timeout)
+                self._sendable = self._drop_reason is None
             yield events.Connected(url.url, proxy.display_url if proxy else None)
             yield from self._run_connected()
         except GeneratorExit:
@@ -536,6 +553,8 @@ class WebsocketSession(SessionBase):
             # The wake-up pair is left to the garbage collector: a thread may
             # still be about to wake() it, and closing it under that thread
             # could hand its descriptor number to a new file.
+            self._sendable = False
+            self._done = True
             self._finished.set()
         if self._on_end is not None:
             self._on_end(self)
