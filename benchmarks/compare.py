@@ -41,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -105,18 +105,24 @@ def build_copy(name: str, path: str, root: str) -> str:
     return dest
 
 
-def run_client(spec: Dict[str, Any], variant: Variant) -> Dict[str, Any]:
+def run_client(
+    spec: Dict[str, Any],
+    variant: Variant,
+    prefix: Sequence[str] = (),
+    timeout: float = bench.RUN_TIMEOUT,
+) -> Dict[str, Any]:
+    """Run ``client_runner.py`` with the variant's lomond (``prefix``: e.g. valgrind's command)."""
     try:
         proc = subprocess.run(
-            [sys.executable, os.path.join(HERE, "client_runner.py"), json.dumps(spec)],
+            [*prefix, sys.executable, os.path.join(HERE, "client_runner.py"), json.dumps(spec)],
             capture_output=True,
             text=True,
-            timeout=bench.RUN_TIMEOUT,
+            timeout=timeout,
             env=variant.env(),
             cwd=HERE,
         )
     except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {bench.RUN_TIMEOUT:.0f}s"}
+        return {"error": f"timed out after {timeout:.0f}s"}
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("RESULT "):
             result: Dict[str, Any] = json.loads(line[7:])
@@ -129,11 +135,18 @@ def inside(path: Optional[str], tree: str) -> bool:
 
 
 def measure(
-    server: bench.Server, variant: Variant, scenario: Scenario, n: int, run_id: str
+    server: bench.Server,
+    variant: Variant,
+    scenario: Scenario,
+    n: int,
+    run_id: str,
+    prefix: Sequence[str] = (),
+    timeout: float = bench.RUN_TIMEOUT,
 ) -> Dict[str, Any]:
+    """One checked run of the lomond adapter from ``variant``'s tree."""
     url = f"ws://127.0.0.1:{server.port}/{scenario.name}?n={n}&id={run_id}"
     spec = {"client": "lomond", "scenario": scenario.name, "url": url, "n": n, "mode": "bench"}
-    result = run_client(spec, variant)
+    result = run_client(spec, variant, prefix, timeout)
     record: Dict[str, Any] = {
         "variant": variant.name,
         "scenario": scenario.name,
@@ -239,25 +252,33 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     tmp = tempfile.mkdtemp(prefix="lomond-compare-") if args.build_ext else None
     try:
-        variants = []
-        for name, path in trees:
-            v = Variant(name, build_copy(name, path, tmp) if tmp else path)
-            v.source = os.path.abspath(path)
-            variants.append(v)
-        if args.trace:
-            last = variants[-1]
-            tv = Variant(last.name + "+trace", last.path, {"LOMOND_BENCH_TRACE": "noop"})
-            tv.source = last.source
-            variants.append(tv)
+        variants = make_variants(trees, tmp, args.trace)
+        probe_variants(variants)
         return compare(args, argv, variants, scenarios)
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def compare(
-    args: argparse.Namespace, argv: List[str], variants: List[Variant], scenarios: List[Scenario]
-) -> int:
+def make_variants(
+    trees: List[Tuple[str, str]], build_root: Optional[str], trace: bool
+) -> List[Variant]:
+    """One variant per tree (a built copy under ``build_root`` if given), plus the trace one."""
+    variants = []
+    for name, path in trees:
+        v = Variant(name, build_copy(name, path, build_root) if build_root else path)
+        v.source = os.path.abspath(path)
+        variants.append(v)
+    if trace:
+        last = variants[-1]
+        tv = Variant(last.name + "+trace", last.path, {"LOMOND_BENCH_TRACE": "noop"})
+        tv.source = last.source
+        variants.append(tv)
+    return variants
+
+
+def probe_variants(variants: List[Variant]) -> None:
+    """Print which lomond each variant imports; exit unless each is its tree's, same masking."""
     for v in variants:
         v.info = run_client({"client": "lomond", "mode": "probe"}, v)
         if not v.info.get("available"):
@@ -276,6 +297,11 @@ def compare(
             "use --build-ext, or set LOMOND_NO_ACCEL=1 for all"
         )
 
+
+def compare(
+    args: argparse.Namespace, argv: List[str], variants: List[Variant], scenarios: List[Scenario]
+) -> int:
+    """The interleaved runs, the table and the report."""
     start = time.monotonic()
     load_before = bench.loadavg()
     server = bench.Server()
@@ -397,7 +423,7 @@ def compare(
                     if rec and rec["status"] == "ok"
                     else "FAILED"
                 )
-            run_rows.append([scenario.name, v.name] + vals)
+            run_rows.append([scenario.name, v.name, *vals])
     lines += [md_table(run_header, run_rows), ""]
     md = "\n".join(lines)
     print()
