@@ -413,7 +413,8 @@ def compare(
                     (
                         r
                         for r in records
-                        if r["scenario"] == scenario.name and r["variant"] == v.name
+                        if r["scenario"] == scenario.name
+                        and r["variant"] == v.name
                         and r["rep"] == i
                     ),
                     None,
@@ -430,9 +431,7 @@ def compare(
     print(md)
     output = args.output
     if output is None:
-        output = os.path.join(
-            RESULTS_DIR, f"compare-{datetime.date.today().isoformat()}.md"
-        )
+        output = os.path.join(RESULTS_DIR, f"compare-{datetime.date.today().isoformat()}.md")
     if output:
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
         with open(output, "w") as f:

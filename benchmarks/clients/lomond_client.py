@@ -25,6 +25,7 @@ TRACE = os.environ.get("LOMOND_BENCH_TRACE", "")
 def _noop_trace(step: Any) -> None:
     """Receives every trace step and drops it: only the hook's own cost remains."""
 
+
 FATAL = (
     "disconnected",
     "connect_fail",
