@@ -134,6 +134,8 @@ def run(spec: Dict[str, Any]) -> Dict[str, Any]:
         "rss_peak_kib": maxrss_after,
         "rss_delta_kib": maxrss_after - max(rss_base, maxrss_before),
         "extensions": conn.extensions,
+        # Which copy of lomond ran (compare.py checks it is the tree it asked for).
+        "lomond_file": getattr(sys.modules.get("lomond"), "__file__", None),
     }
     if mode == "tracemalloc":
         result["tracemalloc_peak_kib"] = tracemalloc.get_traced_memory()[1] // 1024

@@ -5,13 +5,26 @@
 a run); ``send_binary``/``send_text`` with ``compress=False`` except in the
 deflate scenario. Everything else is lomond's default, including its choice
 of masking accelerator (its C extension, then wsaccel, then pure Python).
+
+``LOMOND_BENCH_TRACE=noop`` in the environment passes
+``WebSocket(..., trace=<a no-op callable>)`` instead (``compare.py --trace``
+uses it to show what the trace hook costs when a callable is installed).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Sequence, Union
+import os
+from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 NAME = "lomond"
+
+#: ``noop``: give WebSocket a trace callable that does nothing (see the module docstring).
+TRACE = os.environ.get("LOMOND_BENCH_TRACE", "")
+
+
+def _noop_trace(step: Any) -> None:
+    """Receives every trace step and drops it: only the hook's own cost remains."""
+
 
 FATAL = (
     "disconnected",
@@ -42,11 +55,14 @@ def probe() -> Dict:
         mask_impl = str(getattr(accel, "IMPLEMENTATION", "?"))
     except Exception:
         mask_impl = "?"
+    trace = ", trace=<no-op>" if TRACE == "noop" else ""
     return {
         "available": True,
         "version": getattr(lomond, "__version__", "?"),
-        "settings": f"WebSocket(url, compress=deflate scenario), connect(ping_rate=0, poll=60); "
-        f"accel: {mask_impl}",
+        "file": getattr(lomond, "__file__", "?"),
+        "accel": mask_impl,
+        "settings": f"WebSocket(url, compress=deflate scenario{trace}), "
+        f"connect(ping_rate=0, poll=60); accel: {mask_impl}",
     }
 
 
@@ -59,7 +75,10 @@ class Connection:
         from lomond import WebSocket
 
         self.compress = bool(scenario.deflate)
-        self.ws = WebSocket(url, compress=self.compress)
+        if TRACE == "noop":
+            self.ws = WebSocket(url, compress=self.compress, trace=_noop_trace)
+        else:
+            self.ws = WebSocket(url, compress=self.compress)
         self.events = iter(self.ws.connect(ping_rate=0, poll=60))
         self.extensions = None
         for event in self.events:
