@@ -35,7 +35,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, List, Optional
 
 from . import events
-from .connection import open_connection
 from .constants import READ_SIZE
 from .errors import ConnectError, TransportFail, WebSocketClosed, WebSocketUnavailable
 from .frame import Opcode
@@ -239,12 +238,6 @@ class HubSession(SessionBase):
         except RuntimeError:
             self._opened(None, None, "the hub is shutting down")
 
-    def _aborted(self) -> bool:
-        stop = self.settings.stop
-        if stop is not None and stop.is_set():
-            self._drop("stopped before the connection was ready")
-        return self._drop_reason is not None
-
     def _open(self) -> None:
         """On a worker: DNS, TCP, proxy, TLS; the result goes back to the reactor."""
         settings = self.settings
@@ -261,23 +254,7 @@ class HubSession(SessionBase):
                 raise ConnectError("connection aborted")
             if settings.sock is None:
                 proxy = select_proxy(url, settings.proxies)
-            if self._trace is not None:
-                self._trace("connect_start", proxy=proxy.display_url if proxy else None)
-            sock = open_connection(
-                url,
-                proxy=proxy,
-                ssl_context=settings.ssl_context,
-                connect_timeout=settings.options.connect_timeout,
-                handshake_timeout=settings.options.handshake_timeout,
-                source_address=settings.source_address,
-                socket_options=settings.socket_options,
-                sock=settings.sock,
-                agent=settings.agent,
-                wakeup=wakeup,
-                aborted=self._aborted,
-                on_handshake=self.timers.handshake_started,
-                trace=self._trace,
-            )
+            sock = self._open_socket(proxy, wakeup)
         except ConnectError as failure:
             error = str(failure)
         except Exception as failure:  # reported as this connection's failure, not raised

@@ -368,6 +368,37 @@ class SessionBase:
             self._drop_reason = reason
         self._wake()
 
+    def _aborted(self) -> bool:
+        stop = self.settings.stop
+        if stop is not None and stop.is_set():
+            self._drop("stopped before the connection was ready")
+        return self._drop_reason is not None
+
+    def _open_socket(self, proxy: Optional[Proxy], wakeup: Optional[Wakeup]) -> socket.socket:
+        """DNS, TCP, ``proxy``'s tunnel and TLS (:func:`~lomond.connection.open_connection`).
+
+        The step both drivers share; ``wakeup`` interrupts it. Raises
+        :class:`~lomond.errors.ConnectError`.
+        """
+        settings = self.settings
+        if self._trace is not None:
+            self._trace("connect_start", proxy=proxy.display_url if proxy else None)
+        return open_connection(
+            settings.url,
+            proxy=proxy,
+            ssl_context=settings.ssl_context,
+            connect_timeout=settings.options.connect_timeout,
+            handshake_timeout=settings.options.handshake_timeout,
+            source_address=settings.source_address,
+            socket_options=settings.socket_options,
+            sock=settings.sock,
+            agent=settings.agent,
+            wakeup=wakeup,
+            aborted=self._aborted,
+            on_handshake=self.timers.handshake_started,
+            trace=self._trace,
+        )
+
     def _flush_replies(self, include_close: bool = True) -> None:
         """Write what the protocol owes the server (pongs, the Close echo, a failing Close)."""
         with self._send_lock:
@@ -468,23 +499,7 @@ class WebsocketSession(SessionBase):
                 # A pre-connected socket already leads to the server: no proxy.
                 if settings.sock is None:
                     proxy = select_proxy(url, settings.proxies)
-                if self._trace is not None:
-                    self._trace("connect_start", proxy=proxy.display_url if proxy else None)
-                sock = open_connection(
-                    url,
-                    proxy=proxy,
-                    ssl_context=settings.ssl_context,
-                    connect_timeout=settings.options.connect_timeout,
-                    handshake_timeout=settings.options.handshake_timeout,
-                    source_address=settings.source_address,
-                    socket_options=settings.socket_options,
-                    sock=settings.sock,
-                    agent=settings.agent,
-                    wakeup=self._wakeup,
-                    aborted=self._aborted,
-                    on_handshake=self.timers.handshake_started,
-                    trace=self._trace,
-                )
+                sock = self._open_socket(proxy, self._wakeup)
             except ConnectError as error:
                 reason = self._drop_reason or str(error)
                 log.debug("connect to %s failed: %s", url.url, reason)
@@ -537,12 +552,6 @@ class WebsocketSession(SessionBase):
             data = protocol.send_close(Status.GOING_AWAY, "going away")
             self._sent_close_time = time.time()
             transport.try_write(data)
-
-    def _aborted(self) -> bool:
-        stop = self.settings.stop
-        if stop is not None and stop.is_set():
-            self._drop("stopped before the connection was ready")
-        return self._drop_reason is not None
 
     def _shutdown(self) -> None:
         if self.finished:
