@@ -333,13 +333,18 @@ class WebSocketApp(Registration):
 
     def _dispatch(self, event: events.Event) -> None:
         tracker = self._tracker
+        kind = type(event)
+        # Messages are nearly every event, and change neither the outcome nor
+        # the handshake state: they skip that bookkeeping (a hub dispatches
+        # hundreds of thousands a second on one thread).
+        message = kind is _TEXT or kind is _BINARY
         with self._dispatch_lock:
-            tracker.record(event)
-            kind = type(event)
-            if kind is events.Connecting or kind is events.Connected:
-                self._handshaking = True
-            elif kind in _HANDSHAKE_OVER:
-                self._handshaking = False
+            if not message:
+                tracker.record(event)
+                if kind is events.Connecting or kind is events.Connected:
+                    self._handshaking = True
+                elif kind in _HANDSHAKE_OVER:
+                    self._handshaking = False
             name = event.name
             failures: Optional[List[Tuple[PolicyAction, Handler, Exception]]] = None
             for handler in self._methods.get(name, self._generic) + self._registry.handlers_for(
@@ -353,6 +358,8 @@ class WebSocketApp(Registration):
                     failures.append((self._handler_failed(event, handler, error), handler, error))
             if failures is not None:
                 self._apply_policy(failures, tracker)
+            if message:
+                return
             if kind is events.Ready:
                 if self._running:
                     self._set_ready(self.websocket.is_active)
@@ -653,6 +660,7 @@ class WebSocketApp(Registration):
 
 
 #: Events after which a connection attempt is no longer in its opening handshake.
+_TEXT, _BINARY = events.Text, events.Binary
 _HANDSHAKE_OVER = frozenset(
     {
         events.Ready,
