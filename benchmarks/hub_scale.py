@@ -231,7 +231,7 @@ def merge_runs(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 
 def paired_ratios(results: Dict[str, Dict[str, Dict[str, Any]]]) -> str:
-    """lomond-hub's receive rate over websockets', run by run (``-`` unless both repeated)."""
+    """lomond-hub's receive rate over websockets', run by run ("" unless both were repeated)."""
     try:
         mine = results["lomond-hub"]["receive"]["rates"]
         theirs = results["websockets-asyncio"]["receive"]["rates"]

@@ -659,8 +659,9 @@ class WebSocketApp(Registration):
         self.join(0)
 
 
-#: Events after which a connection attempt is no longer in its opening handshake.
+#: The message events, which ``_dispatch`` passes straight to the handlers.
 _TEXT, _BINARY = events.Text, events.Binary
+#: Events after which a connection attempt is no longer in its opening handshake.
 _HANDSHAKE_OVER = frozenset(
     {
         events.Ready,
