@@ -61,7 +61,7 @@ import urllib.parse
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -454,7 +454,7 @@ def result_to_dict(r: Any) -> Dict[str, Any]:
 def serve_main(argv: Sequence[str]) -> int:
     """Child process: serve the cases, then write the results as JSON.
 
-    Prints ``PORT <n>`` once listening.  Returns after the client has called
+    Prints ``PORT <n>`` once listening.  Exits after the client has called
     ``/updateReports``; the parent kills it if that never happens.
     """
     parser = argparse.ArgumentParser(prog="autobahn_client.py serve")
@@ -472,6 +472,10 @@ def serve_main(argv: Sequence[str]) -> int:
         )
         async with server:
             print(f"PORT {server.port}", flush=True)
+            # The parent reads only that line: anything written to stdout later
+            # (by kosoku or Python) goes to stderr instead, which the parent keeps
+            # in a file, so a full pipe can never block this process.
+            os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
             try:
                 return list(await server.get_result())
             except kosoku.FailureError as failure:  # carries every result
@@ -489,7 +493,13 @@ def serve_main(argv: Sequence[str]) -> int:
             write_reports(results, args.reports)
         except Exception as exc:  # the reports are a convenience, not the verdict
             print(f"could not write kosoku reports: {exc!r}", file=sys.stderr)
-    return 0
+    # kosoku 0.1.0 sometimes dies of SIGABRT, with nothing on stderr, while the
+    # interpreter shuts down after a run in which a testee dropped a connection
+    # (about 1 run in 8 of test_harness_detects_failures; it failed CI twice).
+    # Everything is written by now, so leave without the shutdown.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 class FuzzingServerProcess:
@@ -518,11 +528,21 @@ class FuzzingServerProcess:
         self.cmd = cmd
         self.results_file = results_file
         self.proc: Optional[subprocess.Popen[str]] = None
+        self.stderr_file: Optional[IO[str]] = None
         self.port = 0
 
     def __enter__(self) -> FuzzingServerProcess:
+        # The child's stderr goes to a file next to the results, so that a
+        # server that crashes or hangs leaves its reason for failure_message().
+        stderr_path = self.results_file.with_suffix(".stderr.txt")
+        self.stderr_file = open(stderr_path, "w+", encoding="utf-8")
         self.proc = subprocess.Popen(
-            self.cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, cwd=str(REPO)
+            self.cmd,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr_file,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            cwd=str(REPO),
         )
         line: List[str] = []
         reader = threading.Thread(
@@ -536,17 +556,27 @@ class FuzzingServerProcess:
         self.port = int(line[0].split()[1])
         return self
 
-    def wait_results(self, timeout: float) -> Optional[List[Dict[str, Any]]]:
-        """Wait for the server to finish and return its results (None if it did not)."""
+    def wait_results(self, timeout: float) -> Tuple[Optional[List[Dict[str, Any]]], str]:
+        """Wait for the server to finish and return its results, or None and why not."""
         assert self.proc is not None
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            return None
-        if self.proc.returncode != 0 or not self.results_file.exists():
-            return None
+            return None, f"still running {timeout:.0f} s after updateReports{self._stderr_tail()}"
+        if self.proc.returncode != 0:
+            return None, f"exited with code {self.proc.returncode}{self._stderr_tail()}"
+        if not self.results_file.exists():
+            return None, f"exited without writing {self.results_file.name}{self._stderr_tail()}"
         with open(self.results_file, encoding="utf-8") as f:
-            return json.load(f)  # type: ignore[no-any-return]
+            return json.load(f), ""
+
+    def _stderr_tail(self, limit: int = 2000) -> str:
+        """The end of what the child wrote to stderr, for a failure message."""
+        assert self.stderr_file is not None
+        self.stderr_file.flush()
+        self.stderr_file.seek(0)
+        text = self.stderr_file.read().strip()
+        return f"; its stderr: {text[-limit:]}" if text else ""
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -560,6 +590,8 @@ class FuzzingServerProcess:
         self.kill()
         if self.proc is not None and self.proc.stdout is not None:
             self.proc.stdout.close()
+        if self.stderr_file is not None:
+            self.stderr_file.close()
 
 
 # ---------------------------------------------------------------------------
@@ -791,9 +823,9 @@ def run_suite(
             problems.append(f"updateReports: {exc}")
             reported = False
         # kosoku writes its HTML report after the run: give it time for that.
-        results_list = server.wait_results((120 if html else 60) if reported else 5)
+        results_list, why = server.wait_results((120 if html else 60) if reported else 5)
         if results_list is None:
-            problems.append("kosoku did not report results (server did not finish)")
+            problems.append(f"kosoku did not report results: the server {why}")
     client_cpu = time.process_time() - cpu0
     children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     server_cpu = (children1.ru_utime + children1.ru_stime) - (

@@ -15,7 +15,11 @@ non-passing case with what kosoku expected and what it observed.
 
 from __future__ import annotations
 
+import base64
 import os
+import socket
+import threading
+import urllib.parse
 from pathlib import Path
 from typing import List
 
@@ -133,24 +137,50 @@ def test_harness_detects_failures(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
                 for message in ws:
                     ws.send(message.decode("latin-1") if isinstance(message, bytes) else message)
             return []
-        if "case=3&" in url:  # 2.2: never connects, hangs until aborted
-            import threading
-
+        if "case=3&" in url:  # 2.2: upgrades, then ignores the server until aborted
+            # A raw socket, because websockets' own reader would answer the ping.
+            # Connecting (rather than never connecting) gives kosoku a verdict
+            # for 2.2 to check, and drops a live connection on the abort.
+            parts = urllib.parse.urlsplit(url)
+            key = base64.b64encode(os.urandom(16)).decode()
             stop = threading.Event()
-            handle.on_abort(stop.set)
-            stop.wait(30)
+            with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+                sock.sendall(
+                    f"GET {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                    f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+                )
+                handle.on_abort(stop.set)
+                stop.wait(30)
             return []
         return honest(url, offers, echo, handle)
 
     monkeypatch.setitem(ab.TESTEES, "websockets", broken)
-    # 2.2 must time out; 10 s leaves the other two cases more room on a
-    # loaded machine. (A CI run once reported 1.2.1 MISSING at 6 s; the cause
-    # was not found, so every assertion below prints what the harness saw.)
     suite = _run("websockets", ["1.2.1", "2.2", "1.1.1"], tmp_path, case_timeout=10)
     message = suite.failure_message()
-    seen = f"{message}\nruns: {suite.runs}"
+    seen = f"{message}\nruns: {suite.runs}"  # every assertion shows what the harness saw
     assert not suite.ok
     assert suite.behavior("1.2.1") == "FAILED", seen
     assert [r.case_id for r in suite.timeouts] == ["2.2"], seen
+    assert suite.behavior("2.2") == "FAILED", seen  # no pong came back
     assert suite.behavior("1.1.1") == "OK", seen
     assert "1.2.1: FAILED" in message and "expected:" in message
+
+
+def test_server_that_does_not_finish_says_why(tmp_path: Path) -> None:
+    """A kosoku server that never ends its run is reported as still running,
+    and one that fails reports its exit code and its stderr."""
+    results = tmp_path / "results.json"
+    with ab.FuzzingServerProcess(["1.1.1"], None, results, None) as server:
+        assert server.port > 0
+        found, why = server.wait_results(0.5)  # no case run, no updateReports
+        assert found is None
+        assert why.startswith("still running 0 s after updateReports"), why
+        server.kill()
+        found, why = server.wait_results(5)
+        assert found is None
+        assert why.startswith("exited with code -9"), why
+    bad = ab.FuzzingServerProcess(["no-such-case"], None, tmp_path / "bad.json", None)
+    with pytest.raises(RuntimeError, match="did not start"):
+        bad.__enter__()
+    bad.__exit__(None, None, None)
