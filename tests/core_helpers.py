@@ -10,6 +10,7 @@
 * :func:`later` runs an action from another thread after a delay;
 * :func:`wait_for` waits (with a timeout) for a condition;
 * :func:`refused_port` gives a loopback port nothing listens on;
+* :func:`raw_upgrade_request` is an opening handshake to send on a raw socket;
 * :func:`open_protocol`, :func:`server_response` and :func:`server_frame`
   drive a sans-I/O :class:`~lomond.protocol.ClientProtocol` with the bytes a
   server would send.
@@ -20,6 +21,8 @@ autouse ``no_proxy_env`` fixture in conftest.py.
 
 from __future__ import annotations
 
+import base64
+import os
 import socket
 import threading
 import time
@@ -256,6 +259,17 @@ def open_protocol(url: str = "ws://example.com/", **kwargs: Any) -> ClientProtoc
     assert [type(event) for event in received] == [events.Ready], received
     assert protocol.state is State.OPEN
     return protocol
+
+
+def raw_upgrade_request(host: str, target: str = "/", key: Optional[str] = None) -> bytes:
+    """An opening handshake (RFC 6455 section 4.1), with a fresh key unless one
+    is given, for tests that talk to a server over a raw socket."""
+    key = key or base64.b64encode(os.urandom(16)).decode()
+    return (
+        f"GET {target} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
 
 
 def server_frame(opcode: int, payload: bytes = b"") -> bytes:

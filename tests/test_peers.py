@@ -18,6 +18,7 @@ import time
 from typing import Any, List, Optional, Tuple
 
 import pytest
+from core_helpers import raw_upgrade_request
 from peers.proxy import PROXY_PASSWORD, PROXY_USER, ProxyServer
 from peers.raw_server import (
     BINARY,
@@ -201,14 +202,9 @@ def test_reject_extra_headers_and_redirect_location(ws_server: WSServer) -> None
         )
     assert info.value.response.headers["WWW-Authenticate"] == "Basic realm=x"
     # websockets follows redirects, so read the 302 with a raw request.
-    key = base64.b64encode(os.urandom(16)).decode()
     with socket.create_connection(("127.0.0.1", ws_server.port), timeout=TIMEOUT) as sock:
         sock.sendall(
-            (
-                "GET /reject?status=302&location=ws://127.0.0.1:1/elsewhere HTTP/1.1\r\n"
-                f"Host: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
+            raw_upgrade_request("127.0.0.1", "/reject?status=302&location=ws://127.0.0.1:1/elsewhere")
         )
         reply = sock.recv(4096)
     assert reply.startswith(b"HTTP/1.1 302")
@@ -434,13 +430,7 @@ class MiniClient:
 
     def handshake(self, host: str, path: str = "/") -> Tuple[str, bytes]:
         key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(
-            (
-                f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
+        self.sock.sendall(raw_upgrade_request(host, path, key))
         while b"\r\n\r\n" not in self.buffer:
             chunk = self.sock.recv(4096)
             assert chunk, "server closed during handshake"

@@ -72,7 +72,7 @@ class OutcomeTracker:
         """Take what the outcome needs from ``event`` (before its handlers run)."""
         kind = type(event)
         if kind is events.Text or kind is events.Binary:
-            return  # messages change nothing here (the app skips calling this for them)
+            return  # messages change nothing here (so the app's dispatch skips this call)
         if isinstance(event, events.Connected):
             self.connections += 1
             self.close_code = self.close_reason = None

@@ -552,7 +552,9 @@ class FuzzingServerProcess:
         reader.join(60)
         if not line or not line[0].startswith("PORT "):
             self.kill()
-            raise RuntimeError(f"kosoku fuzzing server did not start (got {line!r})")
+            raise RuntimeError(
+                f"kosoku fuzzing server did not start (got {line!r}){self._stderr_tail()}"
+            )
         self.port = int(line[0].split()[1])
         return self
 
@@ -562,7 +564,7 @@ class FuzzingServerProcess:
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            return None, f"still running {timeout:.0f} s after updateReports{self._stderr_tail()}"
+            return None, f"still running {timeout:g} s after updateReports{self._stderr_tail()}"
         if self.proc.returncode != 0:
             return None, f"exited with code {self.proc.returncode}{self._stderr_tail()}"
         if not self.results_file.exists():

@@ -15,7 +15,6 @@ non-passing case with what kosoku expected and what it observed.
 
 from __future__ import annotations
 
-import base64
 import os
 import socket
 import threading
@@ -25,6 +24,7 @@ from typing import List
 
 import autobahn_client as ab
 import pytest
+from core_helpers import raw_upgrade_request
 
 pytest.importorskip("kosoku")
 
@@ -142,14 +142,9 @@ def test_harness_detects_failures(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
             # Connecting (rather than never connecting) gives kosoku a verdict
             # for 2.2 to check, and drops a live connection on the abort.
             parts = urllib.parse.urlsplit(url)
-            key = base64.b64encode(os.urandom(16)).decode()
             stop = threading.Event()
             with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
-                sock.sendall(
-                    f"GET {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-                    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                    f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-                )
+                sock.sendall(raw_upgrade_request(parts.netloc, f"{parts.path}?{parts.query}"))
                 handle.on_abort(stop.set)
                 stop.wait(30)
             return []
@@ -169,18 +164,18 @@ def test_harness_detects_failures(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 def test_server_that_does_not_finish_says_why(tmp_path: Path) -> None:
     """A kosoku server that never ends its run is reported as still running,
-    and one that fails reports its exit code and its stderr."""
+    one that dies by its exit code, and one that cannot start by its stderr."""
     results = tmp_path / "results.json"
     with ab.FuzzingServerProcess(["1.1.1"], None, results, None) as server:
         assert server.port > 0
         found, why = server.wait_results(0.5)  # no case run, no updateReports
         assert found is None
-        assert why.startswith("still running 0 s after updateReports"), why
+        assert why.startswith("still running 0.5 s after updateReports"), why
         server.kill()
         found, why = server.wait_results(5)
         assert found is None
         assert why.startswith("exited with code -9"), why
     bad = ab.FuzzingServerProcess(["no-such-case"], None, tmp_path / "bad.json", None)
-    with pytest.raises(RuntimeError, match="did not start"):
+    with pytest.raises(RuntimeError, match=r"(?s)did not start .*its stderr: .*no such case"):
         bad.__enter__()
     bad.__exit__(None, None, None)
