@@ -31,6 +31,10 @@ every :class:`ConnectError`.
 
 from __future__ import annotations
 
+import errno
+import socket
+import ssl
+
 from .status import Status
 
 
@@ -109,6 +113,20 @@ class WebSocketClosing(WebSocketUnavailable):
 
 class WebSocketClosed(WebSocketUnavailable):
     """The websocket is closed; sends are refused."""
+
+
+def describe_os_error(error: BaseException) -> str:
+    """A one-line description of a socket/TLS error for events and messages."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {error.verify_message}"
+    if isinstance(error, ssl.SSLError):
+        return f"TLS error: {error.reason or error}"
+    if isinstance(error, socket.gaierror):
+        return f"name resolution failed: {error.strerror or error}"
+    if isinstance(error, OSError) and error.errno is not None:
+        name = errno.errorcode.get(error.errno, str(error.errno))
+        return f"{error.strerror or name} ({name})"
+    return str(error) or type(error).__name__
 
 
 __all__ = [

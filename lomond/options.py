@@ -16,11 +16,45 @@ or mistyped option is caught by mypy as well as at run time.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Mapping, Optional, TypedDict
+import socket
+from typing import Any, Dict, List, Mapping, Optional, Tuple, TypedDict, Union
 
 import attrs
 
 from .constants import DEFAULT_CONNECT_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT
+
+#: A ``(level, option, value)`` tuple for ``socket.setsockopt``.
+SocketOption = Tuple[int, int, Union[int, bytes]]
+
+
+def tcp_keepalive(idle: int = 60, interval: int = 10, count: int = 5) -> List[SocketOption]:
+    """``socket_options`` that turn on TCP keepalive, for :class:`~lomond.WebSocket`.
+
+    The first probe is sent after ``idle`` seconds without traffic, then one
+    every ``interval`` seconds; after ``count`` unanswered probes the kernel
+    drops the connection (reported as ``Disconnected``). Options the platform
+    lacks are left out (``SO_KEEPALIVE`` is always there; Linux and Windows
+    have ``TCP_KEEPIDLE``, macOS calls it ``TCP_KEEPALIVE``)::
+
+        WebSocket(url, socket_options=tcp_keepalive(idle=30, interval=5, count=3))
+
+    Application-level pings (``ping_rate`` and ``ping_timeout``) detect a dead
+    server too, and also a stuck one; keepalive also covers idle NAT timeouts
+    without waking the application.
+    """
+    for name, value in (("idle", idle), ("interval", interval), ("count", count)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"tcp_keepalive {name} must be a whole number >= 1")
+    options: List[SocketOption] = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    idle_option = getattr(socket, "TCP_KEEPIDLE", None) or getattr(socket, "TCP_KEEPALIVE", None)
+    if idle_option is not None:
+        options.append((socket.IPPROTO_TCP, idle_option, idle))
+    if hasattr(socket, "TCP_KEEPINTVL"):
+        options.append((socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval))
+    if hasattr(socket, "TCP_KEEPCNT"):
+        options.append((socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count))
+    return options
+
 
 
 def _seconds(allow_none: bool = False, allow_zero: bool = True) -> Any:
@@ -158,5 +192,5 @@ def split_options(
 __all__ = [
     "CONNECT_OPTION_NAMES", "DEFAULT_CONNECT", "DEFAULT_PERSIST", "PERSIST_OPTION_NAMES",
     "ConnectKeywords", "ConnectOptions", "MoreConnectKeywords", "PersistOptions", "RunKeywords",
-    "split_options",
+    "SocketOption", "split_options", "tcp_keepalive",
 ]

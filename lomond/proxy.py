@@ -12,7 +12,7 @@ an event, a log record or an exception message: :attr:`Proxy.display_url`
 is what those see, and errors about a malformed proxy URL quote nothing from
 it.
 
-The socket side of the tunnel lives in :mod:`lomond.connection`.
+The socket side of the tunnel lives in :mod:`lomond.sync.connect`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The clocks of one connection, without I/O: what is due, and when to wake next.
 
-A driver (the threaded :class:`~lomond.session.WebsocketSession`, or a
+A driver (the threaded :class:`~lomond.sync.session.WebsocketSession`, or a
 loop serving many connections) tells :class:`ConnectionTimers` the current
 time and what happened (the handshake started, Ready arrived, a ping left,
 a pong came back); :meth:`ConnectionTimers.due` answers which timer fired,

@@ -26,17 +26,16 @@ from typing import (
 
 from . import events
 from .compression import PerMessageDeflate, offers_from_option
-from .connection import SocketOption
 from .constants import DEFAULT_MAX_SIZE, DEFAULT_SEND_TIMEOUT, USER_AGENT
 from .errors import WebSocketClosed, WebSocketUnavailable
 from .frame import Opcode
 from .handshake import HeaderValue, check_header, check_protocols, parse_url
-from .options import DEFAULT_CONNECT, ConnectOptions
+from .options import DEFAULT_CONNECT, ConnectOptions, SocketOption
 from .protocol import State, encode_close
 from .proxy import Proxy, select_proxy
 from .response import Response
-from .session import Session, SessionSettings, WebsocketSession
 from .status import Status
+from .sync.session import Session, SessionSettings, WebsocketSession
 from .tls import CAFile, make_ssl_context
 from .trace import TraceFunc, Tracer
 from .wakeup import StopSignal
@@ -321,8 +320,8 @@ class WebSocket:
         """Start a connection with a driver: ``factory(settings, on_end)`` (for runners).
 
         The seam between this object and what moves its bytes: the threaded
-        :class:`~lomond.session.WebsocketSession` (:meth:`connect`) or the
-        :class:`~lomond.hub_session.HubSession` of a
+        :class:`~lomond.sync.session.WebsocketSession` (:meth:`connect`) or the
+        :class:`~lomond.hub.session.HubSession` of a
         :class:`~lomond.handlers.hub.Hub`. The driver becomes :attr:`session`
         (sends go to it) until it calls ``on_end(driver)``. Raises
         :class:`~lomond.errors.WebSocketUnavailable` if a connection is live.

@@ -22,10 +22,10 @@ import pytest
 from core_helpers import exchange, first, later, names, refused_port
 
 from lomond import WebSocket, events
-from lomond.connection import _tunnel, open_connection
 from lomond.errors import ConnectError
 from lomond.handshake import parse_url
 from lomond.proxy import Proxy
+from lomond.sync.connect import _tunnel, open_connection
 from lomond.wakeup import StopSignal, Wakeup
 
 #: How soon a stop must end a connect step that would otherwise wait 30 s:

@@ -25,8 +25,7 @@ pytest.importorskip("sphinx_autodoc_typehints", reason="the docs extra is not in
 
 from sphinx.util.inventory import InventoryFile  # noqa: E402
 
-# The modules the reference must cover, as the brief for the site lists them;
-# for lomond.connection only its public helper for users.
+# The modules the reference must cover, as the brief for the site lists them.
 MODULES: Dict[str, List[str]] = {
     name: [] for name in (
         "lomond", "lomond.websocket", "lomond.events", "lomond.errors", "lomond.persist",
@@ -36,10 +35,10 @@ MODULES: Dict[str, List[str]] = {
         "lomond.handlers.outcome", "lomond.handlers.policy", "lomond.handlers.registration",
         "lomond.handlers.registry", "lomond.handlers.runner", "lomond.options",
         "lomond.wakeup", "lomond.trace", "lomond.tls", "lomond.timers", "lomond.session",
-        "lomond.handlers.hub", "lomond.handlers.serial",
+        "lomond.handlers.hub", "lomond.handlers.serial", "lomond.sync.session",
     )
 }
-MODULES["lomond.connection"] = ["tcp_keepalive", "SocketOption"]
+
 
 
 def public_names(module_name: str) -> List[str]:

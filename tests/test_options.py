@@ -21,8 +21,8 @@ from core_helpers import exchange, first, names
 from websockets.sync.server import unix_serve
 
 from lomond import WebSocket, events
-from lomond.connection import tcp_keepalive
 from lomond.constants import USER_AGENT
+from lomond.options import tcp_keepalive
 
 LINUX = sys.platform.startswith("linux")
 

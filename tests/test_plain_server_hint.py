@@ -9,7 +9,7 @@ from peers.tls import TLSBundle
 from peers.ws_server import WSServer
 
 from lomond import WebSocket, events
-from lomond.connection import PLAIN_SERVER_HINT
+from lomond.sync.connect import PLAIN_SERVER_HINT
 
 
 def connect_events(url: str, **options: Any) -> List[events.Event]:

@@ -2,7 +2,7 @@
 
 ``app.start()`` gives each app a thread of its own; a hub runs any number of
 apps on a single thread, with one selector and one timer heap
-(:class:`~lomond.reactor.Reactor`), over the same sans-I/O protocol::
+(:class:`~lomond.hub.reactor.Reactor`), over the same sans-I/O protocol::
 
     from lomond.handlers import Hub, WebSocketApp
 
@@ -46,11 +46,11 @@ import attrs
 
 from .. import events
 from ..errors import WebSocketUnavailable
-from ..hub_session import Connector, HubSession, check_workers
+from ..hub.reactor import Reactor, Timer
+from ..hub.session import Connector, HubSession, check_workers
 from ..options import ConnectOptions, split_options
 from ..persist import BackOff
-from ..reactor import Reactor, Timer
-from ..session import Session, SessionSettings
+from ..sync.session import Session, SessionSettings
 from ..wakeup import StopSignal
 from .app import INTERRUPT_CLOSE, WebSocketApp
 from .interrupt import graceful_sigint

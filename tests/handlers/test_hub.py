@@ -20,7 +20,7 @@ from lomond import events
 from lomond.errors import WebSocketClosed
 from lomond.handlers import Hub, WebSocketApp
 from lomond.handlers.serial import SerialExecutor
-from lomond.reactor import Reactor
+from lomond.hub.reactor import Reactor
 
 ROOT = Path(__file__).resolve().parents[2]
 

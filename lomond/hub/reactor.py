@@ -22,7 +22,7 @@ import time
 from collections import deque
 from typing import Any, Callable, Deque, List, Optional, Tuple
 
-from .wakeup import Wakeup
+from ..wakeup import Wakeup
 
 log = logging.getLogger("lomond.reactor")
 

@@ -1,15 +1,15 @@
-"""A connection driven by a :class:`~lomond.reactor.Reactor`: many connections, one thread.
+"""A connection driven by a :class:`~lomond.hub.reactor.Reactor`: many connections, one thread.
 
 :class:`HubSession` is the reactor's counterpart of the threaded
-:class:`~lomond.session.WebsocketSession`: the same sans-I/O
+:class:`~lomond.sync.session.WebsocketSession`: the same sans-I/O
 :class:`~lomond.protocol.ClientProtocol` and :class:`~lomond.timers.ConnectionTimers`,
-the same sends and close (:class:`~lomond.session.SessionBase`), and the
+the same sends and close (:class:`~lomond.sync.session.SessionBase`), and the
 same event order (Connecting, Connected, Ready, a Poll right after Ready,
 ..., Disconnected once the socket is closed). What differs is waiting:
 
 * Connection setup (DNS, TCP, an optional proxy tunnel, TLS) runs on a
   small bounded pool of threads (:class:`Connector`): name resolution blocks
-  anyway, and :func:`~lomond.connection.open_connection` already bounds
+  anyway, and :func:`~lomond.sync.connect.open_connection` already bounds
   every step and can be aborted. The connected socket is handed to the
   reactor's thread, which writes the upgrade request and reads the response.
 * Reads happen when the reactor's selector says so; timers are one entry in
@@ -34,18 +34,23 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, List, Optional
 
-from . import events
-from .constants import READ_SIZE
-from .errors import ConnectError, TransportFail, WebSocketClosed, WebSocketUnavailable
-from .frame import Opcode
-from .protocol import State
-from .proxy import Proxy, select_proxy
+from .. import events
+from ..constants import READ_SIZE
+from ..errors import (
+    ConnectError,
+    TransportFail,
+    WebSocketClosed,
+    WebSocketUnavailable,
+    describe_os_error,
+)
+from ..frame import Opcode
+from ..protocol import State
+from ..proxy import Proxy, select_proxy
+from ..status import Status
+from ..sync.session import SessionBase, SessionSettings, observe_event, trace_end, trace_event
+from ..timers import INFINITY, Due
+from ..wakeup import Wakeup
 from .reactor import Reactor, Timer
-from .session import SessionBase, SessionSettings, observe_event, trace_end, trace_event
-from .status import Status
-from .timers import INFINITY, Due
-from .transport import describe_os_error
-from .wakeup import Wakeup
 
 log = logging.getLogger("lomond.hub")
 
@@ -112,7 +117,7 @@ class Connector:
 
 
 class HubSession(SessionBase):
-    """One connection on a :class:`~lomond.reactor.Reactor` (see the module documentation).
+    """One connection on a :class:`~lomond.hub.reactor.Reactor` (see the module documentation).
 
     ``emit(event)`` receives the connection's events on the reactor's
     thread; ``on_over()`` is called after the last one. Sends and

@@ -11,7 +11,6 @@ made under ``_io_lock``; waiting happens outside it.
 
 from __future__ import annotations
 
-import errno
 import selectors
 import socket
 import ssl
@@ -20,9 +19,9 @@ import time
 from contextlib import nullcontext
 from typing import ContextManager, Optional, Tuple, Union
 
-from .constants import READ_SIZE
-from .errors import TransportFail
-from .wakeup import Wakeup
+from ..constants import READ_SIZE
+from ..errors import TransportFail, describe_os_error
+from ..wakeup import Wakeup
 
 Buffer = Union[bytes, bytearray, memoryview]
 
@@ -182,18 +181,4 @@ class Transport:
             pass
 
 
-def describe_os_error(error: BaseException) -> str:
-    """A one-line description of a socket/TLS error for events and messages."""
-    if isinstance(error, ssl.SSLCertVerificationError):
-        return f"certificate verify failed: {error.verify_message}"
-    if isinstance(error, ssl.SSLError):
-        return f"TLS error: {error.reason or error}"
-    if isinstance(error, socket.gaierror):
-        return f"name resolution failed: {error.strerror or error}"
-    if isinstance(error, OSError) and error.errno is not None:
-        name = errno.errorcode.get(error.errno, str(error.errno))
-        return f"{error.strerror or name} ({name})"
-    return str(error) or type(error).__name__
-
-
-__all__ = ["Transport", "describe_os_error", "wait_socket"]
+__all__ = ["Transport", "wait_socket"]

@@ -16,51 +16,19 @@ import selectors
 import socket
 import ssl
 import time
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple
 
-from .constants import MAX_RESPONSE_HEADER_SIZE
-from .errors import ConnectError
-from .handshake import URL, bracket_host
-from .proxy import Proxy, connect_request, connect_status
-from .trace import Tracer
-from .transport import describe_os_error
-from .wakeup import Wakeup
-
-#: A ``(level, option, value)`` tuple for ``socket.setsockopt``.
-SocketOption = Tuple[int, int, Union[int, bytes]]
+from ..constants import MAX_RESPONSE_HEADER_SIZE
+from ..errors import ConnectError, describe_os_error
+from ..handshake import URL, bracket_host
+from ..options import SocketOption
+from ..proxy import Proxy, connect_request, connect_status
+from ..trace import Tracer
+from ..wakeup import Wakeup
 
 # connect_ex() codes meaning "in progress" for a non-blocking socket
 # (10035 is Windows' WSAEWOULDBLOCK).
 _IN_PROGRESS = frozenset({0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN, 10035})
-
-
-def tcp_keepalive(idle: int = 60, interval: int = 10, count: int = 5) -> List[SocketOption]:
-    """``socket_options`` that turn on TCP keepalive, for :class:`~lomond.WebSocket`.
-
-    The first probe is sent after ``idle`` seconds without traffic, then one
-    every ``interval`` seconds; after ``count`` unanswered probes the kernel
-    drops the connection (reported as ``Disconnected``). Options the platform
-    lacks are left out (``SO_KEEPALIVE`` is always there; Linux and Windows
-    have ``TCP_KEEPIDLE``, macOS calls it ``TCP_KEEPALIVE``)::
-
-        WebSocket(url, socket_options=tcp_keepalive(idle=30, interval=5, count=3))
-
-    Application-level pings (``ping_rate`` and ``ping_timeout``) detect a dead
-    server too, and also a stuck one; keepalive also covers idle NAT timeouts
-    without waking the application.
-    """
-    for name, value in (("idle", idle), ("interval", interval), ("count", count)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"tcp_keepalive {name} must be a whole number >= 1")
-    options: List[SocketOption] = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
-    idle_option = getattr(socket, "TCP_KEEPIDLE", None) or getattr(socket, "TCP_KEEPALIVE", None)
-    if idle_option is not None:
-        options.append((socket.IPPROTO_TCP, idle_option, idle))
-    if hasattr(socket, "TCP_KEEPINTVL"):
-        options.append((socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval))
-    if hasattr(socket, "TCP_KEEPCNT"):
-        options.append((socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count))
-    return options
 
 
 def _default_ssl_context() -> ssl.SSLContext:
@@ -432,4 +400,4 @@ def _read_head(
             raise ConnectError(f"proxy {proxy.display_url} sent a header block over 64 KiB")
 
 
-__all__ = ["SocketOption", "open_connection", "tcp_keepalive"]
+__all__ = ["open_connection"]
