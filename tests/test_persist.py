@@ -432,3 +432,49 @@ def test_stop_signal_as_exit_event_wakes_a_connected_loop(ws_server: Any) -> Non
         if isinstance(event, events.Ready):
             later(0.1, stop.set)
     assert names(seen) == ["connecting", "connected", "ready", "closed", "disconnected"]
+
+
+# -- issue 18 regressions --------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True, reason="issue 18 bug 8: persist() patches exit_event.set and starts a thread"
+)
+def test_a_threading_event_is_left_alone_and_no_thread_is_started() -> None:
+    exit_event = threading.Event()
+    websocket = WebSocket(f"ws://127.0.0.1:{refused_port()}/")
+    backing_off = threading.Event()
+    patched: List[bool] = []
+    seen: List[events.Event] = []
+
+    def loop() -> None:
+        for event in persist(websocket, exit_event=exit_event, min_wait=30, max_wait=30, **LOOP):
+            seen.append(event)
+            if isinstance(event, events.BackOff):
+                patched.append("set" in vars(exit_event))
+                backing_off.set()
+
+    before = set(threading.enumerate())
+    runner = threading.Thread(target=loop, name="test-persist-loop", daemon=True)
+    runner.start()
+    try:
+        assert backing_off.wait(10), f"no BackOff: {names(seen)}"
+        # The 30 s wait begins once the loop asks for the next event; give
+        # lomond a moment to start anything it starts for it.
+        deadline = time.monotonic() + 1.0
+        started: List[threading.Thread] = []
+        while not started and time.monotonic() < deadline:
+            started = [t for t in threading.enumerate() if t not in before and t is not runner]
+            time.sleep(0.01)
+        replaced = "set" in vars(exit_event)
+    finally:
+        exit_event.set()
+        runner.join(10)
+    assert not runner.is_alive(), "exit_event.set() did not end the 30 s back-off wait"
+    assert names(seen) == ["connecting", "connect_fail", "back_off"]
+    problems = []
+    if patched != [False] or replaced:
+        problems.append("persist() replaced the set method of the caller's exit_event")
+    if started:
+        problems.append(f"persist() started threads: {[t.name for t in started]}")
+    assert not problems, problems

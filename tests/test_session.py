@@ -11,16 +11,23 @@ thread ends a 30 s wait promptly is measured, with a generous bound.
 
 from __future__ import annotations
 
+import gc
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
-from typing import Any, List
+from pathlib import Path
+from typing import Any, Callable, List, Union
 
 import pytest
-from core_helpers import collect, later, wait_for
+from core_helpers import collect, exchange, later, wait_for
 from peers.raw_server import CLOSE, PING, TEXT, PeerClosed, RawConnection
 from peers.ws_server import WSServer
 
 from lomond import WebSocket, events
+from lomond.errors import WebSocketError
 
 #: How soon a close() from another thread must end a 30 s wait: far below
 #: that, and generous for a busy 2-core machine.
@@ -564,3 +571,126 @@ def test_leaving_the_loop_sends_a_going_away_close(ws_server: Any) -> None:
     assert record.closed.wait(5)
     assert (record.close_code, record.close_reason) == (1001, "going away")
     assert websocket.is_closed
+
+
+# -- issue 18 regressions --------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def in_thread(target: Callable[[], None], name: str) -> threading.Thread:
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.xfail(strict=True, reason="issue 18 bug 2: close() waits for a stuck send")
+def test_close_is_not_delayed_by_a_stuck_send(scripted_server: Any) -> None:
+    def never_read(conn: RawConnection) -> None:
+        conn.handshake()
+        conn.hold(60)  # reads nothing: a large send fills the buffers and blocks
+
+    server = scripted_server(never_read)
+    websocket = WebSocket(server.url, send_timeout=600)
+    ready = threading.Event()
+    seen: List[events.Event] = []
+    sent: List[Union[BaseException, str]] = []
+
+    def loop() -> None:
+        for event in websocket.connect(close_timeout=0.5, ping_rate=0, poll=0):
+            seen.append(event)
+            if isinstance(event, events.Ready):
+                ready.set()
+
+    def send() -> None:
+        try:
+            websocket.send_binary(bytes(64 * 1024 * 1024))  # far beyond the socket buffers
+        except BaseException as error:
+            sent.append(error)
+        else:
+            sent.append("returned")
+
+    threads = [in_thread(loop, "test-loop")]
+    try:
+        assert ready.wait(10), [event.name for event in seen]
+        threads.append(in_thread(send, "test-sender"))
+        threads[-1].join(0.5)
+        assert not sent, f"the send did not block: {sent}"
+        threads.append(in_thread(websocket.close, "test-close"))
+        threads[-1].join(5)
+        close_returned = not threads[-1].is_alive()
+        threads[0].join(15)
+        threads[1].join(15)
+        loop_ended, send_ended = not threads[0].is_alive(), not threads[1].is_alive()
+    finally:
+        server.stop()  # today: resets the connection, which ends the stuck send
+        for thread in threads:
+            thread.join(5)
+    assert close_returned, "close() was still blocked 5 s later, behind the stuck send"
+    assert loop_ended, f"the loop did not end within 15 s: {[event.name for event in seen]}"
+    assert isinstance(seen[-1], events.Disconnected), [event.name for event in seen]
+    assert send_ended, "the stuck send_binary() was still blocked 15 s after close()"
+    assert isinstance(sent[0], WebSocketError), f"the stuck send ended with {sent[0]!r}"
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+@pytest.mark.xfail(
+    strict=True, reason="issue 18 bug 3: a finished connection keeps its wake-up socket pair"
+)
+def test_finished_connections_release_their_descriptors(ws_server: WSServer) -> None:
+    enabled = gc.isenabled()
+    gc.disable()  # descriptors must be released by the end of the run, not by the collector
+    try:
+        exchange(WebSocket(ws_server.url_for("/echo")), on_ready=WebSocket.close)  # warm-up
+        before = open_descriptors()
+        finished: List[WebSocket] = []
+        for _ in range(30):
+            websocket = WebSocket(ws_server.url_for("/echo"))
+            seen = exchange(websocket, on_ready=WebSocket.close)
+            assert seen[-1].name == "disconnected"
+            finished.append(websocket)
+        try:  # the server's ends close a moment after ours
+            wait_for(lambda: open_descriptors() <= before + 4, 5)
+        except AssertionError:
+            pass
+        grown = open_descriptors() - before
+    finally:
+        if enabled:
+            gc.enable()
+    assert grown <= 4, f"30 finished connections hold {grown} more descriptors"
+
+
+LEAK_SCRIPT = textwrap.dedent("""
+    import gc
+    from lomond import WebSocket, events
+    from lomond.echo_server import LocalServer
+
+    with LocalServer() as server:
+        websocket = WebSocket(server.url)
+        for event in websocket.connect(ping_rate=0, poll=0, close_timeout=5):
+            if isinstance(event, events.Ready):
+                websocket.send_text("hello")
+            elif isinstance(event, events.Text):
+                websocket.close()
+        last = event.name
+        del websocket, event
+        gc.collect()
+    print(last)
+""")
+
+
+@pytest.mark.xfail(
+    strict=True, reason="issue 18 bug 3: an unclosed wake-up socket pair (ResourceWarning)"
+)
+def test_a_finished_connection_leaves_no_unclosed_socket() -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    result = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", LEAK_SCRIPT],
+        capture_output=True, text=True, timeout=60, env=env,
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "disconnected", result.stderr
+    assert "ResourceWarning" not in result.stderr, result.stderr

@@ -323,3 +323,86 @@ def test_set_from_a_signal_handler_while_the_main_thread_holds_a_lock() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "woken", result.stderr
+
+
+# -- issue 18 regressions --------------------------------------------------------------
+
+
+class CountingWakeable:
+    """A fake :class:`~lomond.wakeup.Wakeable` that counts its wake-ups."""
+
+    __slots__ = ("woken",)
+
+    def __init__(self) -> None:
+        self.woken = 0
+
+    def wake(self) -> None:
+        self.woken += 1
+
+
+#: Threads that attach or detach at once, and objects per thread.
+RACERS, PER_RACER = 8, 400
+
+
+def race(work: Any, batches: List[List[CountingWakeable]]) -> None:
+    """Run ``work(batch)`` for each batch in its own thread, all released together.
+
+    A tiny switch interval makes the threads interleave inside attach()/detach().
+    """
+    barrier = threading.Barrier(len(batches))
+
+    def run(batch: List[CountingWakeable]) -> None:
+        barrier.wait(10)
+        work(batch)
+
+    threads = [threading.Thread(target=run, args=(batch,), daemon=True) for batch in batches]
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        sys.setswitchinterval(previous)
+    assert not any(thread.is_alive() for thread in threads), "attach/detach did not finish"
+
+
+@pytest.mark.xfail(strict=True, reason="issue 18 bug 7: concurrent attach loses registrations")
+def test_concurrent_attaches_are_all_kept() -> None:
+    signal = StopSignal()
+    batches = [[CountingWakeable() for _ in range(PER_RACER)] for _ in range(RACERS)]
+
+    def attach_all(batch: List[CountingWakeable]) -> None:
+        for kept in batch:
+            signal.attach(kept)
+            # A short-lived registration in between, as a connection that
+            # starts and ends while others attach: on CPython the rebuilt
+            # tuple of attach() alone is rarely interrupted, detach() is.
+            passing = CountingWakeable()
+            signal.attach(passing)
+            signal.detach(passing)
+
+    race(attach_all, batches)
+    signal.set()
+    lost = sum(1 for batch in batches for kept in batch if kept.woken == 0)
+    assert lost == 0, f"{lost} of {RACERS * PER_RACER} attached wakeables were not woken"
+
+
+@pytest.mark.xfail(strict=True, reason="issue 18 bug 7: concurrent detach leaves some attached")
+def test_concurrent_detaches_leave_none_attached() -> None:
+    signal = StopSignal()
+    batches = [[CountingWakeable() for _ in range(PER_RACER)] for _ in range(RACERS)]
+    for batch in batches:
+        for wakeable in batch:
+            signal.attach(wakeable)
+
+    def detach_all(batch: List[CountingWakeable]) -> None:
+        for wakeable in batch:
+            signal.detach(wakeable)
+
+    race(detach_all, batches)
+    signal.clear()
+    signal.set()
+    still = sum(1 for batch in batches for wakeable in batch if wakeable.woken)
+    assert still == 0, f"{still} of {RACERS * PER_RACER} detached wakeables were still woken"

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import signal
 import subprocess
 import sys
 import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Union
 
 import pytest
+from core_helpers import wait_for
 from peers.raw_server import RawConnection, ScriptedServer
 from peers.ws_server import WSServer
 
 from lomond import events
-from lomond.errors import WebSocketClosed
-from lomond.handlers import Hub, WebSocketApp
+from lomond.errors import WebSocketClosed, WebSocketError, WebSocketUnavailable
+from lomond.handlers import Hub, Outcome, WebSocketApp
 from lomond.handlers.serial import SerialExecutor
 from lomond.hub.reactor import Reactor
 
@@ -604,3 +607,325 @@ def test_reconnect_respects_retry_after_on_the_hub(ws_server: WSServer, hub: Hub
     assert app.names[:3] == ["connecting", "connected", "rejected"]
     outcome = app.stop(5)
     assert outcome is not None and outcome.connections == 1
+
+
+# -- issue 18 regressions ----------------------------------------------------------------
+
+
+class Child:
+    """A Python subprocess that imports lomond from this checkout.
+
+    Its stdout lines are collected by a thread (``ready`` is set on a line
+    ``READY``), its stderr goes to a file.
+    """
+
+    def __init__(self, script: str, tmp_path: Path) -> None:
+        self._stderr_path = tmp_path / "child-stderr.txt"
+        self._stderr_file = self._stderr_path.open("w")
+        self.lines: List[str] = []
+        self.ready = threading.Event()
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", script],
+            stdout=subprocess.PIPE, stderr=self._stderr_file, text=True, env=env,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.strip())
+            if line.strip() == "READY":
+                self.ready.set()
+
+    @property
+    def stderr(self) -> str:
+        self._stderr_file.flush()
+        return self._stderr_path.read_text()
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        wait_for(lambda: self.ready.is_set() or self.proc.poll() is not None, timeout, "READY")
+        assert self.ready.is_set(), f"the child ended before READY: {self.stderr}"
+
+    def exited(self, timeout: float) -> bool:
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        self._reader.join(5)
+        return True
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self._reader.join(5)
+        self._stderr_file.close()
+
+
+#: A hub app in the main thread, run_forever() until Ctrl-C; no timers at all
+#: (no pings, no polls), so only a wake-up can end its select().
+CTRL_C_SCRIPT = textwrap.dedent("""
+    import sys, threading
+    from lomond.echo_server import LocalServer, echo
+    from lomond.handlers import Hub, WebSocketApp
+
+    released = threading.Event()
+
+    def hold(connection):
+        released.wait(60)  # never answers: the client's Close stays pending
+
+    server = LocalServer(hold if sys.argv[1] == "hold" else echo).start()
+    app = WebSocketApp(server.url)
+    seen = []  # the server's side of the connection
+
+    @app.on("ready")
+    def ready(event):
+        seen.extend(server.connections)
+        print("READY", flush=True)
+
+    hub = Hub()
+    hub.add(app, ping_rate=0, poll=0, close_timeout=60)
+    try:
+        hub.run_forever()
+    except KeyboardInterrupt:
+        print("KeyboardInterrupt", flush=True)
+    else:
+        print("returned", flush=True)
+    print("server close code", seen[0].close_code if seen else None, flush=True)
+    outcome = app.outcome
+    print("outcome", outcome.close_code, outcome.graceful, flush=True)
+    released.set()
+""")
+
+
+def ctrl_c_child(tmp_path: Path, server: str) -> Child:
+    return Child(CTRL_C_SCRIPT.replace("sys.argv[1]", repr(server)), tmp_path)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs SIGINT")
+@pytest.mark.xfail(strict=True, reason="issue 18 bug 1: Ctrl-C on hub.run_forever() ignored")
+def test_ctrl_c_closes_a_hub_in_the_main_thread_gracefully(tmp_path: Path) -> None:
+    child = ctrl_c_child(tmp_path, "echo")
+    try:
+        child.wait_ready()
+        child.proc.send_signal(signal.SIGINT)
+        exited = child.exited(15)
+    finally:
+        child.kill()
+    assert exited, f"Ctrl-C did not end hub.run_forever() within 15 s: {child.lines}"
+    assert child.proc.returncode == 0, child.stderr
+    assert child.lines[1:] == ["KeyboardInterrupt", "server close code 1000", "outcome 1000 True"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs SIGINT")
+def test_a_second_ctrl_c_interrupts_a_pending_hub_close(tmp_path: Path) -> None:
+    # A guard, not a known bug: today the first Ctrl-C is ignored and the
+    # second raises; fixed, the first starts a close the server never
+    # answers (close_timeout 60 s) and the second must still end it at once.
+    child = ctrl_c_child(tmp_path, "hold")
+    try:
+        child.wait_ready()
+        child.proc.send_signal(signal.SIGINT)
+        time.sleep(0.2)  # two separate signals, not one the kernel merged
+        child.proc.send_signal(signal.SIGINT)
+        exited = child.exited(15)
+    finally:
+        child.kill()
+    assert exited, f"a second Ctrl-C did not end hub.run_forever() within 15 s: {child.lines}"
+    assert child.proc.returncode == 0, child.stderr
+    assert child.lines[1] == "KeyboardInterrupt", child.lines
+
+
+def never_read(conn: RawConnection) -> None:
+    conn.handshake()
+    conn.hold(60)  # reads nothing: a large send fills the buffers
+
+
+def test_close_is_not_delayed_by_a_stuck_send_on_the_hub(scripted_server: Any, hub: Hub) -> None:
+    # A guard (the hub behaves today): the sender waits for room in the
+    # queue, outside the send lock, and the end of the connection releases it.
+    server: ScriptedServer = scripted_server(never_read)
+    app = WebSocketApp(server.url, send_timeout=600)
+    sent: List[Union[BaseException, str]] = []
+
+    def send() -> None:
+        try:
+            app.send_binary(bytes(64 * 1024 * 1024))  # far beyond the socket buffers
+        except BaseException as error:
+            sent.append(error)
+        else:
+            sent.append("returned")
+
+    hub.add(app, close_timeout=0.5, ping_rate=0, poll=0)
+    hub.start()
+    assert app.wait_ready(10)
+    sender = threading.Thread(target=send, name="test-sender", daemon=True)
+    closer = threading.Thread(target=app.close, name="test-close", daemon=True)
+    sender.start()
+    try:
+        sender.join(0.5)
+        assert not sent, f"the send did not block: {sent}"
+        closer.start()
+        closer.join(5)
+        assert not closer.is_alive(), "app.close() was still blocked 5 s later"
+        outcome = app.join(15)
+        assert outcome is not None, "the run did not end within 15 s of close()"
+        sender.join(15)
+        assert not sender.is_alive(), "the stuck send_binary() was still blocked 15 s later"
+    finally:
+        server.stop()
+        sender.join(5)
+    # The queued message is dropped with the connection; if the send says
+    # so, it says it with one of lomond's errors.
+    assert sent[0] == "returned" or isinstance(sent[0], WebSocketError), sent
+
+
+@pytest.mark.xfail(strict=True, reason="issue 18 bug 4: join() after run_forever() raises")
+def test_join_after_run_forever_returns_the_outcome(ws_server: WSServer) -> None:
+    hub = Hub()
+    app = WebSocketApp(ws_server.url_for("/echo"))
+    joined: List[Union[Optional[Outcome], BaseException]] = []
+
+    def run() -> None:
+        hub.add(app, ping_rate=0)
+        hub.run_forever()
+        try:
+            joined.append(app.join(5))
+        except BaseException as error:
+            joined.append(error)
+
+    thread = threading.Thread(target=run, name="test-hub-runner", daemon=True)
+    thread.start()
+    try:
+        assert app.wait_ready(10)
+        assert hub.stop(10)
+        thread.join(10)
+    finally:
+        hub.stop(10)
+        thread.join(5)
+    assert joined, "run_forever() did not return"
+    assert isinstance(joined[0], Outcome), f"join() gave {joined[0]!r}"
+    assert joined[0].graceful
+
+
+def hold_the_hub(app: WebSocketApp, blocked: threading.Event, release: threading.Event) -> None:
+    """Make ``app``'s text handler ``holding_handler`` block the hub's thread until ``release``."""
+
+    @app.on("text")
+    def holding_handler(event: events.Event) -> None:
+        blocked.set()
+        release.wait(30)
+
+
+def lomond_warnings(caplog: pytest.LogCaptureFixture, text: str) -> List[str]:
+    """The messages of WARNING (or worse) records of lomond loggers that contain ``text``."""
+    return [
+        record.getMessage()
+        for record in list(caplog.records)
+        if record.levelno >= logging.WARNING
+        and record.name.startswith("lomond")
+        and text in record.getMessage()
+    ]
+
+
+@pytest.mark.xfail(strict=True, reason="issue 18 bug 5: a blocked hub stops silently")
+def test_stop_names_the_handler_that_holds_the_hub(
+    ws_server: WSServer, hub: Hub, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = WebSocketApp(ws_server.url_for("/echo"))
+    blocked, release = threading.Event(), threading.Event()
+    hold_the_hub(app, blocked, release)
+    app.on("ready")(lambda event: app.send_text("hold"))
+    hub.add(app, ping_rate=0)
+    hub.start()
+    try:
+        assert blocked.wait(10)
+        with caplog.at_level(logging.WARNING, logger="lomond"):
+            assert hub.stop(0.5) is False
+        warnings = lomond_warnings(caplog, "holding_handler")
+    finally:
+        release.set()
+    assert warnings, f"no warning naming the handler: {caplog.records}"
+    assert app.url in warnings[0], warnings  # repr(app) contains the URL too
+
+
+@pytest.mark.xfail(
+    strict=True, reason="issue 18 bug 5: a send blames the handshake, not the blocked hub"
+)
+def test_a_send_names_the_handler_that_holds_the_hub(
+    ws_server: WSServer, scripted_server: Any, hub: Hub
+) -> None:
+    answer, answered = threading.Event(), threading.Event()
+
+    def answer_later(conn: RawConnection) -> None:
+        conn.read_request()
+        answer.wait(20)
+        conn.send_handshake()
+        answered.set()
+        conn.hold(20)
+
+    server: ScriptedServer = scripted_server(answer_later)
+    holder = WebSocketApp(ws_server.url_for("/echo"))
+    waiting = WebSocketApp(server.url)
+    blocked, release, connected = threading.Event(), threading.Event(), threading.Event()
+    hold_the_hub(holder, blocked, release)
+    waiting.on("connected")(lambda event: connected.set())
+    hub.add(holder, ping_rate=0)
+    hub.add(waiting, ping_rate=0)
+    hub.start()
+    try:
+        assert holder.wait_ready(10) and connected.wait(10)
+        holder.send_text("hold")  # echoed: its handler holds the hub's thread
+        assert blocked.wait(10)
+        answer.set()  # the upgrade is answered; the hub cannot read it
+        assert answered.wait(10)
+        with pytest.raises(WebSocketUnavailable) as raised:
+            waiting.send_text("x")
+    finally:
+        release.set()
+        answer.set()
+    message = str(raised.value)
+    assert "send from a 'ready' handler" not in message, message
+    assert "holding_handler" in message, message
+
+
+def run_a_slow_handler(hub: Hub, url: str) -> WebSocketApp:
+    """Run an app on ``hub`` whose text handler ``take_a_while`` sleeps 0.5 s once; stop the hub."""
+    app = WebSocketApp(url)
+    done = threading.Event()
+
+    @app.on("text")
+    def take_a_while(event: events.Event) -> None:
+        time.sleep(0.5)
+        done.set()
+
+    app.on("ready")(lambda event: app.send_text("slow"))
+    hub.add(app, ping_rate=0)
+    hub.start()
+    try:
+        assert done.wait(10), "the text handler did not run"
+    finally:
+        assert hub.stop(10)
+    return app
+
+
+@pytest.mark.xfail(strict=True, reason="issue 18 bug 6: no slow-handler report (slow_handler=)")
+def test_a_slow_handler_is_reported(ws_server: WSServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="lomond")
+    hub = Hub(slow_handler=0.2)
+    app = run_a_slow_handler(hub, ws_server.url_for("/echo"))
+    warnings = lomond_warnings(caplog, "take_a_while")
+    assert warnings, f"no warning naming the slow handler: {caplog.records}"
+    assert app.url in warnings[0], warnings  # repr(app) contains the URL too
+
+
+@pytest.mark.xfail(strict=True, reason="issue 18 bug 6: no slow-handler report (slow_handler=)")
+def test_no_slow_handler_report_when_disabled(
+    ws_server: WSServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="lomond")
+    hub = Hub(slow_handler=None)
+    run_a_slow_handler(hub, ws_server.url_for("/echo"))
+    assert not lomond_warnings(caplog, "take_a_while")
