@@ -38,6 +38,10 @@ DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 #: the transport is declared failed (a peer that stopped reading).
 DEFAULT_SEND_TIMEOUT = 30.0
 
+#: The reason of the Close that ``close()`` and a stop request send by default
+#: (Lomond 0.3's ``b"goodbye"``).
+DEFAULT_CLOSE_REASON = "goodbye"
+
 #: Bytes asked for per ``recv`` call.
 READ_SIZE = 64 * 1024
 

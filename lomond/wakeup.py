@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import selectors
 import socket
+import threading
 import time
+import weakref
 from typing import Optional, Protocol, Tuple
 
 
@@ -38,21 +40,38 @@ class Wakeup:
 
     Register :meth:`fileno` for reading in the selector; call :meth:`drain`
     after it fired.
+
+    Its two sockets are closed when the last reference to it goes (or at
+    exit), not by whoever used it last: another thread may be about to
+    :meth:`wake` it (a stop request iterates a snapshot of the loops to
+    wake), and closing under that thread could hand its descriptor number
+    to a new file while it writes. A holder that is done with it drops its
+    reference; as long as a thread is inside :meth:`wake`, it holds one.
     """
 
-    __slots__ = ("_reader", "_writer")
+    __slots__ = ("__weakref__", "_closer", "_pending", "_reader", "_writer")
 
     def __init__(self) -> None:
+        self._pending = False
         self._reader, self._writer = socket.socketpair()
         self._reader.setblocking(False)
         self._writer.setblocking(False)
+        self._closer = weakref.finalize(self, _close_pair, self._reader, self._writer)
 
     def fileno(self) -> int:
         """The descriptor to register for reading (``-1`` once closed)."""
         return self._reader.fileno()
 
     def wake(self) -> None:
-        """Make a waiting (or the next) ``select()`` return; lock-free, signal-safe."""
+        """Make a waiting (or the next) ``select()`` return; lock-free, signal-safe.
+
+        One byte per wait at most: while a byte is pending (not drained
+        yet), a further wake-up has nothing to add, since the waiter looks
+        at everything after it drained.
+        """
+        if self._pending:
+            return
+        self._pending = True
         try:
             self._writer.send(b"\0")
         except OSError:
@@ -61,17 +80,30 @@ class Wakeup:
             pass
 
     def drain(self) -> None:
-        """Consume pending wake-ups."""
+        """Consume pending wake-ups; the waiter then looks at what it was woken for."""
         try:
             while self._reader.recv(4096):
                 pass
         except OSError:
             pass
+        # Cleared after reading, never before: a wake() between the two saw
+        # the flag set and wrote nothing, which is right, since the waiter
+        # looks at what changed after this call; cleared first, its byte could
+        # be read here while the flag stayed set, and every later wake() would
+        # then be skipped.
+        self._pending = False
 
     def close(self) -> None:
-        """Release both descriptors; later :meth:`wake` calls do nothing."""
-        self._reader.close()
-        self._writer.close()
+        """Release both descriptors now; later :meth:`wake` calls do nothing.
+
+        Only for a sole owner that knows no other thread can wake it.
+        """
+        self._closer()
+
+
+def _close_pair(reader: socket.socket, writer: socket.socket) -> None:
+    reader.close()
+    writer.close()
 
 
 class StopSignal:
@@ -86,13 +118,16 @@ class StopSignal:
     :func:`~lomond.persist.persist`'s ``exit_event``.
     """
 
-    __slots__ = ("_requested", "_wakeups")
+    __slots__ = ("_lock", "_requested", "_wakeups")
 
     def __init__(self) -> None:
         self._requested = False
         # Replaced, never mutated in place: set() iterates a snapshot that
-        # no other thread can change under it, without a lock.
+        # no other thread can change under it, without a lock. attach() and
+        # detach() replace it under _lock, so that no registration is lost
+        # when threads attach at once (they never run in a signal handler).
         self._wakeups: Tuple[Wakeable, ...] = ()
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<StopSignal {'set' if self._requested else 'clear'}>"
@@ -113,13 +148,15 @@ class StopSignal:
 
     def attach(self, wakeup: Wakeable) -> None:
         """Wake ``wakeup`` when the signal is set (at once if it is set already)."""
-        self._wakeups = (*self._wakeups, wakeup)
+        with self._lock:
+            self._wakeups = (*self._wakeups, wakeup)
         if self._requested:
             wakeup.wake()
 
     def detach(self, wakeup: Wakeable) -> None:
         """Stop waking ``wakeup``."""
-        self._wakeups = tuple(w for w in self._wakeups if w is not wakeup)
+        with self._lock:
+            self._wakeups = tuple(w for w in self._wakeups if w is not wakeup)
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Wait until the signal is set or ``timeout`` seconds pass; whether it is set."""
@@ -150,7 +187,7 @@ def wait_for_stop(signals: Tuple[StopSignal, ...], timeout: Optional[float]) -> 
     finally:
         for signal in signals:
             signal.detach(wakeup)
-        wakeup.close()
+        # Not closed here: a set() in another thread may still hold it (see Wakeup).
 
 
 __all__ = ["StopSignal", "Wakeable", "Wakeup", "wait_for_stop"]

@@ -26,7 +26,13 @@ from typing import (
 
 from . import events
 from .compression import PerMessageDeflate, offers_from_option
-from .constants import DEFAULT_MAX_SIZE, DEFAULT_SEND_TIMEOUT, USER_AGENT
+from .constants import (
+    DEFAULT_CLOSE_REASON,
+    DEFAULT_MAX_SIZE,
+    DEFAULT_SEND_TIMEOUT,
+    USER_AGENT,
+)
+from .driver import Session, SessionSettings
 from .errors import WebSocketClosed, WebSocketUnavailable
 from .frame import Opcode
 from .handshake import HeaderValue, check_header, check_protocols, parse_url
@@ -35,7 +41,7 @@ from .protocol import State, encode_close
 from .proxy import Proxy, select_proxy
 from .response import Response
 from .status import Status
-from .sync.session import Session, SessionSettings, WebsocketSession
+from .sync.session import WebsocketSession
 from .tls import CAFile, make_ssl_context
 from .trace import TraceFunc, Tracer
 from .wakeup import StopSignal
@@ -216,7 +222,7 @@ class WebSocket:
         session = self.session
         if session is None:
             return
-        session.close(Status.NORMAL, "goodbye")
+        session.close(Status.NORMAL, DEFAULT_CLOSE_REASON)
         # A loop suspended in this thread is run to its end (the close
         # handshake, bounded by close_timeout); one running in another thread
         # is given the same time, then the socket is dropped.
@@ -462,7 +468,7 @@ class WebSocket:
         self._session().send_control(Opcode.PONG, data)
 
     def close(
-        self, code: Optional[int] = Status.NORMAL, reason: Union[str, bytes] = "goodbye"
+        self, code: Optional[int] = Status.NORMAL, reason: Union[str, bytes] = DEFAULT_CLOSE_REASON
     ) -> None:
         """Start the close handshake; safe from any thread and effective at once.
 

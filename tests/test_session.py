@@ -584,7 +584,6 @@ def in_thread(target: Callable[[], None], name: str) -> threading.Thread:
     return thread
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18 bug 2: close() waits for a stuck send")
 def test_close_is_not_delayed_by_a_stuck_send(scripted_server: Any) -> None:
     def never_read(conn: RawConnection) -> None:
         conn.handshake()
@@ -638,9 +637,6 @@ def open_descriptors() -> int:
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
-@pytest.mark.xfail(
-    strict=True, reason="issue 18 bug 3: a finished connection keeps its wake-up socket pair"
-)
 def test_finished_connections_release_their_descriptors(ws_server: WSServer) -> None:
     enabled = gc.isenabled()
     gc.disable()  # descriptors must be released by the end of the run, not by the collector
@@ -683,9 +679,6 @@ LEAK_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 18 bug 3: an unclosed wake-up socket pair (ResourceWarning)"
-)
 def test_a_finished_connection_leaves_no_unclosed_socket() -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     result = subprocess.run(

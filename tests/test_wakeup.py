@@ -368,7 +368,6 @@ def race(work: Any, batches: List[List[CountingWakeable]]) -> None:
     assert not any(thread.is_alive() for thread in threads), "attach/detach did not finish"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18 bug 7: concurrent attach loses registrations")
 def test_concurrent_attaches_are_all_kept() -> None:
     signal = StopSignal()
     batches = [[CountingWakeable() for _ in range(PER_RACER)] for _ in range(RACERS)]
@@ -389,7 +388,6 @@ def test_concurrent_attaches_are_all_kept() -> None:
     assert lost == 0, f"{lost} of {RACERS * PER_RACER} attached wakeables were not woken"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18 bug 7: concurrent detach leaves some attached")
 def test_concurrent_detaches_leave_none_attached() -> None:
     signal = StopSignal()
     batches = [[CountingWakeable() for _ in range(PER_RACER)] for _ in range(RACERS)]

@@ -24,6 +24,7 @@ import attrs
 import blinker
 
 from .. import events
+from ..constants import DEFAULT_CLOSE_REASON
 from ..errors import WebSocketClosed, WebSocketClosing, WebSocketUnavailable
 from ..options import ConnectOptions, PersistOptions, split_options
 from ..persist import persist
@@ -232,7 +233,7 @@ class WebSocketApp(Registration):
         """Send a Pong (see :meth:`lomond.WebSocket.send_pong`)."""
         self._send(self.websocket.send_pong, data)
 
-    def close(self, code: int = Status.NORMAL, reason: str = "goodbye") -> None:
+    def close(self, code: int = Status.NORMAL, reason: str = DEFAULT_CLOSE_REASON) -> None:
         """Start the close handshake, from any thread; returns at once.
 
         As :meth:`lomond.WebSocket.close`: the run ends once the server

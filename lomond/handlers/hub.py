@@ -45,12 +45,13 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, TypeVar
 import attrs
 
 from .. import events
+from ..driver import Session, SessionSettings
 from ..errors import WebSocketUnavailable
+from ..hub.connector import Connector, check_workers
 from ..hub.reactor import Reactor, Timer
-from ..hub.session import Connector, HubSession, check_workers
+from ..hub.session import HubSession
 from ..options import ConnectOptions, split_options
 from ..persist import BackOff
-from ..sync.session import Session, SessionSettings
 from ..wakeup import StopSignal
 from .app import INTERRUPT_CLOSE, WebSocketApp
 from .interrupt import graceful_sigint

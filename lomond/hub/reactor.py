@@ -9,6 +9,11 @@ its connections' own timers or bytes is due: nothing polls.
 Timers are kept in one heap; cancelling marks a timer and the heap drops it
 when it comes to the top (and compacts itself when most entries are dead),
 so rescheduling a connection's next deadline is O(log n).
+
+Every callback is timed (two clock reads per callback, not per message):
+one that holds the thread longer than ``slow_callback`` seconds is reported
+to ``on_slow``, as asyncio's debug mode reports slow callbacks, and
+:attr:`Reactor.busy` tells another thread what the loop is running now.
 """
 
 from __future__ import annotations
@@ -55,7 +60,16 @@ class Reactor:
     called from the loop's thread (or before it runs).
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        slow_callback: Optional[float] = None,
+        on_slow: Optional[Callable[[Callable[..., None], float], None]] = None,
+    ) -> None:
+        #: Seconds a callback may run before ``on_slow(callback, seconds)`` hears of it.
+        self.slow_callback = slow_callback
+        self._on_slow = on_slow
+        # What runs now, and since when (monotonic): read by other threads.
+        self._busy: Optional[Tuple[Callable[..., None], float]] = None
         self._selector = selectors.DefaultSelector()
         self._wakeup = Wakeup()
         self._selector.register(self._wakeup.fileno(), selectors.EVENT_READ, None)
@@ -85,11 +99,20 @@ class Reactor:
         """Call ``callback()`` on the loop's thread soon; from any thread, lock-free.
 
         ``deque.append`` is atomic, and the wake-up is one byte on a socket
-        pair, so this is safe from a signal handler too.
+        pair, so this is safe from a signal handler too. The byte is written
+        from the loop's own thread as well: a signal handler runs there, and
+        the ``select()`` it interrupted resumes with the time it had left.
         """
         self._ready.append(callback)
-        if self._thread is not threading.current_thread():
-            self._wakeup.wake()
+        self._wakeup.wake()
+
+    @property
+    def busy(self) -> Optional[Tuple[Callable[..., None], float]]:
+        """The callback running now and since when (``time.monotonic()``), or ``None``.
+
+        Read from other threads to explain a delay (a handler that blocks).
+        """
+        return self._busy
 
     # -- I/O ---------------------------------------------------------------------------
 
@@ -168,15 +191,13 @@ class Reactor:
                     timeout = max(0.0, heap[0][0] - monotonic())
                 else:
                     timeout = None
-                for key, mask in select(timeout):
+                events = select(timeout)
+                for key, mask in events:
                     callback = key.data
                     if callback is None:
                         wakeup.drain()
                     else:
-                        try:
-                            callback(mask)
-                        except Exception:
-                            log.exception("reactor: an I/O callback raised; ignored")
+                        self._call(callback, mask)
                 if heap:
                     now = monotonic()
                     while heap and heap[0][0] <= now:
@@ -195,20 +216,31 @@ class Reactor:
         finally:
             self._thread = None
 
-    @staticmethod
-    def _call(callback: Callable[[], None]) -> None:
+    def _call(self, callback: Callable[..., None], *args: int) -> None:
         # A bug in one connection's callback must not end every connection:
         # logged and the loop goes on. KeyboardInterrupt and SystemExit do end it.
+        started = time.monotonic()
+        self._busy = (callback, started)
         try:
-            callback()
+            callback(*args)
         except Exception:
             log.exception("reactor: callback %r raised; ignored", callback)
+        finally:
+            self._busy = None
+        slow = self.slow_callback
+        if slow is not None:
+            elapsed = time.monotonic() - started
+            if elapsed > slow and self._on_slow is not None:
+                try:
+                    self._on_slow(callback, elapsed)
+                except Exception:
+                    log.exception("reactor: the slow-callback report raised; ignored")
 
     def close(self) -> None:
         """Release the selector (after :meth:`run` returned)."""
         self._selector.close()
-        # The wake-up pair is left to the garbage collector: another thread
-        # may still be about to call_soon_threadsafe() and wake it.
+        # The wake-up pair closes when the reactor is gone (see Wakeup):
+        # another thread may still be about to call_soon_threadsafe().
 
 
 __all__ = ["IOCallback", "Reactor", "Timer"]

@@ -19,10 +19,12 @@ import time
 from typing import Callable, Optional, Sequence, Tuple
 
 from ..constants import MAX_RESPONSE_HEADER_SIZE
+from ..driver import SessionSettings
 from ..errors import ConnectError, describe_os_error
 from ..handshake import URL, bracket_host
+from ..lifecycle import Lifecycle
 from ..options import SocketOption
-from ..proxy import Proxy, connect_request, connect_status
+from ..proxy import Proxy, connect_request, connect_status, select_proxy
 from ..trace import Tracer
 from ..wakeup import Wakeup
 
@@ -111,6 +113,40 @@ def open_connection(
         sock.close()
         raise
     return sock
+
+
+def open_for(
+    settings: SessionSettings, lifecycle: Lifecycle, wakeup: Optional[Wakeup]
+) -> Tuple[socket.socket, Optional[str]]:
+    """Open the connection ``settings`` describe, for ``lifecycle``: the step every driver shares.
+
+    Returns the socket and the proxy's display URL (for the ``Connected``
+    event). ``wakeup`` interrupts a wait, ``lifecycle.aborted()`` says
+    whether to give up. Raises :class:`~lomond.errors.ConnectError`.
+    """
+    proxy: Optional[Proxy] = None
+    # A pre-connected socket already leads to the server: no proxy.
+    if settings.sock is None:
+        proxy = select_proxy(settings.url, settings.proxies)
+    trace = lifecycle.trace
+    if trace is not None:
+        trace("connect_start", proxy=proxy.display_url if proxy else None)
+    sock = open_connection(
+        settings.url,
+        proxy=proxy,
+        ssl_context=settings.ssl_context,
+        connect_timeout=settings.options.connect_timeout,
+        handshake_timeout=settings.options.handshake_timeout,
+        source_address=settings.source_address,
+        socket_options=settings.socket_options,
+        sock=settings.sock,
+        agent=settings.agent,
+        wakeup=wakeup,
+        aborted=lifecycle.aborted,
+        on_handshake=lifecycle.timers.handshake_started,
+        trace=trace,
+    )
+    return sock, proxy.display_url if proxy is not None and settings.sock is None else None
 
 
 def _peer(sock: socket.socket) -> Optional[str]:
@@ -400,4 +436,4 @@ def _read_head(
             raise ConnectError(f"proxy {proxy.display_url} sent a header block over 64 KiB")
 
 
-__all__ = ["open_connection"]
+__all__ = ["open_connection", "open_for"]

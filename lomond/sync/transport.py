@@ -1,95 +1,63 @@
-"""Moving bytes between a connected socket and the protocol.
+"""A connected socket, non-blocking, shared by a connection's loop and its senders.
 
-The socket is non-blocking once connected; every wait goes through one
-selector that also watches a wake-up channel, so ``close()`` or a stop from
-another thread interrupts a wait at once instead of after the next poll.
+Both socket drivers use it: the threaded :mod:`lomond.sync.session` and the
+:mod:`lomond.hub`. Reads and writes never block; waiting happens in the
+driver's selector (the loop) or in :meth:`Transport.wait_writable` (a sender
+waiting for a server that reads slowly).
 
 TLS: OpenSSL does not allow concurrent ``SSL_read`` and ``SSL_write`` on one
 connection, so for TLS sockets each (non-blocking, hence brief) SSL call is
 made under ``_io_lock``; waiting happens outside it.
+
+Closing while another thread waits: :meth:`Transport.close` first shuts the
+socket down, which makes every ``poll()`` on it return at once, and closes
+the descriptor only once no waiter is inside ``poll()`` any more, so a
+descriptor number is never reused under a waiting thread.
 """
 
 from __future__ import annotations
 
-import selectors
+import select
 import socket
 import ssl
 import threading
-import time
 from contextlib import nullcontext
-from typing import ContextManager, Optional, Tuple, Union
+from typing import ContextManager, Optional, Union
 
 from ..constants import READ_SIZE
-from ..errors import TransportFail, describe_os_error
-from ..wakeup import Wakeup
 
 Buffer = Union[bytes, bytearray, memoryview]
 
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
-
-
-def wait_socket(
-    sock: socket.socket,
-    wakeup: Optional[Wakeup],
-    readable: bool,
-    writable: bool,
-    timeout: Optional[float],
-) -> Tuple[bool, bool, bool]:
-    """Wait until ``sock`` is ready or ``wakeup`` is woken; ``(readable, writable, woken)``."""
-    with selectors.DefaultSelector() as selector:
-        selector.register(
-            sock,
-            (selectors.EVENT_READ if readable else 0) | (selectors.EVENT_WRITE if writable else 0),
-        )
-        if wakeup is not None:
-            selector.register(wakeup.fileno(), selectors.EVENT_READ)
-        return _select(selector, sock, wakeup, timeout)
-
-
-def _select(
-    selector: selectors.BaseSelector,
-    sock: socket.socket,
-    wakeup: Optional[Wakeup],
-    timeout: Optional[float],
-) -> Tuple[bool, bool, bool]:
-    if timeout is not None and timeout < 0:
-        timeout = 0
-    readable = writable = woken = False
-    for key, mask in selector.select(timeout):
-        if key.fileobj is sock:
-            readable = bool(mask & selectors.EVENT_READ)
-            writable = bool(mask & selectors.EVENT_WRITE)
-        else:
-            woken = True
-    if woken and wakeup is not None:
-        wakeup.drain()
-    return readable, writable, woken
+_POLL_WRITE = select.POLLOUT
+_POLL_READ = select.POLLIN
 
 
 class Transport:
     """A connected (possibly TLS) socket in non-blocking mode."""
 
-    def __init__(self, sock: socket.socket, wakeup: Wakeup, send_timeout: float) -> None:
+    def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         self.sock = sock
-        self.wakeup = wakeup
-        self.send_timeout = send_timeout
         self.is_tls = isinstance(sock, ssl.SSLSocket)
         self._io_lock: ContextManager[object] = threading.Lock() if self.is_tls else nullcontext()
-        self._read_selector = selectors.DefaultSelector()
-        self._read_selector.register(sock, selectors.EVENT_READ)
-        self._read_selector.register(wakeup.fileno(), selectors.EVENT_READ)
-        self._write_selector: Optional[selectors.BaseSelector] = None
+        self._lock = threading.Lock()
+        self._waiters = 0
+        self._close_later = False
+        #: Set by :meth:`close`: no more reads or writes.
         self.closed = False
+        # TLS only: the last write needs the socket readable first (a TLS
+        # record such as a key update must be read before writing goes on).
+        self._write_needs_read = False
 
-    def wait_readable(self, timeout: Optional[float]) -> bool:
-        """Wait for data (or a wake-up); return whether the socket may be read."""
+    def fileno(self) -> int:
+        """The socket's descriptor (``-1`` once closed)."""
+        return self.sock.fileno()
+
+    def pending(self) -> bool:
+        """Whether decrypted bytes wait inside OpenSSL, where ``select()`` cannot see them."""
         sock = self.sock
-        if self.is_tls and isinstance(sock, ssl.SSLSocket) and sock.pending():
-            # Decrypted bytes already buffered inside OpenSSL: select() cannot see them.
-            return True
-        readable, _, _ = _select(self._read_selector, self.sock, self.wakeup, timeout)
-        return readable
+        return self.is_tls and isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
 
     def recv(self, size: int = READ_SIZE) -> Optional[bytes]:
         """Read up to ``size`` bytes: ``None`` at end of stream, ``b""`` if nothing yet.
@@ -97,9 +65,7 @@ class Transport:
         Raises ``OSError`` (including ``ssl.SSLError``) if the connection broke.
         """
         # recv() into a fresh bytes object: the kernel copies straight into
-        # what the protocol keeps, with no intermediate buffer. The size stays
-        # under glibc's mmap threshold, which makes larger sizes slow for the
-        # many small reads of a chatty feed.
+        # what the protocol keeps, with no intermediate buffer.
         try:
             with self._io_lock:
                 data = self.sock.recv(size)
@@ -109,76 +75,67 @@ class Transport:
             return None
         return data or None
 
-    def write(self, data: Buffer) -> None:
-        """Write all of ``data``, waiting at most ``send_timeout`` seconds for buffer space.
+    def send(self, data: Buffer) -> int:
+        """Write what the socket takes now, without waiting: how many bytes (0 if none).
 
-        Raises :class:`TransportFail` if the socket fails or the peer stops
-        reading for longer than ``send_timeout``.
+        Raises ``OSError`` if the socket failed (or was closed).
         """
         try:
             with self._io_lock:
-                sent = self.sock.send(data)
+                return self.sock.send(data)
+        except ssl.SSLWantReadError:
+            self._write_needs_read = True
+            return 0
         except _WOULD_BLOCK:
-            sent = 0
-        except OSError as error:
-            raise TransportFail(f"send failed: {describe_os_error(error)}") from None
-        if sent == len(data):
-            return  # the common case: the socket buffer took it all
-        self._write_rest(memoryview(data)[sent:])
+            return 0
+        except ValueError as error:  # a closed SSL socket says so with a ValueError
+            raise OSError(str(error)) from None
 
-    def try_write(self, data: bytes) -> bool:
-        """One non-blocking attempt to write ``data``; whether it all went.
+    def wait_writable(self, timeout: float) -> None:
+        """Wait until the socket may take more, it was closed, or ``timeout`` passed.
 
-        For a farewell frame just before the socket is closed, where waiting
-        for buffer space would only delay the close.
+        Safe in any number of threads at once; :meth:`close` ends every wait.
         """
+        with self._lock:
+            if self.closed:
+                return
+            self._waiters += 1
+            needs_read, self._write_needs_read = self._write_needs_read, False
         try:
-            with self._io_lock:
-                return self.sock.send(data) == len(data)
+            poller = select.poll()
+            poller.register(self.sock, _POLL_READ if needs_read else _POLL_WRITE)
+            poller.poll(max(0.0, timeout) * 1000.0)
         except (OSError, ValueError):
-            return False
-
-    def _write_rest(self, view: memoryview) -> None:
-        deadline = time.monotonic() + self.send_timeout
-        while view:
-            try:
-                with self._io_lock:
-                    sent = self.sock.send(view)
-                view = view[sent:]
-                continue
-            except ssl.SSLWantReadError:
-                wait_read = True
-            except _WOULD_BLOCK:
-                wait_read = False
-            except OSError as error:
-                raise TransportFail(f"send failed: {describe_os_error(error)}") from None
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TransportFail(
-                    f"send timed out after {self.send_timeout:g} s: the server is not reading"
-                )
-            self._wait_writable(remaining, wait_read)
-
-    def _wait_writable(self, timeout: float, wait_read: bool) -> None:
-        if wait_read:
-            wait_socket(self.sock, None, True, False, timeout)
-            return
-        if self._write_selector is None:
-            self._write_selector = selectors.DefaultSelector()
-            self._write_selector.register(self.sock, selectors.EVENT_WRITE)
-        self._write_selector.select(timeout)
+            pass  # closed meanwhile: the caller looks at the connection's state
+        finally:
+            with self._lock:
+                self._waiters -= 1
+                close_now = self._close_later and not self._waiters
+            if close_now:
+                self._close_socket()
 
     def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self._read_selector.close()
-        if self._write_selector is not None:
-            self._write_selector.close()
+        """Close the socket (idempotent); a thread waiting in :meth:`wait_writable` returns."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            if self._waiters:
+                # Wake the waiters (a shut-down socket is ready for everything)
+                # and leave the descriptor to the last of them.
+                self._close_later = True
+                try:
+                    socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                return
+        self._close_socket()
+
+    def _close_socket(self) -> None:
         try:
             self.sock.close()
         except OSError:
             pass
 
 
-__all__ = ["Transport", "wait_socket"]
+__all__ = ["Buffer", "Transport"]
