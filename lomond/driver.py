@@ -141,9 +141,9 @@ class Writable(Protocol):
 class DriverBase:
     """The :class:`Session` interface over a :class:`~lomond.lifecycle.Lifecycle`.
 
-    A driver subclass provides :meth:`_wake` (look at the connection now,
+    A driver subclass provides ``_wake()`` (look at the connection now,
     from any thread; lock-free), sets :attr:`transport` once the socket is
-    open, and calls :meth:`_shutdown` once it closed the socket. ``on_end``
+    open, and calls ``_shutdown()`` once it closed the socket. ``on_end``
     is called once, then.
     """
 

@@ -2,7 +2,8 @@
 
 :class:`~lomond.protocol.ClientProtocol` owns the rules of RFC 6455 for the
 bytes of one connection. :class:`Lifecycle` owns everything around them that
-every driver (the threaded :mod:`lomond.sync`, the :mod:`lomond.hub`) would
+every driver (the threaded :mod:`lomond.sync.session`, the
+:mod:`lomond.hub.session`) would
 otherwise write again:
 
 - the order of the connection's first and last events (``Connecting``,

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import email.utils
 import inspect
 import logging
 import random as _random
-import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Protocol, Tuple
 
 import attrs
 
 from . import events
-from .options import DEFAULT_PERSIST, ConnectOptions, PersistOptions
+from .options import DEFAULT_CONNECT, DEFAULT_PERSIST, ConnectOptions, PersistOptions
 from .wakeup import StopSignal, wait_for_stop
 
 if TYPE_CHECKING:
@@ -24,10 +22,6 @@ if TYPE_CHECKING:
     from .websocket import WebSocket
 
 log = logging.getLogger("lomond.persist")
-
-#: What ``exit_event`` may be: a ``threading.Event`` (as in Lomond 0.3) or a
-#: :class:`~lomond.wakeup.StopSignal`.
-ExitEvent = Union[threading.Event, StopSignal]
 
 #: The cap stops doubling after this many failures in a row (``max_wait`` is
 #: reached long before; this only keeps ``2 ** failures`` finite).
@@ -110,13 +104,21 @@ class BackOff:
         return delay
 
 
+class ExitEvent(Protocol):
+    """What ``exit_event`` must offer: ``wait(timeout)`` (``threading.Event`` does)."""
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Wait up to ``timeout`` seconds for the event; whether it is set."""
+        ...
+
+
 def persist(
     websocket: WebSocket,
-    poll: float = 5,
+    poll: float = DEFAULT_CONNECT.poll,
     min_wait: float = DEFAULT_PERSIST.min_wait,
     max_wait: float = DEFAULT_PERSIST.max_wait,
-    ping_rate: float = 30,
-    ping_timeout: Optional[float] = None,
+    ping_rate: float = DEFAULT_CONNECT.ping_rate,
+    ping_timeout: Optional[float] = DEFAULT_CONNECT.ping_timeout,
     exit_event: Optional[ExitEvent] = None,
     respect_retry_after: bool = DEFAULT_PERSIST.respect_retry_after,
     **connect_options: Unpack[MoreConnectKeywords],
@@ -138,17 +140,23 @@ def persist(
     server asked for (even beyond ``max_wait``).
 
     The loop ends when ``exit_event`` is set (a graceful close is started if
-    connected) or when ``websocket.close()`` is called, also during a wait.
-    ``exit_event`` may be a :class:`~lomond.wakeup.StopSignal` or a
-    ``threading.Event``; either wakes the loop at once. (A
-    ``threading.Event`` cannot wake a selector, so while this loop runs its
-    ``set`` method is wrapped to do so. A ``set`` bound before the loop
-    started, as in ``threading.Timer(5, event.set)``, still ends a back-off
-    wait at once, but while connected it is seen at the next event, at worst
-    ``poll`` seconds later: pass a :class:`~lomond.wakeup.StopSignal` where
-    that matters.) Other keyword arguments (``connect_timeout``,
-    ``close_timeout``, ...) are passed to ``connect()``; they and the waits
-    are checked when ``persist()`` is called.
+    connected) or when ``websocket.close()`` is called. ``exit_event`` is
+    used as it is, never modified:
+
+    - a :class:`~lomond.wakeup.StopSignal` wakes the loop at once, whatever
+      it is doing (connecting, connected, waiting to reconnect), and so does
+      ``websocket.close()``;
+    - anything else with ``wait(timeout)`` (a ``threading.Event``, as in
+      Lomond 0.3) ends a back-off wait at once (the wait is
+      ``exit_event.wait(delay)``), and is looked at between events otherwise:
+      while connected within ``poll`` seconds, while connecting when the
+      attempt ends. A ``websocket.close()`` during its back-off wait is seen
+      when the wait ends. Pass a :class:`~lomond.wakeup.StopSignal` where a
+      stop must be immediate.
+
+    Other keyword arguments (``connect_timeout``, ``close_timeout``, ...)
+    are passed to ``connect()``; they and the waits are checked when
+    ``persist()`` is called.
     """
     options = ConnectOptions(poll=poll, ping_rate=ping_rate, ping_timeout=ping_timeout,
                              **connect_options)
@@ -158,6 +166,11 @@ def persist(
     connect = getattr(websocket, "connect", None)
     if not callable(connect):
         raise TypeError("persist() needs a WebSocket (an object with a connect() method)")
+    if exit_event is not None and not callable(getattr(exit_event, "wait", None)):
+        raise TypeError(
+            f"exit_event must have a wait(timeout) method (a threading.Event, a "
+            f"lomond.wakeup.StopSignal), not {exit_event!r}"
+        )
     return _persist(websocket, connect, options, settings, exit_event)
 
 
@@ -180,40 +193,12 @@ def _connect_keywords(
     return {name: value for name, value in keywords.items() if name in names}
 
 
-@contextlib.contextmanager
-def _stop_signal(exit_event: Optional[ExitEvent]) -> Iterator[StopSignal]:
-    """A :class:`StopSignal` that is set when ``exit_event`` is.
-
-    A ``threading.Event`` cannot wake a selector, so while the loop runs its
-    ``set`` method is wrapped (on that one instance, and restored after) to
-    set the signal too. An object that does not allow that is still looked
-    at between events.
-    """
-    if exit_event is None or isinstance(exit_event, StopSignal):
-        yield exit_event if exit_event is not None else StopSignal()
-        return
-    signal = StopSignal()
-    original = exit_event.set
-
-    def set_and_wake() -> None:
-        original()
-        signal.set()
-
-    try:
-        exit_event.set = set_and_wake  # type: ignore[method-assign]
-        wrapped = True
-    except (AttributeError, TypeError):
-        wrapped = False
-    if exit_event.is_set():
-        signal.set()
-    try:
-        yield signal
-    finally:
-        if wrapped:
-            try:
-                del exit_event.set
-            except AttributeError:
-                pass
+def _is_set(exit_event: ExitEvent) -> bool:
+    """Whether ``exit_event`` is set, asking no more of it than ``wait()``."""
+    is_set = getattr(exit_event, "is_set", None)
+    if callable(is_set):
+        return bool(is_set())
+    return bool(exit_event.wait(0))
 
 
 def _persist(
@@ -224,69 +209,49 @@ def _persist(
     exit_event: Optional[ExitEvent],
 ) -> Iterator[events.Event]:
     close_requested = getattr(websocket, "close_requested", None)
-    signals: Tuple[StopSignal, ...] = ()
+    # The signals that wake this loop: a StopSignal exit_event (or ours, when
+    # there is none or it is another kind of object) and the websocket's.
+    exit_signal = exit_event if isinstance(exit_event, StopSignal) else StopSignal()
+    signals: Tuple[StopSignal, ...] = (exit_signal,)
     if isinstance(close_requested, StopSignal):
-        close_requested.clear()
-        signals = (close_requested,)
-    with _stop_signal(exit_event) as exit_signal:
-        signals = (exit_signal, *signals)
-        keywords = _connect_keywords(connect, options, exit_signal)
+        close_requested.clear()  # a close() before this run does not end it
+        signals = (exit_signal, close_requested)
+    foreign = exit_event if exit_event is not None and exit_event is not exit_signal else None
+    keywords = _connect_keywords(connect, options, exit_signal)
 
-        def stopping() -> bool:
-            return any(signal.is_set() for signal in signals) or (
-                exit_event is not None and exit_event.is_set()
-            )
+    def stopping() -> bool:
+        if foreign is not None and not exit_signal.is_set() and _is_set(foreign):
+            exit_signal.set()  # the connection in progress closes gracefully at once
+        return any(signal.is_set() for signal in signals)
 
-        back_off = BackOff(settings)
-        while not stopping():
-            connection = connect(**keywords)
-            try:
-                closing = False
-                for event in connection:
-                    back_off.observe(event)
-                    yield event
-                    # A request the signal could not carry (a connect() without
-                    # stop=, or an exit_event set through a bound method taken
-                    # before this loop wrapped it) is seen between events.
-                    if not closing and stopping():
-                        closing = True
-                        websocket.close()
-            finally:
-                # Also when the caller stops iterating or its handler raises:
-                # the socket is closed now, not whenever the generator is collected.
-                close = getattr(connection, "close", None)
-                if close is not None:
-                    close()
-            if stopping():
-                break
-            delay = back_off.next_delay()
-            log.debug("reconnecting to %s in %.2f s", websocket.url, delay)
-            yield events.BackOff(delay)
-            _back_off(signals, exit_event, delay)
-
-
-def _back_off(
-    signals: Tuple[StopSignal, ...], exit_event: Optional[ExitEvent], delay: float
-) -> None:
-    """Sleep ``delay`` seconds unless a stop is requested; no polling.
-
-    A ``threading.Event`` set through a method bound before the loop wrapped
-    it cannot wake a selector: a helper thread waits on the event itself
-    for the length of this one wait, so that such a stop also ends it at once.
-    """
-    if exit_event is None or isinstance(exit_event, StopSignal) or exit_event.is_set():
-        wait_for_stop(signals, delay)
-        return
-    released = StopSignal()
-    event = exit_event
-
-    def watch() -> None:
-        if event.wait(delay):
-            released.set()
-
-    watcher = threading.Thread(target=watch, name="lomond-persist-wait", daemon=True)
-    watcher.start()
-    wait_for_stop((*signals, released), delay)
+    back_off = BackOff(settings)
+    while not stopping():
+        connection = connect(**keywords)
+        try:
+            closing = False
+            for event in connection:
+                back_off.observe(event)
+                yield event
+                # A request the signals could not carry (a foreign exit_event,
+                # or a connect() without stop=) is seen between events.
+                if not closing and stopping():
+                    closing = True
+                    websocket.close()
+        finally:
+            # Also when the caller stops iterating or its handler raises:
+            # the socket is closed now, not whenever the generator is collected.
+            close = getattr(connection, "close", None)
+            if close is not None:
+                close()
+        if stopping():
+            break
+        delay = back_off.next_delay()
+        log.debug("reconnecting to %s in %.2f s", getattr(websocket, "url", websocket), delay)
+        yield events.BackOff(delay)
+        if foreign is not None:
+            foreign.wait(delay)  # set() ends it at once; no thread, no patching
+        else:
+            wait_for_stop(signals, delay)
 
 
 __all__ = ["BackOff", "ExitEvent", "back_off_delay", "persist", "random", "retry_after"]

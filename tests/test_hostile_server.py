@@ -38,6 +38,7 @@ from peers.raw_server import (
 
 from lomond import WebSocket, events
 from lomond.persist import persist
+from lomond.wakeup import StopSignal
 
 # -- frame-level violations after a good handshake --------------------------------------
 
@@ -376,7 +377,7 @@ def test_trickled_frame_does_not_delay_a_persist_exit(scripted_server: Any) -> N
     received: List[float] = []
     server = scripted_server(trickle_script(True, received))
     websocket = WebSocket(server.url_for("/"))
-    exit_event = threading.Event()
+    exit_event = StopSignal()  # wakes the connection (a threading.Event waits for an event)
     seen: List[str] = []
     start = time.monotonic()
     set_at: List[float] = []

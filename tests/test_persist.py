@@ -103,7 +103,11 @@ def test_bad_waits_rejected() -> None:
 
 
 def record_waits(mocker: MockerFixture) -> List[float]:
-    """Replace the back-off wait by a recorder that returns at once; the list of waits."""
+    """Replace the back-off wait by a recorder that returns at once; the list of waits.
+
+    A loop whose exit_event is not a StopSignal waits with ``exit_event.wait()``:
+    give it a :class:`RecordingEvent` on this list.
+    """
     waits: List[float] = []
 
     def wait_for_stop(signals: Any, timeout: float) -> bool:
@@ -112,6 +116,19 @@ def record_waits(mocker: MockerFixture) -> List[float]:
 
     mocker.patch.object(persist_module, "wait_for_stop", side_effect=wait_for_stop)
     return waits
+
+
+class RecordingEvent(threading.Event):
+    """A ``threading.Event`` whose ``wait()`` records the timeout and returns at once."""
+
+    def __init__(self, waits: List[float]) -> None:
+        super().__init__()
+        self.waits = waits
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        assert timeout is not None
+        self.waits.append(timeout)
+        return self.is_set()
 
 
 @pytest.mark.parametrize(
@@ -124,7 +141,9 @@ def test_back_off_events_and_waits(
 ) -> None:
     mocker.patch.object(persist_module, "random", return_value=fixed)
     waits = record_waits(mocker)
-    exit_event: Any = {"none": None, "event": threading.Event(), "signal": StopSignal()}[stop_with]
+    exit_event: Any = {
+        "none": None, "event": RecordingEvent(waits), "signal": StopSignal()
+    }[stop_with]
     websocket = WebSocket(f"ws://127.0.0.1:{refused_port()}/")
     backoffs: List[events.BackOff] = []
     seen: List[events.Event] = []
@@ -145,7 +164,7 @@ def test_cap_resets_after_ready(mocker: MockerFixture, ws_server_factory: Any) -
     waits = record_waits(mocker)
     server = ws_server_factory()
     server.stop()  # down at first; the same port comes back later
-    exit_event = threading.Event()
+    exit_event = RecordingEvent(waits)
     delays: List[float] = []
 
     def on_event(event: events.Event) -> None:
@@ -194,7 +213,7 @@ def test_retry_after_parsing() -> None:
 
 def test_retry_after_respected(ws_server: Any, mocker: MockerFixture) -> None:
     waits = record_waits(mocker)
-    exit_event = threading.Event()
+    exit_event = RecordingEvent(waits)
     seen_rejections: List[events.Rejected] = []
 
     def on_event(event: events.Event) -> None:
@@ -232,12 +251,16 @@ def test_rejection_without_retry_after_uses_back_off(ws_server: Any) -> None:
 # -- stopping --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("how", ["exit_event", "close"])
-def test_stop_during_back_off(how: str) -> None:
-    exit_event = threading.Event()
+@pytest.mark.parametrize(
+    "how, kind",
+    [("exit_event", "event"), ("exit_event", "signal"), ("close", "signal")],
+)
+def test_stop_during_back_off(how: str, kind: str) -> None:
+    # A threading.Event ends the wait, which is exit_event.wait(); with it a
+    # close() is seen when the wait ends (see test_close_during_a_back_off_*).
+    exit_event: Any = threading.Event() if kind == "event" else StopSignal()
     websocket = WebSocket(f"ws://127.0.0.1:{refused_port()}/")
-    # exit_event.set() called while the loop runs (see test_prebound_set_*)
-    stop = (lambda: exit_event.set()) if how == "exit_event" else websocket.close
+    stop = exit_event.set if how == "exit_event" else websocket.close
     stopped: List[float] = []
     seen: List[events.Event] = []
     for event in persist(websocket, min_wait=30, max_wait=30, exit_event=exit_event, **LOOP):
@@ -253,10 +276,11 @@ def test_stop_during_back_off(how: str) -> None:
 
 @pytest.mark.parametrize("how", ["exit_event", "close"])
 def test_stop_while_connected(how: str, ws_server: Any) -> None:
-    exit_event = threading.Event()
+    # A StopSignal wakes the connection; a threading.Event is seen at the next
+    # event (test_threading_event_is_seen_at_the_next_poll_while_connected).
+    exit_event = StopSignal()
     websocket = WebSocket(ws_server.url_for("/echo"))
-    # exit_event.set() called while the loop runs (see test_prebound_set_*)
-    stop = (lambda: exit_event.set()) if how == "exit_event" else websocket.close
+    stop = exit_event.set if how == "exit_event" else websocket.close
     seen: List[events.Event] = []
     stopped: List[float] = []
     for event in persist(websocket, min_wait=0.01, max_wait=0.05, exit_event=exit_event,
@@ -288,10 +312,9 @@ def test_stop_while_connecting(how: str, stage: str, scripted_server: Any, ws_se
         url = f"wss://localhost:{scripted_server(mode='stall').port}/"
     else:
         url = ws_server.url_for("/slow-handshake?delay=20")
-    exit_event = threading.Event()
+    exit_event = StopSignal()  # a threading.Event is seen when the attempt ends
     websocket = WebSocket(url, proxies=proxies)
-    # exit_event.set() called while the loop runs (see test_prebound_set_*)
-    stop = (lambda: exit_event.set()) if how == "exit_event" else websocket.close
+    stop = exit_event.set if how == "exit_event" else websocket.close
     stopped = later(0.3, stop)
     seen = drain(
         persist(websocket, exit_event=exit_event, connect_timeout=30, handshake_timeout=30, **LOOP),
@@ -391,7 +414,7 @@ def test_server_restarts(ws_server: Any) -> None:
 
 
 def test_prebound_set_ends_a_back_off_at_once() -> None:
-    # threading.Timer(..., event.set) binds set() before persist() wraps it.
+    # threading.Timer(..., event.set): the back-off wait is exit_event.wait().
     exit_event = threading.Event()
     stop = exit_event.set
     websocket = WebSocket(f"ws://127.0.0.1:{refused_port()}/")
@@ -405,7 +428,20 @@ def test_prebound_set_ends_a_back_off_at_once() -> None:
     assert stopped and time.monotonic() - stopped[0] < PROMPT
 
 
-def test_prebound_set_is_seen_at_the_next_poll_while_connected(ws_server: Any) -> None:
+def test_close_during_a_back_off_with_a_threading_event_is_seen_after_the_wait() -> None:
+    exit_event = threading.Event()
+    websocket = WebSocket(f"ws://127.0.0.1:{refused_port()}/")
+    seen: List[events.Event] = []
+    for event in persist(websocket, min_wait=0.3, max_wait=0.3, exit_event=exit_event, **LOOP):
+        seen.append(event)
+        if isinstance(event, events.BackOff):
+            websocket.close()
+    # No second attempt: the wait ran its course, then the loop saw the close().
+    assert names(seen) == ["connecting", "connect_fail", "back_off"]
+    assert not exit_event.is_set()
+
+
+def test_threading_event_is_seen_at_the_next_poll_while_connected(ws_server: Any) -> None:
     exit_event = threading.Event()
     stop = exit_event.set
     websocket = WebSocket(ws_server.url_for("/echo"))
@@ -437,9 +473,6 @@ def test_stop_signal_as_exit_event_wakes_a_connected_loop(ws_server: Any) -> Non
 # -- issue 18 regressions --------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 18 bug 8: persist() patches exit_event.set and starts a thread"
-)
 def test_a_threading_event_is_left_alone_and_no_thread_is_started() -> None:
     exit_event = threading.Event()
     websocket = WebSocket(f"ws://127.0.0.1:{refused_port()}/")

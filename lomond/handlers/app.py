@@ -151,6 +151,9 @@ class WebSocketApp(Registration):
         self._handshaking = False
         self._last_outcome: Optional[Outcome] = None
         self._runner: Optional[Completion[Outcome]] = None
+        # The handler running now, or the last one that ran (one store per
+        # call): what a hub names when this app's handler holds its thread.
+        self._last_handler: Optional[Handler] = None
 
     def __repr__(self) -> str:
         state = "running" if self._running else "idle"
@@ -200,11 +203,23 @@ class WebSocketApp(Registration):
         return self._running
 
     def _send(self, send: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Call a WebSocket send method; during the handshake, say to wait for Ready."""
+        """Call a WebSocket send method; during the handshake, say to wait for Ready.
+
+        When the handshake waits because the thread that runs this app is
+        held by a handler (a hub's, say), the runner's explanation says so
+        instead: that is the cause, not where the send was made.
+        """
         try:
             return send(*args, **kwargs)
         except WebSocketUnavailable as error:
             if self._handshaking and not isinstance(error, (WebSocketClosing, WebSocketClosed)):
+                runner = self._runner
+                busy = runner.explain() if runner is not None else None
+                if busy is not None:
+                    raise WebSocketUnavailable(
+                        f"the websocket is not ready yet: {busy}, so the answer to "
+                        "the opening handshake waits"
+                    ) from None
                 raise WebSocketUnavailable(NOT_READY) from None
             raise
 
@@ -351,6 +366,7 @@ class WebSocketApp(Registration):
             for handler in self._methods.get(name, self._generic) + self._registry.handlers_for(
                 name
             ):
+                self._last_handler = handler
                 try:
                     handler(event)
                 except Exception as error:
@@ -440,6 +456,15 @@ class WebSocketApp(Registration):
         A runner attaches its waker to it (see :class:`~lomond.wakeup.StopSignal`).
         """
         return self._stop
+
+    @property
+    def last_handler(self) -> Optional[Handler]:
+        """The handler running now, or the last one that ran (for diagnostics).
+
+        A :class:`~lomond.handlers.hub.Hub` names it when this app holds the
+        hub's thread for too long.
+        """
+        return self._last_handler
 
     def handles(self, name: str) -> bool:
         """Whether an event called ``name`` would reach a handler now (a method or registered).
@@ -601,7 +626,9 @@ class WebSocketApp(Registration):
             self.websocket.close()
             runner = self._runner
             if self._loop_thread is threading.current_thread() or (
-                runner is not None and runner.thread is threading.current_thread()
+                runner is not None
+                and not runner.done
+                and runner.thread is threading.current_thread()
             ):
                 return None  # a handler cannot wait for its own loop (one app's, or a hub's)
         if not self._finished.wait(timeout):
@@ -619,7 +646,9 @@ class WebSocketApp(Registration):
         with error policy ``"raise"``, the handler's exception.
         """
         runner = self._runner
-        if runner is not None and runner.thread is threading.current_thread():
+        if runner is not None and not runner.done and runner.thread is threading.current_thread():
+            # After the run (a hub's run_forever() returned in this thread,
+            # say) there is nothing left to wait for, and no handler runs.
             raise RuntimeError("join() called from a handler: the loop cannot wait for itself")
         if runner is None or not runner.wait(timeout):
             return None

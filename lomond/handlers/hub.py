@@ -28,6 +28,12 @@ app's messages are still processed in the order they arrived. Do not wait
 for a hub app from a handler on the hub (``wait_ready()``, ``join()``);
 ``stop()`` there only requests the stop.
 
+A handler that holds the hub's thread longer than ``slow_handler`` seconds
+(1 by default) is reported with a warning naming it and its app, as
+asyncio's debug mode reports slow callbacks; :meth:`Hub.stop` that times
+out, and a send refused because the hub could not process a handshake's
+answer yet, say which handler holds the thread.
+
 An idle hub wakes only for its connections' own timers. One difference from
 a thread: an app that has no handler for :class:`~lomond.events.Poll` events
 (no ``on_poll``/``on_event`` method, nothing registered for ``"poll"`` or
@@ -38,7 +44,9 @@ its idle connection wakes only for pings.
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, TypeVar
 
@@ -55,7 +63,7 @@ from ..persist import BackOff
 from ..wakeup import StopSignal
 from .app import INTERRUPT_CLOSE, WebSocketApp
 from .interrupt import graceful_sigint
-from .outcome import Outcome, OutcomeTracker
+from .outcome import Outcome, OutcomeTracker, handler_name
 from .runner import Completion, Runner
 from .serial import SerialExecutor
 
@@ -67,6 +75,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("lomond.hub")
 
 T = TypeVar("T")
+
+#: A send refused during a handshake, and a stop that timed out, name the
+#: handler holding the hub's thread once it has held it this long (seconds).
+BUSY_HINT = 0.1
 
 
 class _Member:
@@ -131,7 +143,7 @@ class _Member:
         assert hub._connector is not None
         return HubSession(
             settings, on_end, reactor=hub._reactor, connector=hub._connector,
-            emit=self.emit, on_over=self.connection_over,
+            emit=self.emit, on_over=self.connection_over, owner=self,
         )
 
     def connect(self) -> None:
@@ -216,20 +228,35 @@ class Hub:
         connects are in progress at once; the rest queue.
     :param offload_workers: threads for :meth:`offload` (started when first used).
     :param name: the name of the thread :meth:`start` creates.
+    :param slow_handler: seconds a handler (or anything else on the hub's
+        thread) may hold the thread before a warning names it and its app;
+        ``None`` turns the warning off.
 
     See the module documentation for what runs where.
     """
 
     def __init__(
-        self, *, connect_workers: int = 8, offload_workers: int = 8, name: str = "lomond-hub"
+        self,
+        *,
+        connect_workers: int = 8,
+        offload_workers: int = 8,
+        name: str = "lomond-hub",
+        slow_handler: Optional[float] = 1.0,
     ) -> None:
         check_workers(connect_workers, "connect_workers")
         check_workers(offload_workers, "offload_workers")
+        if slow_handler is not None and (
+            isinstance(slow_handler, bool)
+            or not isinstance(slow_handler, (int, float))
+            or not slow_handler > 0
+            or math.isinf(slow_handler)
+        ):
+            raise ValueError(f"slow_handler must be seconds > 0 or None, not {slow_handler!r}")
         #: The name of the thread :meth:`start` creates.
         self.name = name
         self._connect_workers = connect_workers
         self._offload_workers = offload_workers
-        self._reactor = Reactor()
+        self._reactor = Reactor(slow_handler, self._slow)
         self._connector: Optional[Connector] = None
         self._lock = threading.Lock()
         self._members: Dict[WebSocketApp, _Member] = {}
@@ -275,7 +302,9 @@ class Hub:
             raise TypeError(f"Hub.add() takes a WebSocketApp, not {app!r}")
         connect, persist_options = split_options(options, "Hub.add()", reconnect)
         back_off = BackOff(persist_options) if reconnect else None
-        completion: Completion[Outcome] = Completion(self._reactor.thread)
+        completion: Completion[Outcome] = Completion(
+            self._reactor.thread, lambda: self._explain(app)
+        )
         with self._lock:
             if self._stopping:
                 raise RuntimeError(f"{self!r} is stopping: cannot add {app!r}")
@@ -371,6 +400,12 @@ class Hub:
         try:
             with graceful_sigint(self._stop) as interrupted:
                 self._reactor.run()
+        except BaseException:
+            # A second Ctrl-C (or another exception) left the loop: no
+            # graceful close any more, but no socket is left open either,
+            # and every app's run ends (join() and stop() return).
+            self._abort_members()
+            raise
         finally:
             self._finish()
         if self._interrupt is not None:
@@ -404,7 +439,15 @@ class Hub:
             return True
         if self._reactor.in_loop():
             return False
-        return self._done.wait(timeout)
+        if self._done.wait(timeout):
+            return True
+        with self._lock:
+            left = list(self._members)
+        log.warning(
+            "%r.stop(%s) timed out: %s", self, timeout,
+            self.busy_report() or f"still closing: {', '.join(map(repr, left)) or 'nothing'}",
+        )
+        return False
 
     def join(self, timeout: Optional[float] = None) -> bool:
         """Wait for the thread :meth:`start` created; whether it ended.
@@ -420,6 +463,48 @@ class Hub:
         if runner.exception is not None:
             raise runner.exception
         return True
+
+    # -- what holds the hub's thread --------------------------------------------------------
+
+    def busy_report(self) -> Optional[str]:
+        """What has held the hub's thread for a while now (``None`` if nothing): from any thread.
+
+        Names the app and its handler, as in "the hub's thread has been
+        running on_text of <App ...> for 2.5 s".
+        """
+        busy = self._reactor.busy
+        if busy is None:
+            return None
+        callback, since = busy
+        held = time.monotonic() - since
+        if held < BUSY_HINT:
+            return None
+        return f"the hub's thread has been running {_describe(callback)} for {held:.1f} s"
+
+    def _explain(self, app: WebSocketApp) -> Optional[str]:
+        """Why ``app``'s handshake waits, if the hub's thread is the cause (any thread).
+
+        The thread is held now, and for a while already or while ``app``'s
+        answer waits unread on its socket.
+        """
+        busy = self._reactor.busy
+        member = self._members.get(app)
+        if busy is None or member is None:
+            return None
+        callback, since = busy
+        held = time.monotonic() - since
+        session = member.session
+        if held < BUSY_HINT and not (session is not None and session.input_waiting()):
+            return None
+        return f"the hub's thread has been running {_describe(callback)} for {held:.1f} s"
+
+    def _slow(self, callback: Callable[..., None], seconds: float) -> None:
+        """The reactor's report of a callback that held the thread too long (hub's thread)."""
+        log.warning(
+            "%s held the hub's thread for %.2f s (slow_handler=%g s): every app on %r waited "
+            "meanwhile; hand slow work to Hub.offload()",
+            _describe(callback), seconds, self._reactor.slow_callback, self,
+        )
 
     # -- internal, on the hub's thread -----------------------------------------------------
 
@@ -438,6 +523,16 @@ class Hub:
             member.app.websocket.close()
         if not members:
             self._reactor.stop()
+
+    def _abort_members(self) -> None:
+        with self._lock:
+            members = list(self._members.values())
+        for member in members:
+            session = member.session
+            if session is not None:
+                session.abort()
+            member.begun = True
+            member.end()
 
     def _end_unstarted(self, members: List[_Member]) -> None:
         # The hub does not run: nothing else touches these members, so
@@ -461,4 +556,17 @@ class Hub:
         self._stop.set()
 
 
-__all__ = ["Hub"]
+def _describe(callback: Callable[..., None]) -> str:
+    """A hub callback in words: the app it runs for, and that app's last handler."""
+    target = getattr(callback, "__self__", None)
+    member = target if isinstance(target, _Member) else getattr(target, "owner", None)
+    if not isinstance(member, _Member):
+        return f"the callback {callback!r}"
+    app = member.app
+    handler = app.last_handler
+    if handler is None:
+        return f"{app!r}"
+    return f"the handler {handler_name(handler)} of {app!r}"
+
+
+__all__ = ["BUSY_HINT", "Hub"]

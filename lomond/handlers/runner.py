@@ -20,12 +20,25 @@ class Completion(Generic[T]):
     ``join()`` work the same whichever runs the app.
     """
 
-    def __init__(self, thread: Optional[threading.Thread] = None) -> None:
+    def __init__(
+        self,
+        thread: Optional[threading.Thread] = None,
+        explain: Optional[Callable[[], Optional[str]]] = None,
+    ) -> None:
         self._done = threading.Event()
+        self._explain = explain
         self.result: Optional[T] = None
         self.exception: Optional[BaseException] = None
         #: The thread that runs the app (``None`` until it is known).
         self.thread = thread
+
+    def explain(self) -> Optional[str]:
+        """Why the run's thread cannot handle the app's events now, if it is held.
+
+        ``None`` unless the runner said how to tell (``explain=``): a
+        :class:`~lomond.handlers.hub.Hub` names the handler that holds its thread.
+        """
+        return None if self._explain is None else self._explain()
 
     def set_result(self, result: Optional[T]) -> None:
         """The run returned ``result``."""

@@ -259,6 +259,11 @@ class HubSession(DriverBase):
         self._deliver(final)
         self._on_over()
 
+    def input_waiting(self) -> bool:
+        """Whether bytes wait unread on the socket (any thread; for diagnostics)."""
+        transport = self.transport
+        return isinstance(transport, Transport) and transport.readable_now()
+
     def abort(self) -> None:
         """The hub stopped under this connection (an exception left its loop): close now.
 

@@ -91,6 +91,17 @@ class Transport:
         except ValueError as error:  # a closed SSL socket says so with a ValueError
             raise OSError(str(error)) from None
 
+    def readable_now(self) -> bool:
+        """Whether bytes wait unread (without reading them; any thread)."""
+        if self.closed:
+            return False
+        try:
+            poller = select.poll()
+            poller.register(self.sock, _POLL_READ)
+            return bool(poller.poll(0)) or self.pending()
+        except (OSError, ValueError):
+            return False
+
     def wait_writable(self, timeout: float) -> None:
         """Wait until the socket may take more, it was closed, or ``timeout`` passed.
 

@@ -782,7 +782,6 @@ def test_close_is_not_delayed_by_a_stuck_send_on_the_hub(scripted_server: Any, h
     assert isinstance(sent[0], WebSocketError), sent
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18 bug 4: join() after run_forever() raises")
 def test_join_after_run_forever_returns_the_outcome(ws_server: WSServer) -> None:
     hub = Hub()
     app = WebSocketApp(ws_server.url_for("/echo"))
@@ -830,7 +829,6 @@ def lomond_warnings(caplog: pytest.LogCaptureFixture, text: str) -> List[str]:
     ]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18 bug 5: a blocked hub stops silently")
 def test_stop_names_the_handler_that_holds_the_hub(
     ws_server: WSServer, hub: Hub, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -851,9 +849,6 @@ def test_stop_names_the_handler_that_holds_the_hub(
     assert app.url in warnings[0], warnings  # repr(app) contains the URL too
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 18 bug 5: a send blames the handshake, not the blocked hub"
-)
 def test_a_send_names_the_handler_that_holds_the_hub(
     ws_server: WSServer, scripted_server: Any, hub: Hub
 ) -> None:
@@ -911,7 +906,6 @@ def run_a_slow_handler(hub: Hub, url: str) -> WebSocketApp:
     return app
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18 bug 6: no slow-handler report (slow_handler=)")
 def test_a_slow_handler_is_reported(ws_server: WSServer, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="lomond")
     hub = Hub(slow_handler=0.2)
@@ -921,7 +915,6 @@ def test_a_slow_handler_is_reported(ws_server: WSServer, caplog: pytest.LogCaptu
     assert app.url in warnings[0], warnings  # repr(app) contains the URL too
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18 bug 6: no slow-handler report (slow_handler=)")
 def test_no_slow_handler_report_when_disabled(
     ws_server: WSServer, caplog: pytest.LogCaptureFixture
 ) -> None:
