@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import selectors
-import socket
+import socket as _socket
 import time
 from typing import Callable, Iterable, Iterator, Optional
 
@@ -62,7 +62,7 @@ class WebsocketSession(DriverBase):
         self._connect_error = ""
 
     @property
-    def socket(self) -> Optional[socket.socket]:
+    def socket(self) -> Optional[_socket.socket]:
         """The connected socket (``None`` before it connects and once it is closed)."""
         transport = self.transport
         if isinstance(transport, Transport) and not transport.closed:
