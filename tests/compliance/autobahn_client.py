@@ -285,17 +285,21 @@ class CaseHandle:
 Testee = Callable[[str, OfferSpec, bool, CaseHandle], List[str]]
 
 
-def testee_lomond(url: str, offers: OfferSpec, echo: bool, handle: CaseHandle) -> List[str]:
-    from lomond import PerMessageDeflate, WebSocket
+def _lomond_compress(offers: OfferSpec) -> Any:
+    """``WebSocket(compress=...)`` for a case's offers."""
+    from lomond import PerMessageDeflate
 
-    compress: Any
     if offers == "default":
-        compress = True
-    elif not offers:
-        compress = False
-    else:
-        compress = [PerMessageDeflate(**offer) for offer in offers]  # type: ignore[union-attr]
-    ws = WebSocket(url, compress=compress, proxies={})
+        return True
+    if not offers:
+        return False
+    return [PerMessageDeflate(**offer) for offer in offers]  # type: ignore[union-attr]
+
+
+def testee_lomond(url: str, offers: OfferSpec, echo: bool, handle: CaseHandle) -> List[str]:
+    from lomond import WebSocket
+
+    ws = WebSocket(url, compress=_lomond_compress(offers), proxies={})
     handle.on_abort(ws.force_disconnect)
     texts: List[str] = []
     for event in ws.connect(ping_rate=0, poll=1.0, close_timeout=CLOSE_TIMEOUT):
@@ -307,6 +311,57 @@ def testee_lomond(url: str, offers: OfferSpec, echo: bool, handle: CaseHandle) -
         elif name == "binary":
             if echo:
                 ws.send_binary(event.data)
+    return texts
+
+
+_hub: Any = None
+_hub_lock = threading.Lock()
+
+
+def _shared_hub() -> Any:
+    """One Hub for every case of a run (started on first use), as a hub serves many apps."""
+    global _hub
+    from lomond.handlers import Hub
+
+    with _hub_lock:
+        if _hub is None:
+            # Echoing a 16 MiB message takes the hub's thread a while: not a slow handler.
+            _hub = Hub(name="autobahn-hub", slow_handler=None)
+            _hub.start()
+        return _hub
+
+
+def testee_lomond_hub(url: str, offers: OfferSpec, echo: bool, handle: CaseHandle) -> List[str]:
+    """The same testee as :func:`testee_lomond`, run by a ``WebSocketApp`` on a shared Hub."""
+    from lomond import events
+    from lomond.errors import WebSocketUnavailable
+    from lomond.handlers import WebSocketApp
+
+    app = WebSocketApp(url, compress=_lomond_compress(offers), proxies={})
+    texts: List[str] = []
+
+    @app.on("text")
+    def on_text(event: events.Text) -> None:
+        texts.append(event.text)
+        if echo:
+            try:
+                app.send_text(event.text)
+            except WebSocketUnavailable:
+                pass  # closing: kosoku judges what was sent
+
+    @app.on("binary")
+    def on_binary(event: events.Binary) -> None:
+        if echo:
+            try:
+                app.send_binary(event.data)
+            except WebSocketUnavailable:
+                pass
+
+    handle.on_abort(app.websocket.force_disconnect)
+    _shared_hub().add(app, ping_rate=0, poll=0, close_timeout=CLOSE_TIMEOUT)
+    outcome = app.join()
+    if outcome is not None and outcome.error is not None:
+        raise outcome.error
     return texts
 
 
@@ -387,6 +442,7 @@ def testee_websockets(url: str, offers: OfferSpec, echo: bool, handle: CaseHandl
 
 TESTEES: Dict[str, Testee] = {
     "lomond": testee_lomond,
+    "lomond-hub": testee_lomond_hub,
     "websocket-client": testee_websocket_client,
     "websockets": testee_websockets,
 }
@@ -711,7 +767,7 @@ def _versions(client: str) -> Dict[str, str]:
     from importlib import metadata
 
     versions = {"python": platform.python_version()}
-    for dist in ("kosoku", {"lomond": "lomond"}.get(client, client)):
+    for dist in ("kosoku", {"lomond-hub": "lomond"}.get(client, client)):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

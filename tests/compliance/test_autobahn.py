@@ -42,8 +42,14 @@ def _assert_passes(suite: ab.SuiteResult, out: Path) -> None:
 # -- lomond ---------------------------------------------------------------------
 
 
-def test_ci_subset(tmp_path: Path) -> None:
-    suite = _run("lomond", ab.CI_SUBSET, tmp_path, case_timeout=60, run_timeout=600)
+#: The drivers under test: the threaded one (``WebSocket.connect()``) and a
+#: ``WebSocketApp`` on a ``Hub``, over the same lifecycle and protocol.
+DRIVERS = ["lomond", "lomond-hub"]
+
+
+@pytest.mark.parametrize("client", DRIVERS)
+def test_ci_subset(client: str, tmp_path: Path) -> None:
+    suite = _run(client, ab.CI_SUBSET, tmp_path, case_timeout=60, run_timeout=600)
     assert len(suite.case_ids) == len(ab.select_cases(ab.CI_SUBSET))
     _assert_passes(suite, tmp_path)
 
@@ -52,10 +58,11 @@ def test_ci_subset(tmp_path: Path) -> None:
 @pytest.mark.hang_timeout(3600)
 @pytest.mark.skipif(
     os.environ.get("AUTOBAHN_FULL", "") in ("", "0"),
-    reason="full Autobahn suite (about 15 minutes on 2 cores): set AUTOBAHN_FULL=1",
+    reason="full Autobahn suite (about 15 minutes per driver on 2 cores): set AUTOBAHN_FULL=1",
 )
-def test_full_suite(tmp_path: Path) -> None:
-    suite = _run("lomond", None, tmp_path, run_timeout=45 * 60)
+@pytest.mark.parametrize("client", DRIVERS)
+def test_full_suite(client: str, tmp_path: Path) -> None:
+    suite = _run(client, None, tmp_path, run_timeout=45 * 60)
     assert len(suite.case_ids) == 517
     print(ab.render_text(suite))
     _assert_passes(suite, tmp_path)
