@@ -30,6 +30,7 @@ from . import events
 from ._version import __version__
 from .errors import WebSocketError
 from .handshake import parse_url
+from .options import DEFAULT_CONNECT
 from .websocket import WebSocket
 
 EXIT_OK = 0
@@ -89,8 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="do NOT verify the server's TLS certificate or host name (testing only)",
     )
     parser.add_argument(
-        "--ping-rate", type=float, default=30.0, metavar="SECONDS",
-        help="seconds between pings (default 30, 0 disables them); no pong for twice "
+        "--ping-rate", type=float, default=DEFAULT_CONNECT.ping_rate, metavar="SECONDS",
+        help=f"seconds between pings (default {DEFAULT_CONNECT.ping_rate:g}, 0 disables them); "
+        "no pong for twice "
         "that long drops the connection",
     )
     parser.add_argument(
