@@ -15,9 +15,9 @@ import argparse
 import sys
 from typing import Any
 
-from lomond.testing import LocalServer, ServerConnection
 from lomond.errors import WebSocketError
 from lomond.handlers import WebSocketApp
+from lomond.testing import LocalServer, ServerConnection
 
 
 def main() -> int:

@@ -18,8 +18,8 @@ import time
 from typing import Any, Iterator
 
 from lomond import events
-from lomond.testing import LocalServer, ServerConnection
 from lomond.handlers import WebSocketApp
+from lomond.testing import LocalServer, ServerConnection
 
 
 def flaky_feed(numbers: Iterator[int]) -> Any:

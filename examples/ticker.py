@@ -16,8 +16,8 @@ import sys
 import time
 from typing import Any, Dict
 
-from lomond.testing import LocalServer, ServerConnection
 from lomond.handlers import WebSocketApp
+from lomond.testing import LocalServer, ServerConnection
 
 
 def exchange(connection: ServerConnection) -> None:

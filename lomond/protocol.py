@@ -235,6 +235,9 @@ class Protocol:
     ) -> None:
         if not isinstance(side, Side):
             raise TypeError(f"side must be a Side, not {type(side).__name__}")
+        if deflate is not None and deflate.server_side is (side is Side.CLIENT):
+            # Each end compresses and inflates under its own parameters.
+            raise ValueError(f"deflate is for the other side: server_side={deflate.server_side}")
         # The side as a flag: the send paths pass it on as build_frame's
         # ``mask`` argument as it is, so they test nothing per frame. It is
         # the only instance attribute the side needs (``side`` is computed

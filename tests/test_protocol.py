@@ -1444,6 +1444,10 @@ def test_a_bare_protocol_starts_open_on_either_side() -> None:
     assert parse_client_frame(client.send_pong(b"p")) == (True, Opcode.PONG, b"p")
     with pytest.raises(TypeError):
         Protocol("server")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="other side"):
+        Protocol(Side.SERVER, deflate=Deflate())
+    with pytest.raises(ValueError, match="other side"):
+        Protocol(Side.CLIENT, deflate=Deflate(server_side=True))
 
 
 def test_client_protocol_is_the_client_side() -> None:
