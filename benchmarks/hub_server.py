@@ -11,135 +11,105 @@ Paths (after the upgrade):
 - ``/feed?count=K&size=S``: wait for one message from the client, then send
   ``K`` text messages of ``S`` bytes, then nothing.
 
-Every connection answers pings, and answers the client's Close with a Close
-and then closes the TCP connection (RFC 6455 section 7.1.1: the server
-closes first). The fd soft limit is raised to the hard limit.
+Any other path is refused with 404. Every connection answers pings, and
+answers the client's Close with a Close and then closes the TCP connection
+(RFC 6455 section 7.1.1: the server closes first). The fd soft limit is
+raised to the hard limit.
+
+Each connection is a :class:`lomond.protocol.ServerProtocol` (this
+repository's lomond, put first on ``sys.path``): the upgrade request's
+checks, the answer, unmasking with :mod:`lomond.accel`, pings and the close
+handshake are lomond's, so the server holds no second implementation of
+RFC 6455. The messages it sends are frames built once by
+:func:`lomond.frame.build_frame` (``mask=False``) and written as they are:
+the protocol only has to see what it answers.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import hashlib
+import os
 import resource
-import struct
 import sys
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-_BLOCKS: Dict[tuple, bytes] = {}
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from lomond import events
+from lomond.frame import Opcode, build_frame
+from lomond.protocol import ServerProtocol, UpgradeRequest
 
-def frame(opcode: int, payload: bytes) -> bytes:
-    n = len(payload)
-    if n < 126:
-        head = bytes((0x80 | opcode, n))
-    elif n < 65536:
-        head = struct.pack("!BBH", 0x80 | opcode, 126, n)
-    else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 127, n)
-    return head + payload
+HELLO = build_frame(Opcode.TEXT, b"hello", mask=False)
+_BLOCKS: Dict[Tuple[int, int], bytes] = {}
 
 
 def feed_block(count: int, size: int) -> bytes:
+    """``count`` text frames of ``size`` bytes, built once per shape."""
     key = (count, size)
     block = _BLOCKS.get(key)
     if block is None:
-        one = frame(0x1, b"m" * size)
-        block = _BLOCKS[key] = one * count
+        block = _BLOCKS[key] = build_frame(Opcode.TEXT, b"m" * size, mask=False) * count
     return block
 
 
 class Connection(asyncio.Protocol):
+    """One client: bytes in and out of its :class:`ServerProtocol`."""
+
     def __init__(self) -> None:
         self.transport: Optional[asyncio.Transport] = None
-        self.buffer = bytearray()
-        self.upgraded = False
-        self.path = "/"
-        self.query: Dict[str, str] = {}
-        self.waiting_for_go = False
+        self.protocol = ServerProtocol()
+        # For /feed: the block to send once the client's first message arrives.
+        self.feed: Optional[bytes] = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        if not self.upgraded:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = bytes(self.buffer[:end]).decode("latin-1")
-            del self.buffer[: end + 4]
-            self.upgrade(head)
-        self.frames()
-
-    def upgrade(self, head: str) -> None:
-        lines = head.split("\r\n")
-        target = lines[0].split(" ")[1]
-        parts = urlsplit(target)
-        self.path = parts.path
-        self.query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        key = ""
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            if name.strip().lower() == "sec-websocket-key":
-                key = value.strip()
-        accept = base64.b64encode(hashlib.sha1(key.encode() + GUID).digest()).decode()
-        assert self.transport is not None
-        self.transport.write(
-            (
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-            ).encode()
-        )
-        self.upgraded = True
-        if self.path == "/idle":
-            self.transport.write(frame(0x1, b"hello"))
-        elif self.path == "/feed":
-            self.waiting_for_go = True
-
-    def frames(self) -> None:
-        buffer = self.buffer
         transport = self.transport
         assert transport is not None
-        while len(buffer) >= 2:
-            b0, b1 = buffer[0], buffer[1]
-            length = b1 & 0x7F
-            offset = 2
-            if length == 126:
-                if len(buffer) < 4:
-                    return
-                length = struct.unpack_from("!H", buffer, 2)[0]
-                offset = 4
-            elif length == 127:
-                if len(buffer) < 10:
-                    return
-                length = struct.unpack_from("!Q", buffer, 2)[0]
-                offset = 10
-            masked = b1 & 0x80
-            if masked:
-                offset += 4
-            if len(buffer) < offset + length:
-                return
-            mask = bytes(buffer[offset - 4 : offset]) if masked else b"\0\0\0\0"
-            payload = bytes(buffer[offset : offset + length])
-            del buffer[: offset + length]
-            if masked and payload:
-                payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-            opcode = b0 & 0x0F
-            if opcode == 0x8:  # Close: answer, then close TCP (the server closes first)
-                transport.write(frame(0x8, payload[:2]))
-                transport.close()
-                return
-            if opcode == 0x9:
-                transport.write(frame(0xA, payload))
-            elif opcode in (0x1, 0x2) and self.waiting_for_go:
-                self.waiting_for_go = False
-                count = int(self.query.get("count", "1000"))
-                size = int(self.query.get("size", "16"))
-                transport.write(feed_block(count, size))
+        protocol = self.protocol
+        self.handle(protocol.receive_data(data))
+        reply = protocol.data_to_send()
+        if reply:
+            transport.write(reply)
+        if protocol.should_close:
+            # The close handshake is done (the server closes TCP first), the
+            # request was refused, or the client broke the protocol.
+            transport.close()
+
+    def handle(self, got: List[events.Event]) -> None:
+        transport = self.transport
+        assert transport is not None
+        for event in got:
+            if isinstance(event, UpgradeRequest):
+                self.upgrade(event.request.target)
+            elif isinstance(event, (events.Text, events.Binary)) and self.feed is not None:
+                transport.write(self.feed)
+                self.feed = None
+
+    def upgrade(self, target: str) -> None:
+        transport = self.transport
+        assert transport is not None
+        protocol = self.protocol
+        parts = urlsplit(target)
+        if parts.path not in ("/idle", "/feed"):
+            protocol.reject(404, f"no such path: {parts.path}")
+            return
+        # Frames behind the request (a client should wait for the answer).
+        early = protocol.accept()
+        transport.write(protocol.data_to_send())  # the 101 answer goes first
+        if parts.path == "/idle":
+            transport.write(HELLO)
+        else:
+            query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+            self.feed = feed_block(int(query.get("count", "1000")), int(query.get("size", "16")))
+        self.handle(early)
+
+    def eof_received(self) -> Optional[bool]:
+        self.protocol.receive_eof()
+        return None  # asyncio closes the transport
 
 
 async def main(port: int) -> None:

@@ -37,7 +37,6 @@ import argparse
 import json
 import os
 import socket
-import struct
 import sys
 import time
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -54,6 +53,7 @@ from lomond.compression import Deflate, negotiate_server  # noqa: E402
 from lomond.errors import ProtocolViolation  # noqa: E402
 from lomond.frame import Frame, build_frame  # noqa: E402
 from lomond.handshake import accept_for  # noqa: E402
+from lomond.protocol import decode_close, encode_close  # noqa: E402
 from lomond.reader import read_frames  # noqa: E402
 from lomond.response import join_headers, parse_header_lines  # noqa: E402
 
@@ -73,8 +73,16 @@ def frame(opcode: int, payload: bytes, rsv1: bool = False) -> bytes:
     return build_frame(opcode, payload, rsv1=rsv1, mask=False)
 
 
-def close_frame(code: int = 1000, reason: bytes = b"") -> bytes:
-    return frame(OP_CLOSE, struct.pack("!H", code) + reason)
+def close_frame(code: int = 1000, reason: str = "") -> bytes:
+    return frame(OP_CLOSE, encode_close(code, reason))
+
+
+def close_code(payload: bytes) -> Optional[int]:
+    """The code of the client's Close frame (``None`` if it has none), checked by lomond."""
+    try:
+        return decode_close(payload)[0]
+    except ProtocolViolation as error:
+        raise ProtocolFailure(f"invalid close frame: {error}") from None
 
 
 # --- handshake -------------------------------------------------------------
@@ -215,9 +223,7 @@ def finish(sock: socket.socket, reader: Reader, report: Dict, answered: bool) ->
     """Read until the client's Close (answering it unless we sent ours first)."""
     for opcode, payload in reader.messages():
         if opcode == OP_CLOSE:
-            report["close_code"] = (
-                struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
-            )
+            report["close_code"] = close_code(payload)
             if not answered:
                 sock.sendall(close_frame(1000))
             report["clean_close"] = True
@@ -289,9 +295,7 @@ def handle(sock: socket.socket) -> Dict:
             count = mismatches = nbytes = 0
             for opcode, payload in reader.messages():
                 if opcode == OP_CLOSE:
-                    report["close_code"] = (
-                        struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
-                    )
+                    report["close_code"] = close_code(payload)
                     sock.sendall(close_frame(1000))
                     report["clean_close"] = True
                     break
@@ -313,9 +317,7 @@ def handle(sock: socket.socket) -> Dict:
             sendall = sock.sendall
             for opcode, payload in reader.messages():
                 if opcode == OP_CLOSE:
-                    report["close_code"] = (
-                        struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
-                    )
+                    report["close_code"] = close_code(payload)
                     sendall(close_frame(1000))
                     report["clean_close"] = True
                     break

@@ -5,7 +5,7 @@
     python examples/chat.py ws://127.0.0.1:PORT/ --name bob
 
 Type a line to send it; /quit or end of input (Ctrl-D) leaves. With --local,
-a lomond.echo_server.LocalServer relays every message to every connection;
+a lomond.testing.LocalServer relays every message to every connection;
 run more copies with its URL to chat between them.
 """
 
@@ -15,9 +15,9 @@ import argparse
 import sys
 from typing import Any
 
-from lomond.echo_server import LocalServer, ServerConnection
 from lomond.errors import WebSocketError
 from lomond.handlers import WebSocketApp
+from lomond.testing import LocalServer, ServerConnection
 
 
 def main() -> int:

@@ -2,7 +2,7 @@
 
     python examples/demo.py
 
-It needs nothing but lomond: the server is lomond.echo_server.LocalServer, a
+It needs nothing but lomond: the server is lomond.testing.LocalServer, a
 small demo server that sends every message back, started here on a free port.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from lomond import WebSocket
-from lomond.echo_server import LocalServer
+from lomond.testing import LocalServer
 
 
 def main() -> int:

@@ -3,7 +3,7 @@
     python examples/reconnecting_feed.py --local --count 10
     python examples/reconnecting_feed.py wss://example.org/feed
 
-With --local, a lomond.echo_server.LocalServer sends numbered updates and
+With --local, a lomond.testing.LocalServer sends numbered updates and
 drops the connection (no close handshake, like a network failure) after
 every three, so you can watch the app back off and reconnect.
 """
@@ -18,8 +18,8 @@ import time
 from typing import Any, Iterator
 
 from lomond import events
-from lomond.echo_server import LocalServer, ServerConnection
 from lomond.handlers import WebSocketApp
+from lomond.testing import LocalServer, ServerConnection
 
 
 def flaky_feed(numbers: Iterator[int]) -> Any:

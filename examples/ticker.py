@@ -3,7 +3,7 @@
     python examples/ticker.py --local --count 10     # against a local demo server
     python examples/ticker.py wss://example.org/ticker --subscribe '{"op": "subscribe"}'
 
-With --local, a lomond.echo_server.LocalServer plays the exchange: after the
+With --local, a lomond.testing.LocalServer plays the exchange: after the
 client's subscribe message it sends a JSON tick every 0.1 s.
 """
 
@@ -16,8 +16,8 @@ import sys
 import time
 from typing import Any, Dict
 
-from lomond.echo_server import LocalServer, ServerConnection
 from lomond.handlers import WebSocketApp
+from lomond.testing import LocalServer, ServerConnection
 
 
 def exchange(connection: ServerConnection) -> None:

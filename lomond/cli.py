@@ -4,7 +4,7 @@
 timestamp and sends each line read from stdin as a text message. At the end
 of input (Ctrl-D, or the end of a pipe) it closes gracefully, printing the
 replies that arrive before the close handshake completes.
-``python -m lomond --echo-server [PORT]`` runs :class:`lomond.echo_server.LocalServer`.
+``python -m lomond --echo-server [PORT]`` runs :class:`lomond.testing.LocalServer`.
 
 Exit status: 0 after a normal close (code 1000, 1001 or none), 1 when the
 connection could not be made or ended abnormally, 2 for usage errors (bad
@@ -365,7 +365,7 @@ def _make_websocket(args: argparse.Namespace, output: Output) -> WebSocket:
 
 
 def run_echo_server(port: int, verbose: bool) -> int:
-    from .echo_server import LocalServer
+    from .testing import LocalServer
 
     if verbose:
         logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s: %(message)s")

@@ -11,7 +11,7 @@ from ._version import __version__
 #: The ``User-Agent`` header sent by default.
 USER_AGENT = f"lomond/{__version__}"
 
-#: The only protocol version this client speaks (RFC 6455 section 4.1, item 9).
+#: The only protocol version lomond speaks (RFC 6455 section 4.1, item 9).
 WS_VERSION = 13
 
 #: GUID appended to ``Sec-WebSocket-Key`` to compute ``Sec-WebSocket-Accept``
@@ -26,6 +26,11 @@ DEFAULT_MAX_SIZE = 16 * 1024 * 1024
 
 #: Largest HTTP response header block accepted during the opening handshake.
 MAX_RESPONSE_HEADER_SIZE = 64 * 1024
+
+#: Largest upgrade request header block a server accepts
+#: (:class:`~lomond.protocol.ServerProtocol`); a larger one is answered with
+#: 431 Request Header Fields Too Large. Browsers send a few KiB at most.
+MAX_REQUEST_HEADER_SIZE = 16 * 1024
 
 #: Seconds allowed for the TCP connect (and the proxy's CONNECT answer).
 DEFAULT_CONNECT_TIMEOUT = 10.0

@@ -9,8 +9,9 @@ Hierarchy::
     WebSocketError
     ├── ConnectError            could not reach a WebSocket server
     ├── HandshakeError          the server's upgrade response was not acceptable
-    │   └── CompressionParameterError
-    ├── ProtocolViolation       the server broke RFC 6455 / RFC 7692 (carries a close code)
+    │   ├── CompressionParameterError
+    │   └── InvalidRequest      (server side) the client's upgrade request was not acceptable
+    ├── ProtocolViolation       the peer broke RFC 6455 / RFC 7692 (carries a close code)
     │   ├── CriticalProtocolError   the byte stream itself is unusable
     │   └── PayloadTooLarge     a frame or message exceeds a limit (close code 1009)
     ├── FrameBuildError         the application asked to send an invalid frame
@@ -34,6 +35,7 @@ from __future__ import annotations
 import errno
 import socket
 import ssl
+from typing import Any, Tuple
 
 from .status import Status
 
@@ -65,8 +67,28 @@ class CompressionParameterError(HandshakeError):
     """The server's ``permessage-deflate`` response is invalid (RFC 7692 section 7.1)."""
 
 
+class InvalidRequest(HandshakeError):
+    """A client's upgrade request is not acceptable (RFC 6455 section 4.2.1): the server side.
+
+    ``status`` is the HTTP status to answer with: 400 (Bad Request), or 426
+    (Upgrade Required) for a ``Sec-WebSocket-Version`` other than 13, whose
+    answer carries the version the server speaks in ``headers`` (section 4.4).
+    """
+
+    def __init__(
+        self, msg: str, status: int = 400, headers: Tuple[Tuple[str, str], ...] = ()
+    ) -> None:
+        super().__init__(msg)
+        self.status = status
+        self.headers = headers
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        # Pickled with its status and headers (the default keeps the message only).
+        return (type(self), (self.msg, self.status, self.headers))
+
+
 class ProtocolViolation(WebSocketError):
-    """The server violated the protocol; the connection must be failed.
+    """The peer violated the protocol; the connection must be failed.
 
     ``code`` is the close code to send (RFC 6455 section 7.4.1): 1002 for a
     framing violation, 1007 for invalid UTF-8, 1009 for a message too large.
@@ -136,6 +158,7 @@ __all__ = [
     "CriticalProtocolError",
     "FrameBuildError",
     "HandshakeError",
+    "InvalidRequest",
     "PayloadTooLarge",
     "ProtocolError",
     "ProtocolViolation",

@@ -1,19 +1,26 @@
 """The opening handshake: URL parsing, the upgrade request, the response check.
 
-Pure functions and values, no I/O (RFC 6455 section 4).
+Both sides of it: the client builds the request (:func:`build_request`) and
+checks the answer (:func:`check_response`); a server checks the request
+(:func:`check_request`) and answers it (:func:`build_response`, or
+:func:`build_rejection`). Pure functions and values, no I/O (RFC 6455
+section 4).
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import os
-from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
+from http import HTTPStatus
+from typing import Any, FrozenSet, Iterable, List, Optional, Sequence, Tuple, Union
 from urllib.parse import quote, unquote, urlsplit
 
 from .constants import WS_GUID, WS_VERSION
-from .errors import HandshakeError
-from .response import Response
+from .errors import HandshakeError, InvalidRequest
+from .request import Request
+from .response import HTTPMessage, Response
 
 HeaderValue = Union[str, bytes]
 
@@ -53,6 +60,14 @@ def check_header(name: HeaderValue, value: HeaderValue) -> Tuple[str, str]:
 
     The name must be an RFC 7230 token; the value must not contain CR, LF or NUL.
     """
+    name_s, value_s = _check_field(name, value)
+    if name_s.lower() in RESERVED_HEADERS:
+        raise ValueError(f"the {name_s} header is set by lomond and cannot be overridden")
+    return name_s, value_s
+
+
+def _check_field(name: HeaderValue, value: HeaderValue) -> Tuple[str, str]:
+    """A header field as ``(name, value)`` strings, if it is well formed (RFC 7230 section 3.2)."""
     name_s = name.decode("latin-1") if isinstance(name, bytes) else name
     value_s = value.decode("latin-1") if isinstance(value, bytes) else value
     if not isinstance(name_s, str) or not isinstance(value_s, str):
@@ -64,8 +79,6 @@ def check_header(name: HeaderValue, value: HeaderValue) -> Tuple[str, str]:
         value_s.encode("latin-1")
     except UnicodeEncodeError:
         raise ValueError(f"header {name_s} has characters outside ISO-8859-1") from None
-    if name_s.lower() in RESERVED_HEADERS:
-        raise ValueError(f"the {name_s} header is set by lomond and cannot be overridden")
     return name_s, value_s
 
 
@@ -256,8 +269,8 @@ def check_protocols(protocols: Sequence[str]) -> List[str]:
     return checked
 
 
-def _has_token(response: Response, name: str, token: str) -> bool:
-    return any(item.lower() == token for item in response.get_list(name))
+def _has_token(message: HTTPMessage, name: str, token: str) -> bool:
+    return any(item.lower() == token for item in message.get_list(name))
 
 
 def check_response(response: Response, key: bytes, protocols: Sequence[str]) -> Optional[str]:
@@ -291,7 +304,121 @@ def check_response(response: Response, key: bytes, protocols: Sequence[str]) -> 
     return chosen[0]
 
 
+# -- the server's side -------------------------------------------------------------------
+
+# Headers the server's answers write themselves: extra headers may not repeat them.
+_FRAMING_HEADERS = frozenset({"connection", "content-length", "transfer-encoding"})
+_RESPONSE_HEADERS = _FRAMING_HEADERS | {
+    "upgrade", "sec-websocket-accept", "sec-websocket-protocol", "sec-websocket-extensions",
+}
+_REJECTION_HEADERS = _FRAMING_HEADERS | {"content-type"}
+
+
+def check_request(request: Request) -> bytes:
+    """Check a client's upgrade request as a server must (RFC 6455 section 4.2.1).
+
+    Returns the ``Sec-WebSocket-Key`` to answer (:func:`accept_for`);
+    raises :class:`~lomond.errors.InvalidRequest` with the HTTP status to
+    answer otherwise: 400 for a request that is not a WebSocket upgrade (not
+    a GET over HTTP/1.1 or later, no ``Host``, no ``Upgrade: websocket`` or
+    ``Connection: Upgrade``, a key that is not 16 bytes in base64), 426 with
+    ``Sec-WebSocket-Version: 13`` for another protocol version (section 4.4).
+    """
+    if request.method != "GET":
+        raise InvalidRequest(f"a WebSocket upgrade must be a GET request, not {request.method}")
+    version = request.http_version[5:].partition(".")
+    if not (version[0].isdigit() and version[2].isdigit()) or (
+        (int(version[0]), int(version[2])) < (1, 1)
+    ):
+        raise InvalidRequest(
+            f"a WebSocket upgrade needs HTTP/1.1 or later, not {request.http_version}"
+        )
+    if not _has_token(request, "upgrade", "websocket"):
+        raise InvalidRequest("this is a WebSocket server: expected Upgrade: websocket")
+    if not _has_token(request, "connection", "upgrade"):
+        raise InvalidRequest("this is a WebSocket server: expected Connection: Upgrade")
+    if not request.get("host"):
+        raise InvalidRequest("the request has no Host header")
+    if (request.get("sec-websocket-version") or "").strip() != str(WS_VERSION):
+        raise InvalidRequest(
+            f"only WebSocket version {WS_VERSION} is supported", 426,
+            (("Sec-WebSocket-Version", str(WS_VERSION)),),
+        )
+    key = (request.get("sec-websocket-key") or "").strip()
+    try:
+        valid = len(base64.b64decode(key, validate=True)) == 16
+    except (binascii.Error, ValueError):
+        valid = False
+    if not valid:
+        raise InvalidRequest("missing or invalid Sec-WebSocket-Key (16 bytes in base64)")
+    return key.encode("ascii")
+
+
+def _extra_headers(headers: Iterable[Tuple[str, str]], reserved: FrozenSet[str]) -> List[str]:
+    lines = []
+    for name, value in headers:
+        name, value = _check_field(name, value)
+        if name.lower() in reserved:
+            raise ValueError(f"the {name} header is set by lomond and cannot be overridden")
+        lines.append(f"{name}: {value}")
+    return lines
+
+
+def build_response(
+    key: bytes,
+    protocol: Optional[str] = None,
+    extensions: Optional[str] = None,
+    headers: Iterable[Tuple[str, str]] = (),
+) -> bytes:
+    """A server's 101 answer to an upgrade request with ``key`` (RFC 6455 section 4.2.2).
+
+    ``protocol`` is the subprotocol chosen among the client's, ``extensions``
+    the ``Sec-WebSocket-Extensions`` answer; ``headers`` are extra headers
+    (well-formed fields, and none that this function writes).
+    """
+    lines = [
+        "HTTP/1.1 101 Switching Protocols",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Accept: {accept_for(key)}",
+    ]
+    if protocol:
+        lines.append(f"Sec-WebSocket-Protocol: {protocol}")
+    if extensions:
+        lines.append(f"Sec-WebSocket-Extensions: {extensions}")
+    lines.extend(_extra_headers(headers, _RESPONSE_HEADERS))
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def build_rejection(
+    status: int, reason: str = "", headers: Iterable[Tuple[str, str]] = ()
+) -> bytes:
+    """A server's refusal of an upgrade request: an HTTP error response (RFC 6455 section 4.2.2).
+
+    ``status`` is any 3xx, 4xx or 5xx code (a redirect, 401 with a
+    challenge in ``headers``, 403, ...); ``reason`` is sent as a short
+    ``text/plain`` body, for the human reading it. The response asks to
+    close the connection, which the server then does.
+    """
+    if isinstance(status, bool) or not isinstance(status, int) or not 300 <= status <= 599:
+        raise ValueError(f"a rejection needs a 3xx, 4xx or 5xx status, not {status!r}")
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    body = (reason + "\n").encode("utf-8") if reason else b""
+    lines = [
+        f"HTTP/1.1 {status} {phrase}",
+        "Content-Type: text/plain; charset=utf-8",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+        *_extra_headers(headers, _REJECTION_HEADERS),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
 __all__ = [
-    "URL", "accept_for", "basic_auth", "bracket_host", "build_request", "check_header",
-    "check_protocols", "check_response", "check_text", "make_key", "parse_url",
+    "URL", "accept_for", "basic_auth", "bracket_host",
+    "build_rejection", "build_request", "build_response", "check_header", "check_protocols",
+    "check_request", "check_response", "check_text", "make_key", "parse_url",
 ]

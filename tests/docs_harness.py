@@ -4,7 +4,7 @@
 
 Used by tests/test_docs_examples.py, one subprocess per example. The URL
 ``wss://example.org/feed`` in the example is replaced with the URL of a local
-:class:`lomond.echo_server.LocalServer` that plays a small feed on every
+:class:`lomond.testing.LocalServer` that plays a small feed on every
 connection: one JSON tick, then the echo of whatever the client sends until it
 has been quiet for a moment, then a graceful close.
 
@@ -24,7 +24,7 @@ import sys
 import threading
 from pathlib import Path
 
-from lomond.echo_server import LocalServer, ServerConnection
+from lomond.testing import LocalServer, ServerConnection
 
 MARKER_URL = "wss://example.org/feed"
 QUIET = 0.3  # seconds without a message from the client before the server closes
@@ -64,5 +64,13 @@ if __name__ == "__main__":
         source = path.read_text(encoding="utf-8")
         if MODE != "offline":  # an offline example keeps its URL: it never connects
             source = source.replace(MARKER_URL, server.url)
-        exec(compile(source, str(path), "exec"), {"__name__": "__main__"})
+        try:
+            # As ``python example.py`` would run it: __file__ names the file
+            # (an example may hand it to pytest.main), and a SystemExit of
+            # 0 is a normal end.
+            namespace = {"__name__": "__main__", "__file__": str(path)}
+            exec(compile(source, str(path), "exec"), namespace)
+        except SystemExit as exit_:
+            if exit_.code not in (None, 0):
+                raise
     report(stopped=False)

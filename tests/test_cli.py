@@ -20,7 +20,7 @@ from peers.ws_server import WSServer
 
 from lomond import WebSocket, events
 from lomond.cli import main
-from lomond.echo_server import LocalServer, ServerConnection
+from lomond.testing import LocalServer, ServerConnection
 
 TIMEOUT = 15.0
 STAMP = r"\d\d:\d\d:\d\d\.\d{3}"

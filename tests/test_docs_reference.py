@@ -29,8 +29,9 @@ from sphinx.util.inventory import InventoryFile  # noqa: E402
 MODULES: Dict[str, List[str]] = {
     name: [] for name in (
         "lomond", "lomond.websocket", "lomond.events", "lomond.errors", "lomond.persist",
-        "lomond.response", "lomond.status", "lomond.constants", "lomond.compression",
-        "lomond.proxy", "lomond.protocol", "lomond.accel", "lomond.echo_server",
+        "lomond.response", "lomond.request", "lomond.handshake", "lomond.status",
+        "lomond.constants", "lomond.compression", "lomond.proxy", "lomond.protocol",
+        "lomond.accel", "lomond.testing",
         "lomond.handlers", "lomond.handlers.app", "lomond.handlers.interrupt",
         "lomond.handlers.outcome", "lomond.handlers.policy", "lomond.handlers.registration",
         "lomond.handlers.registry", "lomond.handlers.runner", "lomond.options",

@@ -13,6 +13,7 @@ from lomond.errors import (
     CriticalProtocolError,
     FrameBuildError,
     HandshakeError,
+    InvalidRequest,
     PayloadTooLarge,
     ProtocolViolation,
     TransportFail,
@@ -26,6 +27,7 @@ HIERARCHY = {
     ConnectError: WebSocketError,
     HandshakeError: WebSocketError,
     CompressionParameterError: HandshakeError,
+    InvalidRequest: HandshakeError,
     ProtocolViolation: WebSocketError,
     CriticalProtocolError: ProtocolViolation,
     PayloadTooLarge: ProtocolViolation,
@@ -112,3 +114,11 @@ def test_ws_key_is_the_guid_bytes() -> None:
     assert constants.WS_KEY is constants.WS_GUID
     assert isinstance(constants.WS_KEY, bytes)
     assert constants.WS_KEY == b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def test_invalid_request_keeps_its_status_and_headers_when_pickled() -> None:
+    error = InvalidRequest("version 8", 426, (("Sec-WebSocket-Version", "13"),))
+    copy = pickle.loads(pickle.dumps(error))
+    assert (type(copy), str(copy), copy.status, copy.headers) == (
+        InvalidRequest, "version 8", 426, (("Sec-WebSocket-Version", "13"),))
+    assert InvalidRequest("bad").status == 400

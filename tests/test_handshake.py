@@ -7,17 +7,21 @@ from typing import List, Optional
 
 import pytest
 
-from lomond.errors import HandshakeError
+from lomond.errors import HandshakeError, InvalidRequest
 from lomond.handshake import (
     accept_for,
     basic_auth,
+    build_rejection,
     build_request,
+    build_response,
     check_header,
     check_protocols,
+    check_request,
     check_response,
     make_key,
     parse_url,
 )
+from lomond.request import Request
 from lomond.response import Response
 
 # -- URLs -----------------------------------------------------------------------
@@ -266,3 +270,91 @@ def test_check_text_refuses_cr_lf_nul(bad: str) -> None:
     with pytest.raises(ValueError, match="the thing must not contain CR, LF or NUL"):
         check_text("the thing", bad)
     check_text("the thing", "fine\ttext")
+
+
+# -- the server's side: the request check and the answers ---------------------------------
+
+
+def request(*headers: str, line: str = "GET /chat HTTP/1.1") -> Request:
+    return Request(("\r\n".join([line, *headers]) + "\r\n\r\n").encode())
+
+
+UPGRADE = ["Host: example.com", "Upgrade: websocket", "Connection: Upgrade",
+           f"Sec-WebSocket-Key: {KEY.decode()}", "Sec-WebSocket-Version: 13"]
+
+
+def test_check_request_returns_the_key() -> None:
+    assert check_request(request(*UPGRADE)) == KEY
+    # Tokens are case-insensitive and may sit in a list; later HTTP versions do.
+    assert check_request(request(
+        "host: example.com", "upgrade: WebSocket", "connection: keep-alive, UPGRADE",
+        f"sec-websocket-key:  {KEY.decode()} ", "sec-websocket-version: 13",
+        line="GET / HTTP/1.2",
+    )) == KEY
+
+
+def test_check_request_statuses() -> None:
+    # Section 4.4: another version is answered 426, with the version spoken.
+    with pytest.raises(InvalidRequest) as info:
+        check_request(request(*UPGRADE[:4], "Sec-WebSocket-Version: 8"))
+    assert info.value.status == 426
+    assert info.value.headers == (("Sec-WebSocket-Version", "13"),)
+    # Everything else is 400 Bad Request; test_protocol goes through each check.
+    with pytest.raises(InvalidRequest) as info:
+        check_request(request(*UPGRADE, line="POST /chat HTTP/1.1"))
+    assert (info.value.status, info.value.headers) == (400, ())
+    assert isinstance(info.value, HandshakeError)
+
+
+def test_build_response_is_the_rfc_example() -> None:
+    """RFC 6455 section 1.3's answer, then the chosen subprotocol, extension and extras."""
+    assert build_response(KEY) == (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+    )
+    full = build_response(KEY, "chat", "permessage-deflate", [("X-Served-By", "test")])
+    assert full.endswith(
+        b"Sec-WebSocket-Protocol: chat\r\nSec-WebSocket-Extensions: permessage-deflate\r\n"
+        b"X-Served-By: test\r\n\r\n"
+    )
+    # A client reads it back as a valid answer.
+    assert check_response(Response(full), KEY, ["chat"]) == "chat"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("Sec-WebSocket-Accept", "x"), ("connection", "close"), ("Upgrade", "h2c"),
+     ("Sec-WebSocket-Protocol", "x"), ("X-Bad", "a\r\nInjected: 1"), ("bad name", "x")],
+)
+def test_build_response_refuses_headers_it_writes_and_bad_ones(name: str, value: str) -> None:
+    with pytest.raises(ValueError):
+        build_response(KEY, headers=[(name, value)])
+
+
+def test_build_rejection() -> None:
+    assert build_rejection(403, "go away", [("X-Why", "test")]) == (
+        b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: 8\r\nConnection: close\r\nX-Why: test\r\n\r\ngo away\n"
+    )
+    # The version header of a 426 is allowed in a rejection (it is not an upgrade).
+    assert b"Sec-WebSocket-Version: 13\r\n" in build_rejection(
+        426, "", [("Sec-WebSocket-Version", "13")])
+    assert build_rejection(302, headers=[("Location", "/elsewhere")]).startswith(
+        b"HTTP/1.1 302 Found\r\n")
+    assert build_rejection(599).startswith(b"HTTP/1.1 599 Error\r\n")
+    assert build_rejection(404).endswith(b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+    # The body is UTF-8, its length counted in bytes.
+    assert build_rejection(400, "caf\u00e9").endswith(b"Content-Length: 6\r\n"
+                                                      b"Connection: close\r\n\r\ncaf\xc3\xa9\n")
+
+
+@pytest.mark.parametrize("status", [101, 200, 299, 600, True, "403"])
+def test_build_rejection_needs_an_error_or_redirect_status(status: object) -> None:
+    with pytest.raises(ValueError):
+        build_rejection(status)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["Content-Length", "Connection", "content-type"])
+def test_build_rejection_refuses_headers_it_writes(name: str) -> None:
+    with pytest.raises(ValueError):
+        build_rejection(400, headers=[(name, "1")])

@@ -45,6 +45,7 @@ from websockets.exceptions import (
 )
 from websockets.sync.client import ClientConnection, connect
 
+from lomond.protocol import encode_close
 from lomond.reader import FrameReader, read_frames
 
 TIMEOUT = 3.0
@@ -493,8 +494,8 @@ def test_scripted_handshake_and_frame_round_trip(scripted_server: Any) -> None:
         assert b"X-Peer: scripted" in head
         client.send(TEXT, b"ping me")
         assert client.recv() == (TEXT, b"PING ME")
-        client.send(CLOSE, struct.pack("!H", 1000) + b"bye")
-        assert client.recv() == (CLOSE, struct.pack("!H", 1000) + b"bye")
+        client.send(CLOSE, encode_close(1000, "bye"))
+        assert client.recv() == (CLOSE, encode_close(1000, "bye"))
     assert server.result() == (1000, "bye")
 
 

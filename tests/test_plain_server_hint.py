@@ -83,7 +83,7 @@ def test_a_real_tls_server_still_connects(scripted_server: Any, tls: TLSBundle) 
 
 
 def test_wss_url_against_the_bundled_echo_server_fails_fast_with_the_hint() -> None:
-    from lomond.echo_server import LocalServer
+    from lomond.testing import LocalServer
 
     with LocalServer() as server:
         url = server.url.replace("ws://", "wss://")

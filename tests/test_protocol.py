@@ -1,28 +1,40 @@
-"""The sans-I/O client protocol, driven with bytes only.
+"""The sans-I/O protocol, both sides, driven with bytes only.
 
 A whole session is scripted: the upgrade request is checked line by line,
 the server's answer is computed from the key in that request, and frames go
-back and forth as bytes, parsed with an independent parser.
+back and forth as bytes, parsed with an independent parser. The server side
+is scripted the same way, and at the end a ClientProtocol and a
+ServerProtocol talk to each other through plain byte pipes.
 """
 
 from __future__ import annotations
 
 import base64
-import struct
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import pytest
 
 from lomond import events
+from lomond.compression import Deflate, PerMessageDeflate, negotiate
 from lomond.errors import (
     FrameBuildError,
     WebSocketClosed,
     WebSocketClosing,
     WebSocketUnavailable,
 )
-from lomond.frame import Opcode, build_frame
+from lomond.frame import Frame, Opcode, build_frame
 from lomond.handshake import accept_for, check_header, parse_url
-from lomond.protocol import ClientProtocol, State, decode_close, encode_close
+from lomond.protocol import (
+    ClientProtocol,
+    Protocol,
+    ServerProtocol,
+    Side,
+    State,
+    UpgradeRequest,
+    decode_close,
+    encode_close,
+)
+from lomond.response import Response
 
 # -- helpers ------------------------------------------------------------------
 
@@ -33,7 +45,17 @@ def frame(opcode: int, payload: bytes = b"", fin: bool = True) -> bytes:
 
 
 def close_frame(code: Optional[int] = None, reason: bytes = b"") -> bytes:
-    payload = b"" if code is None else struct.pack("!H", code) + reason
+    """A Close frame as the server sends it, legal or not.
+
+    A legal payload is :func:`encode_close`'s; the tests of invalid codes and
+    reasons need payloads it refuses to build, which are packed by hand.
+    """
+    if code is None:
+        return frame(Opcode.CLOSE, b"")
+    try:
+        payload = encode_close(code, reason)
+    except FrameBuildError:
+        payload = code.to_bytes(2, "big") + reason
     return frame(Opcode.CLOSE, payload)
 
 
@@ -44,10 +66,10 @@ def parse_client_frame(data: bytes) -> Tuple[bool, int, bytes]:
     length = byte1 & 0x7F
     pos = 2
     if length == 126:
-        (length,) = struct.unpack("!H", data[2:4])
+        length = int.from_bytes(data[2:4], "big")
         pos = 4
     elif length == 127:
-        (length,) = struct.unpack("!Q", data[2:10])
+        length = int.from_bytes(data[2:10], "big")
         pos = 10
     key = data[pos : pos + 4]
     payload = data[pos + 4 :]
@@ -514,7 +536,7 @@ def test_reader_violation_sends_a_close_and_follows_good_events() -> None:
     # ... until the driver takes the failing Close from the queue.
     closing = protocol.data_to_send()
     fin, opcode, payload = parse_client_frame(closing)
-    assert fin and opcode == Opcode.CLOSE and payload[:2] == struct.pack("!H", 1002)
+    assert fin and opcode == Opcode.CLOSE and decode_close(payload)[0] == 1002
     assert protocol.should_close
     with pytest.raises(WebSocketClosed):
         protocol.send_data(Opcode.TEXT, b"x")
@@ -540,7 +562,7 @@ def test_failing_close_carries_the_error_code_once() -> None:
     protocol.receive_data(frame(Opcode.TEXT, b"\xff"))
     fin, opcode, payload = parse_client_frame(protocol.data_to_send())
     assert fin and opcode == Opcode.CLOSE
-    assert payload[:2] == struct.pack("!H", 1007)
+    assert decode_close(payload)[0] == 1007
     assert b"UTF-8" in payload
     assert protocol.data_to_send() == b""
 
@@ -580,7 +602,7 @@ def test_ping_answered_while_our_close_is_pending() -> None:
 
 def test_close_echo_waits_for_data_to_send_so_a_closing_handler_may_send() -> None:
     protocol = open_protocol()
-    got = protocol.receive_data(frame(Opcode.CLOSE, struct.pack("!H", 1001) + b"away"))
+    got = protocol.receive_data(frame(Opcode.CLOSE, encode_close(1001, "away")))
     assert kinds(got) == [events.Closing]
     assert not protocol.close_sent
     # A handler for Closing may still send (RFC 6455 5.5.1) ...
@@ -588,7 +610,7 @@ def test_close_echo_waits_for_data_to_send_so_a_closing_handler_may_send() -> No
     assert parse_client_frame(reply)[2] == b"last words"
     # ... then the echo goes out, with the server's code.
     fin, opcode, payload = parse_client_frame(protocol.data_to_send())
-    assert fin and opcode == Opcode.CLOSE and payload == struct.pack("!H", 1001)
+    assert fin and opcode == Opcode.CLOSE and payload == encode_close(1001)
     assert protocol.handshake_complete
     with pytest.raises(WebSocketClosed):
         protocol.send_data(Opcode.TEXT, b"too late")
@@ -608,9 +630,9 @@ def test_close_echo_without_a_status_code_is_empty() -> None:
 
 def test_our_close_in_a_closing_handler_replaces_the_echo() -> None:
     protocol = open_protocol()
-    protocol.receive_data(frame(Opcode.CLOSE, struct.pack("!H", 1001)))
+    protocol.receive_data(frame(Opcode.CLOSE, encode_close(1001)))
     ours = protocol.send_close(4000, "mine")
-    assert parse_client_frame(ours)[2] == struct.pack("!H", 4000) + b"mine"
+    assert parse_client_frame(ours)[2] == encode_close(4000, "mine")
     assert protocol.data_to_send() == b""
 
 
@@ -627,7 +649,7 @@ def test_end_of_stream_reasons(setup: str, reason: str, graceful: bool) -> None:
     if setup in ("our_close", "both_closes"):
         protocol.send_close(1000, "")
     if setup == "both_closes":
-        protocol.receive_data(frame(Opcode.CLOSE, struct.pack("!H", 1000)))
+        protocol.receive_data(frame(Opcode.CLOSE, encode_close(1000)))
     assert protocol.receive_eof() == []
     assert protocol.should_close
     (end,) = protocol.finish()
@@ -763,7 +785,7 @@ def test_server_initiated_close() -> None:
         True, Opcode.TEXT, b"last words")
     # The echo completes the handshake.
     _, opcode, payload = parse_client_frame(protocol.send_close(1001, ""))
-    assert (opcode, payload) == (Opcode.CLOSE, struct.pack("!H", 1001))
+    assert (opcode, payload) == (Opcode.CLOSE, encode_close(1001))
     assert protocol.state is State.CLOSED
     assert protocol.handshake_complete
     with pytest.raises(WebSocketClosed):
@@ -932,9 +954,636 @@ def test_full_scripted_session() -> None:
 
 def test_pongs_can_go_before_a_pending_close_echo() -> None:
     protocol = open_protocol()
-    protocol.receive_data(frame(Opcode.PING, b"p") + frame(Opcode.CLOSE, struct.pack("!H", 1000)))
+    protocol.receive_data(frame(Opcode.PING, b"p") + frame(Opcode.CLOSE, encode_close(1000)))
     # After the Ping's handlers: the pong only; the echo waits for Closing's.
     assert parse_client_frame(protocol.data_to_send(include_close=False))[1:] == (Opcode.PONG, b"p")
     assert not protocol.close_sent
     assert parse_client_frame(protocol.data_to_send())[1] == Opcode.CLOSE
     assert protocol.close_sent
+
+
+def test_client_protocol_keeps_its_attributes_in_shared_keys() -> None:
+    """At most 29 instance attributes, so CPython 3.11 keeps them in shared keys.
+
+    From the 30th name on, an instance's attributes live in a plain dict and
+    every ``self.x`` in the receive and send paths becomes a dict lookup
+    (LOAD_ATTR_WITH_HINT instead of LOAD_ATTR_INSTANCE_VALUE): a cost per
+    message for every client. A new attribute must replace an old one, or
+    live elsewhere.
+    """
+    protocol = open_protocol()
+    protocol.send_data(Opcode.TEXT, b"x")
+    protocol.receive_data(frame(Opcode.TEXT, b"a", fin=False) + frame(Opcode.CONTINUATION, b"b"))
+    assert len(vars(protocol)) <= 29, sorted(vars(protocol))
+
+
+# -- the server side: the opening handshake ---------------------------------------------
+
+RFC_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+RFC_ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+def upgrade_request(
+    *extra: str,
+    line: str = "GET /chat?room=1 HTTP/1.1",
+    drop: Sequence[str] = (),
+    key: str = RFC_KEY,
+    version: str = "13",
+) -> bytes:
+    """A client's upgrade request (RFC 6455 section 4.1), without the headers in ``drop``."""
+    headers = {
+        "host": "Host: server.example.com",
+        "upgrade": "Upgrade: websocket",
+        "connection": "Connection: Upgrade",
+        "sec-websocket-key": f"Sec-WebSocket-Key: {key}",
+        "sec-websocket-version": f"Sec-WebSocket-Version: {version}",
+    }
+    lines = [line, *(value for name, value in headers.items() if name not in drop), *extra]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def client_frame(opcode: int, payload: bytes = b"", fin: bool = True, rsv1: bool = False) -> bytes:
+    """A frame as a client sends it: masked."""
+    return build_frame(opcode, payload, fin=fin, rsv1=rsv1, mask=True)
+
+
+def parse_server_frames(data: bytes) -> List[Tuple[bool, int, bytes]]:
+    """Unmasked server frames -> [(fin, opcode, payload)]; checks none is masked."""
+    out = []
+    while data:
+        byte0, byte1 = data[0], data[1]
+        assert not byte1 & 0x80, "server frames must not be masked"
+        length, pos = byte1 & 0x7F, 2
+        if length == 126:
+            length, pos = int.from_bytes(data[2:4], "big"), 4
+        elif length == 127:
+            length, pos = int.from_bytes(data[2:10], "big"), 10
+        out.append((bool(byte0 & 0x80), byte0 & 0x0F, data[pos : pos + length]))
+        data = data[pos + length :]
+    return out
+
+
+def parse_http(data: bytes) -> Tuple[int, Dict[str, str], bytes]:
+    """An HTTP answer -> (status, headers by lower-case name, body)."""
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for header in lines[1:]:
+        name, _, value = header.partition(": ")
+        headers[name.lower()] = value
+    return int(lines[0].split(" ")[1]), headers, body
+
+
+def open_server(*extra: str, **kwargs: object) -> ServerProtocol:
+    server = ServerProtocol(**kwargs)  # type: ignore[arg-type]
+    got = server.receive_data(upgrade_request(*extra))
+    assert kinds(got) == [UpgradeRequest]
+    assert server.accept() == []
+    status, _, _ = parse_http(server.data_to_send())
+    assert status == 101 and server.state is State.OPEN
+    return server
+
+
+def test_server_accepts_the_rfc_example() -> None:
+    server = ServerProtocol()
+    assert server.side is Side.SERVER and server.state is State.CONNECTING
+    got = server.receive_data(upgrade_request("X-Extra: 1"))
+    assert kinds(got) == [UpgradeRequest]
+    request = got[0].request  # type: ignore[attr-defined]
+    assert request is server.request
+    assert (request.method, request.target) == ("GET", "/chat?room=1")
+    assert request.get("x-extra") == "1"
+    assert server.data_to_send() == b""  # nothing until the application answers
+    assert server.state is State.CONNECTING
+    assert server.accept() == []
+    answer = server.data_to_send()
+    assert answer == (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + RFC_ACCEPT.encode() + b"\r\n\r\n"
+    )
+    assert server.state is State.OPEN
+    assert server.protocol is None and server.deflate is None
+    assert not server.should_close
+
+
+def test_server_request_byte_by_byte() -> None:
+    server = ServerProtocol()
+    data = upgrade_request()
+    for i in range(len(data) - 1):
+        assert server.receive_data(data[i : i + 1]) == [], i
+    assert kinds(server.receive_data(data[-1:])) == [UpgradeRequest]
+
+
+def test_server_chooses_a_subprotocol_and_adds_headers() -> None:
+    server = ServerProtocol()
+    server.receive_data(upgrade_request("Sec-WebSocket-Protocol: chat.v2, chat.v1"))
+    with pytest.raises(ValueError, match="did not offer"):
+        server.accept(subprotocol="chat.v3")
+    with pytest.raises(ValueError):
+        server.accept(subprotocol="chat.v1", headers=[("Sec-WebSocket-Accept", "forged")])
+    assert server.state is State.CONNECTING  # a refused call changes nothing
+    server.accept(subprotocol="chat.v1", headers=[("X-Served-By", "test")])
+    status, headers, _ = parse_http(server.data_to_send())
+    assert status == 101
+    assert headers["sec-websocket-protocol"] == "chat.v1"
+    assert headers["x-served-by"] == "test"
+    assert server.protocol == "chat.v1"
+
+
+def test_server_rejects_on_the_applications_word() -> None:
+    server = ServerProtocol()
+    server.receive_data(upgrade_request())
+    server.reject(403, "not you", headers=[("X-Why", "test")])
+    assert server.state is State.CLOSED and server.should_close
+    status, headers, body = parse_http(server.data_to_send())
+    assert (status, headers["connection"], headers["x-why"], body) == (
+        403, "close", "test", b"not you\n")
+    assert int(headers["content-length"]) == len(body)
+    with pytest.raises(WebSocketUnavailable):
+        server.accept()
+    with pytest.raises(WebSocketUnavailable):
+        server.reject(400)
+    with pytest.raises(WebSocketUnavailable):
+        server.send_data(Opcode.TEXT, b"x")
+    assert server.receive_data(b"more") == []
+    (end,) = server.finish()
+    assert isinstance(end, events.Disconnected) and not end.graceful
+    assert end.reason == "upgrade rejected with 403: not you"
+
+
+def test_server_reject_needs_an_error_status() -> None:
+    server = ServerProtocol()
+    server.receive_data(upgrade_request())
+    with pytest.raises(ValueError):
+        server.reject(200)
+    assert server.state is State.CONNECTING
+
+
+def test_server_cannot_accept_before_a_request_or_send_before_accepting() -> None:
+    server = ServerProtocol()
+    with pytest.raises(WebSocketUnavailable):
+        server.accept()
+    server.receive_data(upgrade_request()[:20])
+    with pytest.raises(WebSocketUnavailable):
+        server.accept()
+    server.receive_data(upgrade_request()[20:])
+    with pytest.raises(WebSocketUnavailable, match="accept"):
+        server.send_data(Opcode.TEXT, b"too early")
+
+
+BAD_REQUESTS = {
+    "post": (upgrade_request(line="POST /chat HTTP/1.1"), 400, "GET"),
+    "http-1.0": (upgrade_request(line="GET /chat HTTP/1.0"), 400, "HTTP/1.1"),
+    "http-0.9-ish": (upgrade_request(line="GET /chat HTTP/x.y"), 400, "HTTP/1.1"),
+    "request-line": (upgrade_request(line="GET /chat"), 400, "request line"),
+    "no-host": (upgrade_request(drop=["host"]), 400, "Host"),
+    "no-upgrade": (upgrade_request(drop=["upgrade"]), 400, "Upgrade"),
+    "upgrade-h2c": (upgrade_request("Upgrade: h2c", drop=["upgrade"]), 400, "Upgrade"),
+    "no-connection": (upgrade_request(drop=["connection"]), 400, "Connection"),
+    "connection-keep-alive": (
+        upgrade_request("Connection: keep-alive", drop=["connection"]), 400, "Connection"),
+    "no-key": (upgrade_request(drop=["sec-websocket-key"]), 400, "Key"),
+    "short-key": (upgrade_request(key=base64.b64encode(b"x" * 15).decode()), 400, "Key"),
+    "long-key": (upgrade_request(key=base64.b64encode(b"x" * 17).decode()), 400, "Key"),
+    "key-not-base64": (upgrade_request(key="not base64 at all!!!!!!="), 400, "Key"),
+    "two-keys": (upgrade_request(f"Sec-WebSocket-Key: {RFC_KEY}"), 400, "Key"),
+    "no-version": (upgrade_request(drop=["sec-websocket-version"]), 426, "version 13"),
+    "version-8": (upgrade_request(version="8"), 426, "version 13"),
+    "malformed-header": (upgrade_request("no colon here"), 400, "header line"),
+    "plain-http": (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 400, "Upgrade: websocket"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_REQUESTS))
+def test_server_refuses_a_request_that_is_not_an_upgrade(name: str) -> None:
+    """Every check of RFC 6455 section 4.2.1, answered by the protocol itself."""
+    data, status, reason_part = BAD_REQUESTS[name]
+    server = ServerProtocol()
+    got = server.receive_data(data + client_frame(Opcode.TEXT, b"x"))
+    assert kinds(got) == [events.ConnectFail]
+    reason = got[0].reason  # type: ignore[attr-defined]
+    assert reason.startswith(f"upgrade rejected with {status}: ") and reason_part in reason
+    assert server.state is State.CLOSED and server.should_close
+    answer_status, headers, body = parse_http(server.data_to_send())
+    assert answer_status == status
+    assert body.decode() == reason[len(f"upgrade rejected with {status}: "):] + "\n"
+    if status == 426:  # section 4.4: the answer names the version the server speaks
+        assert headers["sec-websocket-version"] == "13"
+    assert server.receive_data(client_frame(Opcode.TEXT, b"y")) == []
+    with pytest.raises(WebSocketUnavailable):
+        server.accept()
+    assert kinds(server.finish()) == [events.Disconnected]
+
+
+def test_server_answers_at_once_what_is_not_http() -> None:
+    """A TLS hello (a wss:// client at a ws:// server) gets its 400 before any header end."""
+    server = ServerProtocol()
+    got = server.receive_data(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+    assert kinds(got) == [events.ConnectFail]
+    status, _, body = parse_http(server.data_to_send())
+    assert status == 400 and b"not an HTTP request" in body
+    assert server.should_close
+
+
+@pytest.mark.parametrize("whole", [True, False], ids=["one-buffer", "without-end"])
+def test_server_caps_the_request_header_block(whole: bool) -> None:
+    server = ServerProtocol(max_request_size=1024)
+    data = upgrade_request(*(f"X-Filler-{i}: {'a' * 100}" for i in range(10)))
+    if not whole:
+        data = data[:1100]  # no blank line yet
+    got = server.receive_data(data)
+    assert kinds(got) == [events.ConnectFail]
+    assert "exceeds 1024 bytes" in got[0].reason  # type: ignore[attr-defined]
+    assert parse_http(server.data_to_send())[0] == 431
+
+
+def test_server_eof_during_the_handshake() -> None:
+    server = ServerProtocol()
+    server.receive_data(upgrade_request()[:30])
+    got = server.receive_eof()
+    assert kinds(got) == [events.ConnectFail]
+    assert got[0].reason == "client closed the connection during the handshake"  # type: ignore[attr-defined]
+    assert server.should_close and server.data_to_send() == b""
+    with pytest.raises(WebSocketUnavailable):
+        server.accept()
+
+
+def test_frames_behind_the_request_are_read_once_accepted() -> None:
+    server = ServerProtocol()
+    got = server.receive_data(upgrade_request() + client_frame(Opcode.TEXT, b"early"))
+    assert kinds(got) == [UpgradeRequest]
+    assert server.receive_data(client_frame(Opcode.PING, b"p")) == []  # kept for accept()
+    got = server.accept()
+    assert kinds(got) == [events.Text, events.Ping]
+    assert got[0].text == "early"  # type: ignore[attr-defined]
+    # The 101 answer first, then the Pong.
+    data = server.data_to_send()
+    answer, _, frames = data.partition(b"\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 101 ")
+    assert parse_server_frames(frames) == [(True, Opcode.PONG, b"p")]
+
+
+# -- the server side: frames --------------------------------------------------------------
+
+
+def test_server_requires_masked_frames() -> None:
+    """RFC 6455 section 5.1: a server fails the connection on an unmasked frame (1002)."""
+    server = open_server()
+    got = server.receive_data(
+        client_frame(Opcode.TEXT, b"fine") + build_frame(Opcode.TEXT, b"bare", mask=False)
+    )
+    assert kinds(got) == [events.Text, events.ProtocolError]
+    error = got[1]
+    assert isinstance(error, events.ProtocolError)
+    assert (error.code, error.critical) == (1002, False)
+    assert "masked" in error.error
+    assert parse_server_frames(server.data_to_send()) == [
+        (True, Opcode.CLOSE, encode_close(1002, error.error))]
+    assert server.should_close
+    (end,) = server.finish()
+    assert isinstance(end, events.Disconnected) and not end.graceful
+
+
+def test_server_frames_are_unmasked() -> None:
+    server = open_server()
+    sent = b"".join([
+        server.send_data(Opcode.TEXT, "h\u00e9".encode()),
+        server.send_data(Opcode.BINARY, b"\x00" * 70_000),
+        server.send_ping(b"pi"),
+        server.send_pong(b"po"),
+        server.send_close(1000, "bye"),
+    ])
+    assert parse_server_frames(sent) == [
+        (True, Opcode.TEXT, "h\u00e9".encode()),
+        (True, Opcode.BINARY, b"\x00" * 70_000),
+        (True, Opcode.PING, b"pi"),
+        (True, Opcode.PONG, b"po"),
+        (True, Opcode.CLOSE, encode_close(1000, "bye")),
+    ]
+
+
+def test_server_messages_and_fragments() -> None:
+    server = open_server()
+    got = server.receive_data(
+        client_frame(Opcode.TEXT, b"caf", fin=False)
+        + client_frame(Opcode.PING, b"mid")
+        + client_frame(Opcode.CONTINUATION, "\u00e9".encode())
+        + client_frame(Opcode.BINARY, b"\x01\x02")
+        + client_frame(Opcode.PONG, b"back")
+    )
+    assert kinds(got) == [events.Ping, events.Text, events.Binary, events.Pong]
+    assert got[1].text == "caf\u00e9"  # type: ignore[attr-defined]
+    assert got[2].data == b"\x01\x02"  # type: ignore[attr-defined]
+    assert parse_server_frames(server.data_to_send()) == [(True, Opcode.PONG, b"mid")]
+
+
+def test_server_ping_without_auto_pong() -> None:
+    server = open_server(auto_pong=False)
+    assert kinds(server.receive_data(client_frame(Opcode.PING, b"x"))) == [events.Ping]
+    assert server.data_to_send() == b""
+
+
+def test_server_fails_invalid_utf8_with_1007() -> None:
+    server = open_server()
+    got = server.receive_data(client_frame(Opcode.TEXT, b"\xff"))
+    assert kinds(got) == [events.ProtocolError]
+    ((_, opcode, payload),) = parse_server_frames(server.data_to_send())
+    assert opcode == Opcode.CLOSE and decode_close(payload)[0] == 1007
+
+
+def test_server_size_cap() -> None:
+    server = open_server(max_size=10)
+    got = server.receive_data(client_frame(Opcode.BINARY, b"x" * 11))
+    assert kinds(got) == [events.ProtocolError]
+    assert got[0].code == 1009  # type: ignore[attr-defined]
+
+
+def test_client_starts_the_close_and_the_server_closes_tcp_first() -> None:
+    """RFC 6455 section 7.1.1: once both Closes crossed, the server drops TCP at once."""
+    server = open_server()
+    got = server.receive_data(client_frame(Opcode.CLOSE, encode_close(1001, "bye")))
+    assert kinds(got) == [events.Closing]
+    assert (got[0].code, got[0].reason) == (1001, "bye")  # type: ignore[attr-defined]
+    assert not server.should_close  # the echo is not out yet
+    assert parse_server_frames(server.data_to_send()) == [(True, Opcode.CLOSE, encode_close(1001))]
+    assert server.handshake_complete and server.state is State.CLOSED
+    assert server.should_close  # no end of stream needed: the server goes first
+    (end,) = server.finish()
+    assert isinstance(end, events.Disconnected) and end.graceful and end.reason == "closed"
+
+
+def test_server_starts_the_close_and_closes_tcp_when_answered() -> None:
+    server = open_server()
+    server.send_close(4000, "done")
+    assert server.state is State.CLOSING and not server.should_close
+    got = server.receive_data(client_frame(Opcode.TEXT, b"late") + client_frame(
+        Opcode.CLOSE, encode_close(4000)))
+    assert kinds(got) == [events.Text, events.Closed]
+    assert server.should_close and server.data_to_send() == b""
+    assert server.receive_eof() == []
+    (end,) = server.finish()
+    assert isinstance(end, events.Disconnected) and end.graceful
+
+
+def test_server_closing_handler_may_close_with_its_own_code() -> None:
+    server = open_server()
+    server.receive_data(client_frame(Opcode.CLOSE, encode_close(1000)))
+    ours = server.send_close(4001, "mine")
+    assert parse_server_frames(ours) == [(True, Opcode.CLOSE, encode_close(4001, "mine"))]
+    assert server.should_close and server.data_to_send() == b""
+
+
+@pytest.mark.parametrize(
+    "setup, reason, graceful",
+    [
+        ("open", "client closed the connection without a close frame", False),
+        ("our_close", "client closed the connection without answering our close", False),
+    ],
+)
+def test_server_end_of_stream_reasons(setup: str, reason: str, graceful: bool) -> None:
+    server = open_server()
+    if setup == "our_close":
+        server.send_close()
+    assert server.receive_eof() == []
+    assert server.should_close
+    (end,) = server.finish()
+    assert (end.reason, end.graceful) == (reason, graceful)  # type: ignore[attr-defined]
+
+
+# -- the server side: permessage-deflate -------------------------------------------------
+
+
+def offer_request(offer: str) -> bytes:
+    return upgrade_request(f"Sec-WebSocket-Extensions: {offer}")
+
+
+def agreed(server: ServerProtocol, offer: str) -> Tuple[Optional[str], Optional[Deflate]]:
+    """Accept a request with ``offer``; the answer's extension header and the client's view."""
+    assert kinds(server.receive_data(offer_request(offer))) == [UpgradeRequest]
+    server.accept()
+    response = Response(server.data_to_send())
+    answer = response.get("sec-websocket-extensions")
+    client = negotiate([PerMessageDeflate()], [answer], None) if answer else None
+    return answer, client
+
+
+def test_server_agrees_to_permessage_deflate_when_enabled() -> None:
+    server = ServerProtocol(compress=True)
+    answer, client = agreed(server, "permessage-deflate; client_max_window_bits")
+    assert answer == "permessage-deflate"
+    assert server.deflate is not None and server.deflate.server_side
+    assert client is not None
+    # A compressed message each way, checked with an independent Deflate.
+    sent = client.encode(Frame(Opcode.TEXT, b"squeeze me " * 100))
+    assert sent.rsv1
+    got = server.receive_data(client_frame(Opcode.TEXT, bytes(sent.payload), rsv1=True))
+    assert kinds(got) == [events.Text] and got[0].text == "squeeze me " * 100  # type: ignore[attr-defined]
+    data = server.send_data(Opcode.BINARY, b"\x00" * 1000)
+    assert data[0] & 0x40 and len(data) < 100  # RSV1: compressed
+    ((fin, opcode, payload),) = parse_server_frames(data)
+    assert client.decode(Frame(opcode, payload, fin, True)).payload == b"\x00" * 1000
+
+
+def test_server_echoes_the_offers_parameters() -> None:
+    server = ServerProtocol(compress=True)
+    answer, _ = agreed(
+        server,
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover; "
+        "server_max_window_bits=10; client_max_window_bits=12",
+    )
+    assert answer == (
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover; "
+        "server_max_window_bits=10; client_max_window_bits=12"
+    )
+    deflate = server.deflate
+    assert deflate is not None
+    assert (deflate.server_no_context_takeover, deflate.client_no_context_takeover) == (True, True)
+    assert (deflate.server_max_window_bits, deflate.client_max_window_bits) == (10, 12)
+
+
+@pytest.mark.parametrize(
+    "compress, offer",
+    [
+        (False, "permessage-deflate"),  # not enabled
+        (True, "x-webkit-deflate-frame"),  # another extension
+        (True, "permessage-deflate; server_max_window_bits=7"),  # out of range: skipped
+        (True, "permessage-deflate; no_such_parameter"),
+    ],
+)
+def test_server_goes_uncompressed_without_an_acceptable_offer(compress: bool, offer: str) -> None:
+    server = ServerProtocol(compress=compress)
+    answer, _ = agreed(server, offer)
+    assert answer is None and server.deflate is None
+    # RSV1 has no meaning then: a frame with it fails the connection.
+    got = server.receive_data(client_frame(Opcode.TEXT, b"x", rsv1=True))
+    assert kinds(got) == [events.ProtocolError]
+
+
+def test_server_takes_a_later_acceptable_offer() -> None:
+    server = ServerProtocol(compress=True)
+    answer, _ = agreed(server, "permessage-deflate; server_max_window_bits=7, permessage-deflate")
+    assert answer == "permessage-deflate"
+
+
+# -- Protocol itself -------------------------------------------------------------------------
+
+
+def test_a_bare_protocol_starts_open_on_either_side() -> None:
+    """For a connection whose opening handshake was done elsewhere."""
+    server = Protocol(Side.SERVER)
+    assert (server.side, server.state) == (Side.SERVER, State.OPEN)
+    got = server.receive_data(client_frame(Opcode.TEXT, b"hi"))
+    assert kinds(got) == [events.Text]
+    assert parse_server_frames(server.send_data(Opcode.TEXT, b"yo")) == [(True, Opcode.TEXT, b"yo")]
+    client = Protocol(Side.CLIENT, deflate=Deflate())
+    assert client.side is Side.CLIENT and client.deflate is not None
+    compressed = Deflate(server_side=True).encode(Frame(Opcode.TEXT, b"zip " * 50))
+    got = client.receive_data(
+        build_frame(Opcode.TEXT, compressed.payload, rsv1=True, mask=False))
+    assert kinds(got) == [events.Text] and got[0].text == "zip " * 50  # type: ignore[attr-defined]
+    assert parse_client_frame(client.send_pong(b"p")) == (True, Opcode.PONG, b"p")
+    with pytest.raises(TypeError):
+        Protocol("server")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="other side"):
+        Protocol(Side.SERVER, deflate=Deflate())
+    with pytest.raises(ValueError, match="other side"):
+        Protocol(Side.CLIENT, deflate=Deflate(server_side=True))
+
+
+def test_client_protocol_is_the_client_side() -> None:
+    protocol = open_protocol()
+    assert protocol.side is Side.CLIENT
+    assert isinstance(protocol, Protocol)
+
+
+# -- a client and a server through byte pipes ------------------------------------------------
+
+
+class Pipe:
+    """A ClientProtocol and a ServerProtocol, each one's output fed to the other."""
+
+    def __init__(self, compress: bool = False) -> None:
+        offers = [PerMessageDeflate()] if compress else []
+        self.client = ClientProtocol(
+            parse_url("ws://example.com/chat"), protocols=["v2", "v1"], offers=offers)
+        self.server = ServerProtocol(compress=compress)
+        self.client_events: List[events.Event] = []
+        self.server_events: List[events.Event] = []
+
+    def to_server(self, data: bytes) -> None:
+        if data:
+            self.server_events.extend(self.server.receive_data(data))
+
+    def to_client(self, data: bytes) -> None:
+        if data:
+            self.client_events.extend(self.client.receive_data(data))
+
+    def pump(self) -> None:
+        """Deliver what each side owes the other, until neither owes anything."""
+        while self.client.replies_pending or self.server.replies_pending:
+            self.to_server(self.client.data_to_send())
+            self.to_client(self.server.data_to_send())
+
+    def take(self, side: str) -> List[events.Event]:
+        got = self.client_events if side == "client" else self.server_events
+        taken = list(got)
+        got.clear()
+        return taken
+
+    def open(self) -> None:
+        self.to_server(self.client.request())
+        (request,) = self.take("server")
+        assert isinstance(request, UpgradeRequest)
+        chosen = request.request.get_list("sec-websocket-protocol")[-1]
+        assert self.server.accept(subprotocol=chosen) == []
+        self.to_client(self.server.data_to_send())
+        (ready,) = self.take("client")
+        assert isinstance(ready, events.Ready)
+        assert ready.protocol == self.server.protocol == "v1"
+
+
+def texts(got: List[events.Event]) -> List[object]:
+    return [e.text if isinstance(e, events.Text) else e.data  # type: ignore[attr-defined]
+            for e in got]
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "deflate"])
+@pytest.mark.parametrize("closer", ["client", "server"])
+def test_client_and_server_talk_through_byte_pipes(compress: bool, closer: str) -> None:
+    pipe = Pipe(compress)
+    pipe.open()
+    client, server = pipe.client, pipe.server
+    assert (client.deflate is not None) is compress and (server.deflate is not None) is compress
+    big = "\u00e9t\u00e9 " * 20_000  # 140 KB of two-byte characters, compressible
+
+    # Messages both ways: text, binary, large, empty.
+    pipe.to_server(client.send_data(Opcode.TEXT, big.encode()))
+    pipe.to_server(client.send_data(Opcode.BINARY, b"\x00\xff"))
+    pipe.to_server(client.send_data(Opcode.BINARY, b""))
+    assert texts(pipe.take("server")) == [big, b"\x00\xff", b""]
+    pipe.to_client(server.send_data(Opcode.TEXT, b"hello"))
+    pipe.to_client(server.send_data(Opcode.BINARY, bytes(range(256)) * 300))
+    assert texts(pipe.take("client")) == ["hello", bytes(range(256)) * 300]
+
+    # Fragmented messages both ways, a Ping between the fragments. Neither
+    # protocol sends fragments itself: they are framed by hand (uncompressed,
+    # which permessage-deflate allows for any message).
+    pipe.to_server(build_frame(Opcode.TEXT, b"frag", fin=False, mask=True)
+                   + client.send_ping(b"between")
+                   + build_frame(Opcode.CONTINUATION, b"ment", mask=True))
+    pipe.to_client(build_frame(Opcode.BINARY, b"\x01", fin=False, mask=False)
+                   + build_frame(Opcode.CONTINUATION, b"\x02", mask=False))
+    assert kinds(pipe.server_events) == [events.Ping, events.Text]
+    assert texts(pipe.take("server")[1:]) == ["fragment"]
+    assert texts(pipe.take("client")) == [b"\x01\x02"]
+
+    # Ping/Pong: the server's automatic Pong reaches the client, and back.
+    pipe.pump()
+    assert [(type(e), e.data) for e in pipe.take("client")] == [  # type: ignore[attr-defined]
+        (events.Pong, b"between")]
+    pipe.to_client(server.send_ping(b"you?"))
+    pipe.pump()
+    assert kinds(pipe.take("client")) == [events.Ping]
+    assert [(type(e), e.data) for e in pipe.take("server")] == [  # type: ignore[attr-defined]
+        (events.Pong, b"you?")]
+
+    # The close handshake, started by either side; the server closes TCP first.
+    if closer == "client":
+        pipe.to_server(client.send_close(1000, "bye"))
+        (closing,) = pipe.take("server")
+        assert isinstance(closing, events.Closing) and (closing.code, closing.reason) == (
+            1000, "bye")
+        pipe.pump()  # the server's echo
+        (closed,) = pipe.take("client")
+        assert isinstance(closed, events.Closed) and closed.code == 1000
+    else:
+        pipe.to_client(server.send_close(1001, "going away"))
+        (closing,) = pipe.take("client")
+        assert isinstance(closing, events.Closing) and closing.code == 1001
+        pipe.pump()  # the client's echo
+        (closed,) = pipe.take("server")
+        assert isinstance(closed, events.Closed) and closed.code == 1001
+    assert client.handshake_complete and server.handshake_complete
+    assert server.should_close and not client.should_close
+    # The server's driver closes TCP: the client reads its end of stream.
+    assert client.receive_eof() == []
+    assert client.should_close
+    for side in (client, server):
+        (end,) = side.finish()
+        assert isinstance(end, events.Disconnected) and end.graceful
+
+
+def test_client_and_server_pipe_a_violation() -> None:
+    """A client that breaks the protocol gets the server's failing Close, and vice versa."""
+    pipe = Pipe()
+    pipe.open()
+    pipe.to_server(build_frame(Opcode.TEXT, b"\xc3\x28", mask=True))  # invalid UTF-8
+    (error,) = pipe.take("server")
+    assert isinstance(error, events.ProtocolError) and error.code == 1007
+    pipe.pump()
+    (closing,) = pipe.take("client")
+    assert isinstance(closing, events.Closing) and closing.code == 1007
+    assert pipe.server.should_close and pipe.server.failure is not None
+    # The client's echo arrives after the server gave up: nothing more happens.
+    assert pipe.client.data_to_send() == b""  # echoed while pumping
+    assert pipe.take("server") == []

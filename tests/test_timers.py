@@ -10,7 +10,6 @@ timers say; the deadlines themselves are checked here, exactly.
 
 from __future__ import annotations
 
-import struct
 from typing import List, Optional
 
 import pytest
@@ -20,7 +19,7 @@ from lomond import events
 from lomond.frame import Opcode
 from lomond.handshake import parse_url
 from lomond.options import ConnectOptions
-from lomond.protocol import ClientProtocol, State
+from lomond.protocol import ClientProtocol, State, encode_close
 from lomond.timers import INFINITY, ConnectionTimers, Due
 
 #: Everything off, so each test turns on the one timer it is about.
@@ -51,7 +50,7 @@ def all_due(timers: ConnectionTimers, protocol: ClientProtocol, now: float) -> L
 
 
 def close_from_server(code: int = 1000) -> bytes:
-    return server_frame(Opcode.CLOSE, struct.pack("!H", code))
+    return server_frame(Opcode.CLOSE, encode_close(code))
 
 
 # -- the handshake timeout -------------------------------------------------------------

@@ -37,8 +37,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 from lomond import accel
+from lomond.errors import FrameBuildError
+from lomond.errors import ProtocolViolation as CodecViolation
 from lomond.frame import build_frame as codec_build_frame
 from lomond.handshake import accept_for, bracket_host
+from lomond.protocol import MAX_CLOSE_REASON, decode_close, encode_close
 from lomond.reader import FrameReader, read_frames
 from lomond.response import parse_header_lines
 
@@ -117,11 +120,22 @@ def build_frame(
 
 
 def close_payload(code: Optional[int] = 1000, reason: Union[str, bytes] = "") -> bytes:
-    """Payload of a close frame; ``code=None`` gives the empty payload."""
+    """Payload of a close frame; ``code=None`` gives the empty payload.
+
+    A legal payload is lomond's own encoding (:func:`lomond.protocol.encode_close`).
+    An illegal one (a code that may not be sent, a reason that is not UTF-8
+    or too long for a control frame) is what hostile-server tests send, and
+    the encoder refuses or trims it, so it is packed by hand.
+    """
     if code is None:
         return b""
     raw = reason.encode("utf-8") if isinstance(reason, str) else reason
-    return struct.pack("!H", code) + raw
+    if len(raw) <= MAX_CLOSE_REASON:
+        try:
+            return encode_close(code, raw)
+        except FrameBuildError:
+            pass
+    return code.to_bytes(2, "big") + raw
 
 
 class Headers:
@@ -322,12 +336,11 @@ class RawConnection:
                 return None
             if frame.opcode != CLOSE:
                 continue
-            if not frame.payload:
-                return 1005, ""
-            if len(frame.payload) == 1:
-                raise ProtocolViolation("close frame with a 1-byte payload")
-            (code,) = struct.unpack("!H", frame.payload[:2])
-            return code, frame.payload[2:].decode("utf-8")
+            try:
+                code, reason = decode_close(frame.payload)
+            except CodecViolation as error:
+                raise ProtocolViolation(f"the client's close frame: {error}") from None
+            return (1005 if code is None else code), reason
 
     def expect_eof(self, timeout: Optional[float] = None) -> bytes:
         """Wait for the client to close TCP; return what arrived before it.
