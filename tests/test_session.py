@@ -663,7 +663,7 @@ def test_finished_connections_release_their_descriptors(ws_server: WSServer) -> 
 LEAK_SCRIPT = textwrap.dedent("""
     import gc
     from lomond import WebSocket, events
-    from lomond.echo_server import LocalServer
+    from lomond.testing import LocalServer
 
     with LocalServer() as server:
         websocket = WebSocket(server.url)

@@ -669,7 +669,7 @@ class Child:
 #: (no pings, no polls), so only a wake-up can end its select().
 CTRL_C_SCRIPT = textwrap.dedent("""
     import sys, threading
-    from lomond.echo_server import LocalServer, echo
+    from lomond.testing import LocalServer, echo
     from lomond.handlers import Hub, WebSocketApp
 
     released = threading.Event()
