@@ -83,8 +83,6 @@ _NO_EVENTS: Tuple[events.Event, ...] = ()
 #: Queued chunks are joined into writes of about this size, not one per frame.
 _COALESCE = 64 * 1024
 
-# Phases of the connection (ints: compared on every turn of a loop).
-_NEW, _OPENING, _CONNECTED, _OVER = range(4)
 
 
 class Lifecycle:
@@ -106,7 +104,7 @@ class Lifecycle:
 
     __slots__ = (
         "_clock", "_drop_reason", "_ending", "_lock", "_on_response", "_options", "_out",
-        "_out_size", "_phase", "_send_failure", "_send_timeout", "_sendable", "_stalled_since",
+        "_out_size", "_over", "_send_failure", "_send_timeout", "_sendable", "_stalled_since",
         "_stop", "_trace", "_url", "_wake", "_write", "close_sent_at", "protocol", "timers",
     )
 
@@ -134,7 +132,7 @@ class Lifecycle:
         self._trace = trace
         self._on_response = on_response
         self._lock = threading.Lock()
-        self._phase = _NEW
+        self._over = False  # finish() or connect_failed() ended it
         self._write: Optional[Write] = None
         # True while a socket is attached and the connection neither dropped
         # nor over: the one attribute the send path tests.
@@ -175,7 +173,7 @@ class Lifecycle:
     @property
     def over(self) -> bool:
         """Whether :meth:`finish` or :meth:`connect_failed` ended the connection."""
-        return self._phase == _OVER
+        return self._over
 
     @property
     def dropped(self) -> Optional[str]:
@@ -189,7 +187,7 @@ class Lifecycle:
             return self._drop_reason
         if self._ending is not None:
             return self._ending[0] or "closed"
-        return "closed" if self._phase == _OVER else None
+        return "closed" if self._over else None
 
     @property
     def send_failure(self) -> Optional[str]:
@@ -239,7 +237,6 @@ class Lifecycle:
 
     def begin(self) -> List[events.Event]:
         """The connection attempt starts: ``[Connecting]``; a stop request is watched."""
-        self._phase = _OPENING
         if self._stop is not None:
             self._stop.attach(self)
         return [events.Connecting(self._url)]
@@ -257,7 +254,7 @@ class Lifecycle:
         log.debug("connect to %s failed: %s", self._url, reason)
         if self._trace is not None:
             self._trace("connect_fail", reason=reason)
-        self._over()
+        self._end_now()
         return [events.ConnectFail(reason)]
 
     def connected(self, write: Write, proxy: Optional[str] = None) -> List[events.Event]:
@@ -268,7 +265,6 @@ class Lifecycle:
         """
         with self._lock:
             self._write = write
-            self._phase = _CONNECTED
             self._sendable = self._drop_reason is None
         return [events.Connected(self._url, proxy)]
 
@@ -319,9 +315,9 @@ class Lifecycle:
             self._flush_replies(include_close=False)
         elif kind is events.Pong:
             self.timers.pong_received()
-        elif kind is events.Ready or kind is events.Rejected:
+        elif isinstance(event, (events.Ready, events.Rejected)):
             if self._on_response is not None:
-                self._on_response(event.response)  # type: ignore[attr-defined]
+                self._on_response(event.response)
             if kind is events.Ready and self.timers.ready(self._clock()):
                 return (events.Poll(),)
         elif kind is events.Connected:
@@ -424,7 +420,7 @@ class Lifecycle:
     def finish(self) -> List[events.Event]:
         """The driver closed the socket: the last events (``Disconnected``, after ``ConnectFail``
         if the upgrade never completed). Sends fail from now on."""
-        self._over()
+        self._end_now()
         ending = self._ending or (self._drop_reason, False)
         final = self.protocol.finish(*ending)
         if self._trace is not None:
@@ -435,9 +431,9 @@ class Lifecycle:
                     self._trace("disconnected", reason=event.reason, graceful=event.graceful)
         return final
 
-    def _over(self) -> None:
+    def _end_now(self) -> None:
         with self._lock:
-            self._phase = _OVER
+            self._over = True
             self._sendable = False
             self._write = None
             self._out.clear()  # _out_size keeps what was left unsent
@@ -449,7 +445,7 @@ class Lifecycle:
     # -- sending, from any thread ----------------------------------------------------
 
     def _refuse(self) -> NoReturn:
-        if self._drop_reason is not None or self._phase == _OVER:
+        if self._drop_reason is not None or self._over:
             # Being dropped (a failed send, say): another write could only
             # wait for a further send_timeout on a dead connection.
             raise WebSocketClosed("the websocket is closed")
@@ -494,7 +490,7 @@ class Lifecycle:
         with self._lock:
             protocol = self.protocol
             if (
-                self._phase == _OVER
+                self._over
                 or self._drop_reason is not None
                 or self._ending is not None
                 or protocol.close_sent
@@ -505,7 +501,8 @@ class Lifecycle:
                 self._drop_locked("closed before the connection was ready")
                 return
             data = protocol.send_close(code, reason)
-            self.close_sent_at = self._clock()
+            self.close_sent_at = now = self._clock()
+            self.timers.close_started(now)  # even if a stuck send holds the Close back
             try:
                 self._write_locked(data)
             except TransportFail:

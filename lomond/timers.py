@@ -81,6 +81,18 @@ class ConnectionTimers:
         """A pong answers every ping sent so far."""
         self.ping_sent_at = None
 
+    def close_started(self, now: float) -> None:
+        """Our Close frame was framed at ``now``: the close timeout counts from then.
+
+        Without this call it counts from the first :meth:`due` that sees the
+        close handshake started (a Close received, say).
+        """
+        if not self._closing:
+            self._closing = True
+            close_timeout = self._options.close_timeout
+            if close_timeout:
+                self.close_deadline = now + close_timeout
+
     def _sync(self, protocol: ClientProtocol, now: float) -> None:
         # The close handshake changes which timers matter; the protocol's
         # state may change from any thread (close()), so it is read here,
@@ -94,10 +106,7 @@ class ConnectionTimers:
             self.next_ping = INFINITY
             self.ping_sent_at = None  # close_timeout bounds the wait now
         if not self._closing and (protocol.close_sent or protocol.close_received):
-            self._closing = True
-            close_timeout = self._options.close_timeout
-            if close_timeout:
-                self.close_deadline = now + close_timeout
+            self.close_started(now)
 
     def due(self, protocol: ClientProtocol, now: float) -> Optional[Due]:
         """The timer that fired by ``now``, if any; a periodic one is re-armed.

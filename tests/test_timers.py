@@ -230,6 +230,19 @@ def test_close_timeout_after_our_close() -> None:
     assert timers.due(protocol, T0 + 1.5) is Due.CLOSE_TIMEOUT
 
 
+def test_close_timeout_counts_from_close_started() -> None:
+    """Told when the Close was framed, the timeout counts from then, however late the
+    driver looks (a Close held back behind a stuck send counts from close())."""
+    timers = timers_for(close_timeout=0.5, poll=30)
+    protocol = open_protocol()
+    timers.ready(T0)
+    protocol.send_close(1000, "bye")
+    timers.close_started(T0 + 0.25)
+    timers.close_started(T0 + 0.375)  # only the first counts
+    assert timers.deadline(protocol) == T0 + 0.75
+    assert timers.due(protocol, T0 + 1) is Due.CLOSE_TIMEOUT
+
+
 def test_close_timeout_after_the_servers_close() -> None:
     """The server's Close was echoed but TCP stays open: the close timeout ends it."""
     timers = timers_for(close_timeout=0.5, poll=30)

@@ -22,11 +22,10 @@ import socket
 import ssl
 import threading
 from contextlib import nullcontext
-from typing import ContextManager, Optional, Union
+from typing import ContextManager, Optional
 
 from ..constants import READ_SIZE
-
-Buffer = Union[bytes, bytearray, memoryview]
+from ..lifecycle import Buffer
 
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 _POLL_WRITE = select.POLLOUT
@@ -149,4 +148,4 @@ class Transport:
             pass
 
 
-__all__ = ["Buffer", "Transport"]
+__all__ = ["Transport"]
