@@ -257,10 +257,9 @@ class DriverBase:
         soon as the connection ends (``close()`` from another thread ends it
         within ``close_timeout``, however long this wait would be).
         """
-        lifecycle = self.lifecycle
-        lifecycle.send_message(opcode, payload, compress)
-        if lifecycle.pending_output > self.wait_above and self._may_wait():
-            self._wait_for_room()
+        if self.lifecycle.send_message(opcode, payload, compress) > self.wait_above:
+            if self._may_wait():
+                self._wait_for_room()
 
     def send_control(self, opcode: int, data: bytes) -> None:
         """Send a Ping or a Pong (at most 125 bytes)."""

@@ -75,8 +75,9 @@ from .wakeup import StopSignal
 log = logging.getLogger("lomond.lifecycle")
 
 Buffer = Union[bytes, bytearray, memoryview]
-#: The driver's non-blocking write: how many bytes the socket took (0 if it
-#: would block); raises ``OSError`` if the socket failed.
+#: The driver's non-blocking write: how many bytes the socket took (0, or
+#: ``BlockingIOError``, if it would block); raises ``OSError`` if the socket
+#: failed. A plain socket's own ``send`` is one.
 Write = Callable[[Buffer], int]
 
 _NO_EVENTS: Tuple[events.Event, ...] = ()
@@ -451,19 +452,35 @@ class Lifecycle:
             raise WebSocketClosed("the websocket is closed")
         raise WebSocketUnavailable("the websocket is not connected yet")
 
-    def send_message(self, opcode: int, payload: bytes, compress: bool = True) -> None:
+    def send_message(self, opcode: int, payload: bytes, compress: bool = True) -> int:
         """Frame and write (or queue) a whole Text or Binary message (RFC 6455 section 5.6).
 
         One lock covers framing and writing, so frames from different
-        threads stay whole and in the compressor's order.
+        threads stay whole and in the compressor's order. Returns
+        :attr:`pending_output`: what the socket has yet to take.
         """
         with self._lock:
             if not self._sendable:
                 self._refuse()
-            self._write_locked(self.protocol.send_data(opcode, payload, compress))
+            data = self.protocol.send_data(opcode, payload, compress)
+            if self._out or self._trace is not None:
+                self._write_locked(data)
+            else:
+                # The common case, inlined (a send is a few microseconds):
+                # nothing queued, the socket takes it all.
+                try:
+                    # _sendable implies a write was attached: no None check here.
+                    sent = self._write(data)  # type: ignore[misc]
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                except OSError as error:
+                    raise TransportFail(self._write_failed(error)) from None
+                if sent < len(data):
+                    self._queue_rest(data, sent)
         if self._trace is not None:
             stage = "send_text" if opcode == Opcode.TEXT else "send_binary"
             self._trace(stage, length=len(payload), compress=compress)
+        return self._out_size
 
     def send_control(self, opcode: int, data: bytes) -> None:
         """Write (or queue) a Ping or Pong (RFC 6455 section 5.5), at most 125 bytes."""
@@ -562,15 +579,21 @@ class Lifecycle:
             self._refuse()
         try:
             sent = write(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
         except OSError as error:
             raise TransportFail(self._write_failed(error)) from None
         if sent < len(data):
-            out.append(memoryview(data)[sent:])
-            self._out_size += len(data) - sent
-            self._stalled_since = self._clock()
-            self._wake()  # the loop watches for writability now
+            self._queue_rest(data, sent)
         if self._trace is not None:
             self._trace("socket_send", bytes=len(data))
+
+    def _queue_rest(self, data: Buffer, sent: int) -> None:
+        """The socket took ``sent`` bytes of ``data``: queue the rest (under the lock)."""
+        self._out.append(memoryview(data)[sent:])
+        self._out_size += len(data) - sent
+        self._stalled_since = self._clock()
+        self._wake()  # the loop watches for writability now
 
     def flush(self) -> None:
         """Write queued output while the socket takes it (the socket is writable): any thread."""
@@ -585,6 +608,8 @@ class Lifecycle:
                 chunk = out[0]
                 try:
                     sent = write(chunk)
+                except (BlockingIOError, InterruptedError):
+                    return
                 except OSError as error:
                     self._write_failed(error)
                     return

@@ -164,6 +164,7 @@ class WebsocketSession(DriverBase):
         service = lifecycle.service
         Text, Binary = events.Text, events.Binary
         monotonic = time.monotonic
+        tls = transport.is_tls
         with selectors.DefaultSelector() as selector:
             selector.register(transport.sock, _READ)
             selector.register(wakeup.fileno(), _READ)
@@ -190,9 +191,9 @@ class WebsocketSession(DriverBase):
                     yield from self._deliver(lifecycle.receive_eof())
                     continue
                 # Nothing buffered: wait for bytes, a wake-up or the next deadline.
-                if transport.pending():
+                if tls and transport.pending():
                     continue
-                wanted = _READ_WRITE if lifecycle.wants_write else _READ
+                wanted = _READ_WRITE if lifecycle.pending_output else _READ
                 if wanted != watching:
                     selector.modify(transport.sock, wanted)
                     watching = wanted

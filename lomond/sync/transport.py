@@ -25,7 +25,7 @@ from contextlib import nullcontext
 from typing import ContextManager, Optional
 
 from ..constants import READ_SIZE
-from ..lifecycle import Buffer
+from ..lifecycle import Buffer, Write
 
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 _POLL_WRITE = select.POLLOUT
@@ -48,6 +48,11 @@ class Transport:
         # TLS only: the last write needs the socket readable first (a TLS
         # record such as a key update must be read before writing goes on).
         self._write_needs_read = False
+        #: The non-blocking write (a :data:`lomond.lifecycle.Write`): a plain
+        #: socket's own ``send`` (``BlockingIOError`` when it would block, no
+        #: lock: the hot path), or for TLS one that takes the I/O lock and
+        #: maps OpenSSL's "want read/write" to 0 bytes.
+        self.send: Write = self._send_tls if self.is_tls else sock.send
 
     def fileno(self) -> int:
         """The socket's descriptor (``-1`` once closed)."""
@@ -65,6 +70,12 @@ class Transport:
         """
         # recv() into a fresh bytes object: the kernel copies straight into
         # what the protocol keeps, with no intermediate buffer.
+        if not self.is_tls:
+            # No lock to take: the hot path of a plain connection.
+            try:
+                return self.sock.recv(size) or None
+            except (BlockingIOError, InterruptedError):
+                return b""
         try:
             with self._io_lock:
                 data = self.sock.recv(size)
@@ -74,11 +85,7 @@ class Transport:
             return None
         return data or None
 
-    def send(self, data: Buffer) -> int:
-        """Write what the socket takes now, without waiting: how many bytes (0 if none).
-
-        Raises ``OSError`` if the socket failed (or was closed).
-        """
+    def _send_tls(self, data: Buffer) -> int:
         try:
             with self._io_lock:
                 return self.sock.send(data)
