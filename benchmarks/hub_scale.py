@@ -61,8 +61,8 @@ def raise_fd_limit() -> int:
 
 
 def lomond_hub(base: str, scenario: str, args: argparse.Namespace) -> Dict[str, Any]:
-    sys.path.insert(0, ROOT)
-    from lomond import events
+    sys.path.insert(0, args.lomond_path or ROOT)
+    from lomond import accel, events
     from lomond.handlers import Hub, WebSocketApp
 
     n = {"scale": args.n, "connect": args.connect_n, "receive": args.receivers}[scenario]
@@ -133,6 +133,8 @@ def lomond_hub(base: str, scenario: str, args: argparse.Namespace) -> Dict[str, 
     result["stop_s"] = round(time.perf_counter() - stop, 3)
     result["stopped"] = stopped
     result["graceful"] = sum(1 for app in apps if app.outcome.graceful)
+    tree = os.path.dirname(os.path.dirname(events.__file__))
+    result["lomond"] = f"{tree} ({accel.IMPLEMENTATION})"
     return result
 
 
@@ -204,8 +206,11 @@ RUNNERS = {"lomond-hub": lomond_hub, "websockets-asyncio": websockets_asyncio}
 
 
 def run_child(name: str, scenario: str, base: str, argv: List[str]) -> Dict[str, Any]:
-    command = [sys.executable, os.path.abspath(__file__), "--child", name,
+    runner, _, tree = name.partition("@")
+    command = [sys.executable, os.path.abspath(__file__), "--child", runner,
                "--scenario", scenario, "--base", base, *argv]
+    if tree:
+        command += ["--lomond-path", tree]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     except subprocess.TimeoutExpired:
@@ -231,22 +236,29 @@ def merge_runs(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 
 def paired_ratios(results: Dict[str, Dict[str, Dict[str, Any]]]) -> str:
-    """lomond-hub's receive rate over websockets', run by run ("" unless both were repeated)."""
+    """lomond-hub's receive rate over each other client's, run by run ("" unless repeated)."""
+    lines = []
     try:
         mine = results["lomond-hub"]["receive"]["rates"]
-        theirs = results["websockets-asyncio"]["receive"]["rates"]
     except KeyError:
         return ""
-    ratios = sorted(a / b for a, b in zip(mine, theirs) if a and b)
-    if not ratios:
-        return ""
-    return (
-        f"Receive rate, lomond-hub / websockets-asyncio, run by run ({len(ratios)} "
-        f"alternating pairs): median {statistics.median(ratios):.2f}x, "
-        f"min {ratios[0]:.2f}x, max {ratios[-1]:.2f}x; rates "
-        + "; ".join(f"{a:,} / {b:,}" for a, b in zip(mine, theirs))
-        + ". The table shows each client's median-rate run."
-    )
+    for other, per in results.items():
+        theirs = per.get("receive", {}).get("rates")
+        if other == "lomond-hub" or not theirs:
+            continue
+        ratios = sorted(a / b for a, b in zip(mine, theirs) if a and b)
+        if not ratios:
+            continue
+        lines.append(
+            f"Receive rate, lomond-hub / {other}, run by run ({len(ratios)} "
+            f"alternating pairs): median {statistics.median(ratios):.3f}x, "
+            f"min {ratios[0]:.3f}x, max {ratios[-1]:.3f}x; rates "
+            + "; ".join(f"{a:,} / {b:,}" for a, b in zip(mine, theirs))
+            + "."
+        )
+    if lines:
+        lines.append("The table shows each client's median-rate run.")
+    return "\n\n".join(lines)
 
 
 def fmt(value: Any, unit: str = "", digits: int = 1) -> str:
@@ -308,11 +320,18 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1,
                         help="run the receive scenario this many times, clients alternating")
     parser.add_argument("--output", help="where to write the report ('' for nowhere)")
+    parser.add_argument(
+        "--lomond-path", metavar="DIR",
+        help="also run lomond-hub from this (older) lomond tree, as the client "
+        "lomond-hub@DIR: a before/after comparison in one run",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--scenario", help=argparse.SUPPRESS)
     parser.add_argument("--base", help=argparse.SUPPRESS)
     args = parser.parse_args()
     raise_fd_limit()
+    if args.lomond_path and not args.child:
+        args.clients = [*args.clients, f"lomond-hub@{args.lomond_path}"]
     if args.child:
         result = RUNNERS[args.child](args.base, args.scenario, args)
         print("RESULT " + json.dumps(result), flush=True)
