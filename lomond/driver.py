@@ -138,14 +138,23 @@ class Writable(Protocol):
         """Return once the socket may take more, it was closed, or ``timeout`` passed."""
 
 
+#: Guards the creation of a session's "finished" event against its end; one
+#: lock for every session (it is taken once per connection end and per
+#: wait_finished(), never on the hot path), not 56 bytes on each.
+_FINISHED_LOCK = threading.Lock()
+
+
 class DriverBase:
     """The :class:`Session` interface over a :class:`~lomond.lifecycle.Lifecycle`.
 
-    A driver subclass provides ``_wake()`` (look at the connection now,
+    A driver subclass provides :meth:`wake` (look at the connection now,
     from any thread; lock-free), sets :attr:`transport` once the socket is
     open, and calls ``_shutdown()`` once it closed the socket. ``on_end``
     is called once, then.
     """
+
+    # Slots: a hub keeps thousands of sessions.
+    __slots__ = ("_done", "_finished", "_on_end", "lifecycle", "protocol", "settings", "transport")
 
     #: A send from a thread that may wait waits while more than this many
     #: bytes are queued ... (0: until the socket took everything, as a
@@ -172,7 +181,7 @@ class DriverBase:
             settings.options,
             url=settings.url.url,
             send_timeout=settings.send_timeout,
-            wake=self._wake,
+            waker=self,
             clock=time.monotonic,
             stop=settings.stop,
             trace=Tracer(settings.trace, settings.url.url) if settings.trace else None,
@@ -184,11 +193,10 @@ class DriverBase:
         self._done = False
         # Created only when someone waits: a hub has thousands of sessions.
         self._finished: Optional[threading.Event] = None
-        self._finished_lock = threading.Lock()
 
     # -- what a driver provides ---------------------------------------------------
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
         """Make the loop look at this connection now (any thread, lock-free)."""
         raise NotImplementedError
 
@@ -233,7 +241,7 @@ class DriverBase:
 
     def wait_finished(self, timeout: Optional[float] = None) -> bool:
         """Wait until the connection is over; whether it is."""
-        with self._finished_lock:
+        with _FINISHED_LOCK:
             if self._done:
                 return True
             if self._finished is None:
@@ -294,7 +302,7 @@ class DriverBase:
 
     def _shutdown(self) -> None:
         """The driver closed the socket: mark the connection over, then ``on_end``."""
-        with self._finished_lock:
+        with _FINISHED_LOCK:
             if self._done:
                 return
             self._done = True

@@ -25,8 +25,8 @@ otherwise write again:
   :meth:`Lifecycle.finish`).
 
 It never touches a socket, starts no thread and reads no clock of its own:
-the driver passes its clock and a ``wake`` callback (make the loop look at
-this connection now, from any thread). A driver is then a short loop::
+the driver passes its clock and a ``waker`` (whose ``wake()`` makes the
+loop look at this connection now, from any thread). A driver is then a short loop::
 
     events = lifecycle.begin()                     # [Connecting]
     ... open the socket; on failure: lifecycle.connect_failed(reason)
@@ -52,8 +52,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
-from typing import Callable, Deque, List, NoReturn, Optional, Sequence, Tuple, Union
+from typing import Callable, List, NoReturn, Optional, Sequence, Tuple, Union
 
 from . import events
 from .constants import DEFAULT_CLOSE_REASON
@@ -70,7 +69,7 @@ from .response import Response
 from .status import Status
 from .timers import ConnectionTimers, Due
 from .trace import Tracer
-from .wakeup import StopSignal
+from .wakeup import StopSignal, Wakeable
 
 log = logging.getLogger("lomond.lifecycle")
 
@@ -94,8 +93,10 @@ class Lifecycle:
     :param url: the URL for events (without credentials).
     :param send_timeout: seconds the queued output may wait for a server
         that reads nothing before the connection is dropped.
-    :param wake: makes the driver's loop look at this connection soon;
-        lock-free and safe in a signal handler (a stop request calls it).
+    :param waker: its ``wake()`` makes the driver's loop look at this
+        connection soon; lock-free and safe in a signal handler (a stop
+        request calls it). An object, not a callable: a bound method would
+        cost each of a hub's connections one more object.
     :param clock: the driver's ``time.monotonic``.
     :param stop: a stop request: once set, the connection closes with 1000
         (or is abandoned before Ready).
@@ -106,7 +107,7 @@ class Lifecycle:
     __slots__ = (
         "_clock", "_drop_reason", "_ending", "_lock", "_on_response", "_options", "_out",
         "_out_size", "_over", "_send_failure", "_send_timeout", "_sendable", "_stalled_since",
-        "_stop", "_trace", "_url", "_wake", "_write", "close_sent_at", "protocol", "timers",
+        "_stop", "_trace", "_url", "_waker", "_write", "close_sent_at", "protocol", "timers",
     )
 
     def __init__(
@@ -116,7 +117,7 @@ class Lifecycle:
         *,
         url: str,
         send_timeout: float,
-        wake: Callable[[], None],
+        waker: Wakeable,
         clock: Callable[[], float],
         stop: Optional[StopSignal] = None,
         trace: Optional[Tracer] = None,
@@ -127,7 +128,7 @@ class Lifecycle:
         self._options = options
         self._url = url
         self._send_timeout = send_timeout
-        self._wake = wake
+        self._waker = waker
         self._clock = clock
         self._stop = stop
         self._trace = trace
@@ -146,7 +147,9 @@ class Lifecycle:
         # Why writing failed (a socket error, or a server that stopped
         # reading): a sender whose bytes were left unsent is told this.
         self._send_failure: Optional[str] = None
-        self._out: Deque[Buffer] = deque()
+        # A list, not a deque: an empty deque costs 760 bytes, on each of a
+        # hub's thousands of connections; the queue is short (chunks are joined).
+        self._out: List[Buffer] = []
         self._out_size = 0
         self._stalled_since = 0.0
         #: The driver's clock when our Close frame was framed, or ``None``.
@@ -232,7 +235,7 @@ class Lifecycle:
 
     def wake(self) -> None:
         """Make the driver look at this connection (a :class:`~lomond.wakeup.Wakeable`)."""
-        self._wake()
+        self._waker.wake()
 
     # -- the start --------------------------------------------------------------------
 
@@ -524,7 +527,7 @@ class Lifecycle:
                 self._write_locked(data)
             except TransportFail:
                 pass  # dropped by _write_locked: the loop ends the connection
-        self._wake()
+        self._waker.wake()
 
     def abandon(self) -> None:
         """The caller left the event loop: a best-effort Close 1001, awaiting nothing.
@@ -559,7 +562,7 @@ class Lifecycle:
         self._sendable = False
         if self._drop_reason is None:
             self._drop_reason = reason
-        self._wake()
+        self._waker.wake()
 
     # -- output ---------------------------------------------------------------------------
 
@@ -593,7 +596,7 @@ class Lifecycle:
         self._out.append(memoryview(data)[sent:])
         self._out_size += len(data) - sent
         self._stalled_since = self._clock()
-        self._wake()  # the loop watches for writability now
+        self._waker.wake()  # the loop watches for writability now
 
     def flush(self) -> None:
         """Write queued output while the socket takes it (the socket is writable): any thread."""
@@ -604,7 +607,7 @@ class Lifecycle:
                 return
             while out:
                 if len(out) > 1 and len(out[0]) + len(out[1]) <= _COALESCE:
-                    out.appendleft(_join_front(out))
+                    _join_front(out)
                 chunk = out[0]
                 try:
                     sent = write(chunk)
@@ -620,7 +623,7 @@ class Lifecycle:
                 if sent < len(chunk):
                     out[0] = memoryview(chunk)[sent:]
                     return
-                out.popleft()
+                del out[0]
 
     def _write_failed(self, error: OSError) -> str:
         reason = f"send failed: {describe_os_error(error)}"
@@ -646,15 +649,19 @@ class Lifecycle:
                 pass  # dropped: the loop ends the connection
 
 
-def _join_front(out: Deque[Buffer]) -> bytes:
-    """Pop and join small queued chunks from the front, up to about :data:`_COALESCE` bytes."""
-    parts: List[Buffer] = []
-    size = 0
-    while out and (not parts or size + len(out[0]) <= _COALESCE):
-        chunk = out.popleft()
-        parts.append(chunk)
+def _join_front(out: List[Buffer]) -> None:
+    """Join the small chunks at the front of ``out`` into one, up to about :data:`_COALESCE` bytes.
+
+    One write then takes many small frames (a queue of them builds up
+    behind a slow server) instead of one system call each.
+    """
+    size = count = 0
+    for chunk in out:
+        if count and size + len(chunk) > _COALESCE:
+            break
         size += len(chunk)
-    return b"".join(parts)
+        count += 1
+    out[:count] = [b"".join(out[:count])]
 
 
 def trace_event(trace: Tracer, event: events.Event) -> None:

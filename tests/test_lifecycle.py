@@ -77,7 +77,7 @@ class Harness:
             ConnectOptions(**{**QUIET, **options}),
             url=URL,
             send_timeout=send_timeout,
-            wake=self.wake,
+            waker=self,
             clock=self.clock,
             stop=self.stop,
             on_response=self.responses.append,

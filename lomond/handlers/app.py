@@ -214,7 +214,7 @@ class WebSocketApp(Registration):
         except WebSocketUnavailable as error:
             if self._handshaking and not isinstance(error, (WebSocketClosing, WebSocketClosed)):
                 runner = self._runner
-                busy = runner.explain() if runner is not None else None
+                busy = runner.explain(self) if runner is not None else None
                 if busy is not None:
                     raise WebSocketUnavailable(
                         f"the websocket is not ready yet: {busy}, so the answer to "

@@ -257,6 +257,8 @@ class Hub:
         self._connect_workers = connect_workers
         self._offload_workers = offload_workers
         self._reactor = Reactor(slow_handler, self._slow)
+        # One bound method for every app's completion, not one closure each.
+        self._explain_delay = self._explain
         self._connector: Optional[Connector] = None
         self._lock = threading.Lock()
         self._members: Dict[WebSocketApp, _Member] = {}
@@ -302,9 +304,7 @@ class Hub:
             raise TypeError(f"Hub.add() takes a WebSocketApp, not {app!r}")
         connect, persist_options = split_options(options, "Hub.add()", reconnect)
         back_off = BackOff(persist_options) if reconnect else None
-        completion: Completion[Outcome] = Completion(
-            self._reactor.thread, lambda: self._explain(app)
-        )
+        completion: Completion[Outcome] = Completion(self._reactor.thread, self._explain_delay)
         with self._lock:
             if self._stopping:
                 raise RuntimeError(f"{self!r} is stopping: cannot add {app!r}")

@@ -6,9 +6,13 @@
 from __future__ import annotations
 
 import threading
-from typing import Callable, Generic, Optional, TypeVar
+from typing import Any, Callable, Generic, Optional, TypeVar
 
 T = TypeVar("T")
+
+
+#: Guards a completion's lazily created event against its end (one lock for all).
+_EVENT_LOCK = threading.Lock()
 
 
 class Completion(Generic[T]):
@@ -23,41 +27,61 @@ class Completion(Generic[T]):
     def __init__(
         self,
         thread: Optional[threading.Thread] = None,
-        explain: Optional[Callable[[], Optional[str]]] = None,
+        explain: Optional[Callable[[Any], Optional[str]]] = None,
     ) -> None:
-        self._done = threading.Event()
+        self._finished = False
+        # Created by the first waiter only: an Event costs about 1 KB, and a
+        # hub has a completion for each of its thousands of apps.
+        self._event: Optional[threading.Event] = None
         self._explain = explain
         self.result: Optional[T] = None
         self.exception: Optional[BaseException] = None
         #: The thread that runs the app (``None`` until it is known).
         self.thread = thread
 
-    def explain(self) -> Optional[str]:
-        """Why the run's thread cannot handle the app's events now, if it is held.
+    def explain(self, app: Any) -> Optional[str]:
+        """Why the run's thread cannot handle ``app``'s events now, if it is held.
 
-        ``None`` unless the runner said how to tell (``explain=``): a
-        :class:`~lomond.handlers.hub.Hub` names the handler that holds its thread.
+        ``None`` unless the runner said how to tell (``explain=``, called
+        with the app): a :class:`~lomond.handlers.hub.Hub` names the handler
+        that holds its thread.
         """
-        return None if self._explain is None else self._explain()
+        return None if self._explain is None else self._explain(app)
 
     def set_result(self, result: Optional[T]) -> None:
         """The run returned ``result``."""
         self.result = result
-        self._done.set()
+        self._finish()
 
     def set_exception(self, exception: BaseException) -> None:
         """The run raised ``exception``."""
         self.exception = exception
-        self._done.set()
+        self._finish()
+
+    def _finish(self) -> None:
+        with _EVENT_LOCK:
+            self._finished = True
+            event = self._event
+        if event is not None:
+            event.set()
 
     @property
     def done(self) -> bool:
         """Whether the run returned or raised."""
-        return self._done.is_set()
+        return self._finished
+
+    def _wait_done(self, timeout: Optional[float]) -> bool:
+        with _EVENT_LOCK:
+            if self._finished:
+                return True
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        return event.wait(timeout)
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Wait up to ``timeout`` seconds (``None``: forever) for the run to finish."""
-        return self._done.wait(timeout)
+        return self._wait_done(timeout)
 
 
 class Runner(Completion[T]):
@@ -87,7 +111,7 @@ class Runner(Completion[T]):
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Wait up to ``timeout`` seconds (``None``: forever) for ``target`` to finish."""
-        if not self._done.wait(timeout):
+        if not self._wait_done(timeout):
             return False
         if self._thread is not threading.current_thread():
             self._thread.join()  # only the thread's exit is left: immediate

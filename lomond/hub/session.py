@@ -73,6 +73,11 @@ class HubSession(DriverBase):
     and :meth:`close` may come from any thread.
     """
 
+    __slots__ = (
+        "_connect_wakeup", "_connector", "_emit", "_on_over", "_opened_result", "_reactor",
+        "_timer", "_watching", "owner",
+    )
+
     wait_above = HIGH_WATER
     wait_until = LOW_WATER
 
@@ -102,7 +107,8 @@ class HubSession(DriverBase):
     def _may_wait(self) -> bool:
         return not self._reactor.in_loop()
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
+        """Look at this connection on the reactor's thread soon (any thread, lock-free)."""
         wakeup = self._connect_wakeup
         if wakeup is not None:
             wakeup.wake()  # a connect in progress on a worker: abort its wait

@@ -47,6 +47,8 @@ class WebsocketSession(DriverBase):
     is over and its socket closed.
     """
 
+    __slots__ = ("_connect_error", "_events", "_proxy_url", "_wakeup")
+
     def __init__(
         self,
         settings: SessionSettings,
@@ -69,7 +71,8 @@ class WebsocketSession(DriverBase):
             return transport.sock
         return None
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
+        """Wake the loop's ``select()`` (any thread, lock-free, signal-safe)."""
         wakeup = self._wakeup
         if wakeup is not None:
             wakeup.wake()

@@ -32,15 +32,27 @@ _POLL_WRITE = select.POLLOUT
 _POLL_READ = select.POLLIN
 
 
+#: The I/O "lock" of a plain socket: there is nothing to serialize.
+_NO_LOCK: ContextManager[object] = nullcontext()
+#: Guards every transport's count of waiting senders against its close: one
+#: lock for all (waits and closes are rare), not 56 bytes on each of a hub's
+#: thousands of connections.
+_WAITERS_LOCK = threading.Lock()
+
+
 class Transport:
     """A connected (possibly TLS) socket in non-blocking mode."""
+
+    __slots__ = (
+        "_close_later", "_io_lock", "_waiters", "_write_needs_read", "closed",
+        "is_tls", "send", "sock",
+    )
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         self.sock = sock
         self.is_tls = isinstance(sock, ssl.SSLSocket)
-        self._io_lock: ContextManager[object] = threading.Lock() if self.is_tls else nullcontext()
-        self._lock = threading.Lock()
+        self._io_lock: ContextManager[object] = threading.Lock() if self.is_tls else _NO_LOCK
         self._waiters = 0
         self._close_later = False
         #: Set by :meth:`close`: no more reads or writes.
@@ -113,7 +125,7 @@ class Transport:
 
         Safe in any number of threads at once; :meth:`close` ends every wait.
         """
-        with self._lock:
+        with _WAITERS_LOCK:
             if self.closed:
                 return
             self._waiters += 1
@@ -125,7 +137,7 @@ class Transport:
         except (OSError, ValueError):
             pass  # closed meanwhile: the caller looks at the connection's state
         finally:
-            with self._lock:
+            with _WAITERS_LOCK:
                 self._waiters -= 1
                 close_now = self._close_later and not self._waiters
             if close_now:
@@ -133,7 +145,7 @@ class Transport:
 
     def close(self) -> None:
         """Close the socket (idempotent); a thread waiting in :meth:`wait_writable` returns."""
-        with self._lock:
+        with _WAITERS_LOCK:
             if self.closed:
                 return
             self.closed = True
