@@ -20,7 +20,7 @@ StopSignal / force_disconnect() from a random thread; (2) a started Hub whose
 apps threads add, remove, stop, close and send to at random; (3) Ctrl-C once,
 twice at once or several times to run_forever() (one app, or a hub) in a
 ``python -X dev`` child; (4) stops from many threads right after a run starts.
-The bugs they found are reduced to strict xfail tests at the end of the file.
+The bugs they found are reduced to regression tests at the end of the file.
 
 Budget per test: ``LOMOND_TORTURE_SECONDS`` if set, else 20 s with
 ``LOMOND_SLOW=1`` (CI), else 3 s. Each test seeds its own ``random.Random``
@@ -932,7 +932,7 @@ SIGINT_CHILD = textwrap.dedent('''
     import faulthandler, gc, json, os, signal, sys, threading, time
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # the parent's "where are you?"
 
-    from lomond.echo_server import LocalServer
+    from lomond.testing import LocalServer
     from lomond.errors import WebSocketError
     from lomond.handlers import Hub, WebSocketApp
 
@@ -1143,11 +1143,10 @@ class SigintChild:
 #: How Ctrl-C is pressed in a round: once; twice back to back (the kernel may
 #: merge them into one); or a few times at random short intervals.
 PATTERNS = ("single", "burst", "several")
-#: At most this many Ctrl-C per round. A hub gets two only: a third one that
-#: lands while the hub drops its apps after the second leaves them running
-#: with open sockets (a lomond bug: test_a_third_ctrl_c_while_the_hub_drops_its_apps,
-#: xfail). Raise it to 5 once that is fixed.
-MAX_CTRL_C = {"app": 5, "hub": 2}
+#: At most this many Ctrl-C per round. (A third one that landed while a hub
+#: dropped its apps after the second once left them running with open
+#: sockets: test_a_third_ctrl_c_while_the_hub_drops_its_apps.)
+MAX_CTRL_C = {"app": 5, "hub": 5}
 
 
 def sigint_round(mode: str, torture: Torture, tmp: Path) -> str:
@@ -1232,7 +1231,7 @@ def test_sigint_delivered_repeatedly(mode: str, tmp_path: Path) -> None:
 #: connection ends) presses it, so it lands there every time.
 THIRD_CTRL_C_CHILD = textwrap.dedent('''
     import os, signal, threading, time
-    from lomond.echo_server import LocalServer
+    from lomond.testing import LocalServer
     from lomond.handlers import Hub, WebSocketApp
 
     released = threading.Event()
@@ -1274,13 +1273,6 @@ THIRD_CTRL_C_CHILD = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lomond bug: a Ctrl-C that arrives while Hub._loop drops its apps after a "
-    "second Ctrl-C (graceful_sigint has restored the default handler before "
-    "_abort_members runs) interrupts _abort_members: the remaining apps stay running "
-    "forever, their sockets open and their senders waiting",
-)
 @pytest.mark.skipif(sys.platform == "win32", reason="needs SIGINT")
 def test_a_third_ctrl_c_while_the_hub_drops_its_apps(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONDONTWRITEBYTECODE="1")
@@ -1299,12 +1291,6 @@ def test_a_third_ctrl_c_while_the_hub_drops_its_apps(tmp_path: Path) -> None:
     assert "ResourceWarning" not in done.stderr, done.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lomond bug (minor): app.stop() of an app added to a Hub that is not running "
-    "waits its whole timeout and returns None, while hub.remove(app), documented as "
-    "'the same as app.stop()', ends that run at once",
-)
 def test_app_stop_on_a_hub_that_is_not_running(ws_server: WSServer) -> None:
     hub = Hub()
     app = WebSocketApp(ws_server.url_for("/echo"))
@@ -1317,13 +1303,6 @@ def test_app_stop_on_a_hub_that_is_not_running(ws_server: WSServer) -> None:
     assert app.join(HANG) is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lomond bug: a stop request queued on the hub's reactor after the run decided to "
-    "stop (here a Disconnected handler's hub.stop() as the last app ends) stays in the "
-    "reactor's queue; the hub's next run executes it first: the run ends at once and the "
-    "apps added for it are stopped before connecting",
-)
 def test_a_stop_left_over_from_a_hub_run_ends_the_next_run(ws_server: WSServer) -> None:
     # A server that accepts TCP and never answers the upgrade: closing the app
     # ends its connection from a callback the reactor queued, so its

@@ -9,11 +9,13 @@ interrupted thread holds a lock - in a subprocess with a real signal.
 
 from __future__ import annotations
 
+import os
 import selectors
 import subprocess
 import sys
 import textwrap
 import threading
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Iterator, List, Optional, Tuple
@@ -78,6 +80,57 @@ def test_wake_with_a_full_buffer_neither_blocks_nor_raises(
     assert len(selector.select(0)) == 1
     wakeup.drain()
     assert selector.select(0) == []
+
+
+class WakeDuringDrain:
+    """A reader whose first recv() lets another thread's wake() land mid-drain."""
+
+    def __init__(self, reader: Any, wakeup: Wakeup, before_recv: bool) -> None:
+        self.reader, self.wakeup, self.before = reader, wakeup, before_recv
+        self.landed = False
+
+    def recv(self, size: int) -> bytes:
+        if self.before and not self.landed:
+            self.landed = True
+            self.wakeup.wake()
+        try:
+            return bytes(self.reader.recv(size))
+        finally:
+            if not self.before and not self.landed:
+                self.landed = True
+                self.wakeup.wake()
+
+
+@pytest.mark.parametrize("before_recv", [True, False])
+def test_a_wake_that_lands_during_drain_never_silences_later_wakes(
+    wakeup: Wakeup, selector: selectors.BaseSelector, before_recv: bool
+) -> None:
+    # One byte per wait (a pending flag): a wake() that lands while drain()
+    # reads must not leave the flag set with no byte in the pipe, or every
+    # later wake() would be skipped and the loop would sleep through them.
+    wakeup.wake()
+    real = wakeup._reader
+    racer = WakeDuringDrain(real, wakeup, before_recv)
+    wakeup._reader = racer  # type: ignore[assignment]
+    try:
+        wakeup.drain()
+    finally:
+        wakeup._reader = real
+    assert racer.landed
+    wakeup.wake()  # a later wake-up must reach the selector
+    assert len(selector.select(0)) == 1
+
+
+def test_an_unreferenced_wakeup_closes_its_sockets() -> None:
+    before = len(os.listdir("/proc/self/fd"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        pair = Wakeup()
+        assert len(os.listdir("/proc/self/fd")) == before + 2
+        pair.wake()
+        del pair  # no close(): dropping the last reference releases both sockets
+        assert len(os.listdir("/proc/self/fd")) == before
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
 
 
 def test_after_close_wake_does_nothing() -> None:

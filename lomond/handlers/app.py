@@ -549,13 +549,15 @@ class WebSocketApp(Registration):
                     source = persist(self.websocket, exit_event=self._stop, **keywords)
                 else:
                     source = self.websocket.connect(stop=self._stop, **keywords)
-                try:
-                    with graceful_sigint(self._stop) as interrupted:
+                with graceful_sigint(self._stop) as interrupted:
+                    # Closing the source inside the block: a third Ctrl-C
+                    # must not cut short the closing of the socket.
+                    try:
                         self._pump(source)
-                finally:
-                    close = getattr(source, "close", None)
-                    if close is not None:
-                        close()
+                    finally:
+                        close = getattr(source, "close", None)
+                        if close is not None:
+                            close()
                 if interrupted:
                     raise KeyboardInterrupt
         finally:
@@ -625,6 +627,8 @@ class WebSocketApp(Registration):
         if running:
             self.websocket.close()
             runner = self._runner
+            if runner is not None:
+                runner.cancel(self)  # a run that has not started (a hub not running) ends now
             if self._loop_thread is threading.current_thread() or (
                 runner is not None
                 and not runner.done

@@ -259,6 +259,7 @@ class Hub:
         self._reactor = Reactor(slow_handler, self._slow)
         # One bound method for every app's completion, not one closure each.
         self._explain_delay = self._explain
+        self._cancel_unstarted = self._stop_unstarted
         self._connector: Optional[Connector] = None
         self._lock = threading.Lock()
         self._members: Dict[WebSocketApp, _Member] = {}
@@ -304,7 +305,9 @@ class Hub:
             raise TypeError(f"Hub.add() takes a WebSocketApp, not {app!r}")
         connect, persist_options = split_options(options, "Hub.add()", reconnect)
         back_off = BackOff(persist_options) if reconnect else None
-        completion: Completion[Outcome] = Completion(self._reactor.thread, self._explain_delay)
+        completion: Completion[Outcome] = Completion(
+            self._reactor.thread, self._explain_delay, self._cancel_unstarted
+        )
         with self._lock:
             if self._stopping:
                 raise RuntimeError(f"{self!r} is stopping: cannot add {app!r}")
@@ -328,6 +331,14 @@ class Hub:
         if idle:
             self._end_unstarted([member])
         return app.stop(timeout)
+
+    def _stop_unstarted(self, app: WebSocketApp) -> None:
+        """``app.stop()`` on a hub that is not running: its run ends now, as remove() ends it."""
+        with self._lock:
+            member = self._members.get(app)
+            idle = not self._running
+        if member is not None and idle:
+            self._end_unstarted([member])
 
     def offload(
         self, app: WebSocketApp, fn: Callable[..., T], *args: Any, **kwargs: Any
@@ -399,13 +410,15 @@ class Hub:
         interrupted: List[int] = []
         try:
             with graceful_sigint(self._stop) as interrupted:
-                self._reactor.run()
-        except BaseException:
-            # A second Ctrl-C (or another exception) left the loop: no
-            # graceful close any more, but no socket is left open either,
-            # and every app's run ends (join() and stop() return).
-            self._abort_members()
-            raise
+                try:
+                    self._reactor.run()
+                except BaseException:
+                    # A second Ctrl-C (or another exception) left the loop: no
+                    # graceful close any more, but no socket is left open either,
+                    # and every app's run ends (join() and stop() return). Still
+                    # in graceful_sigint: a further Ctrl-C cannot cut this short.
+                    self._abort_members()
+                    raise
         finally:
             self._finish()
         if self._interrupt is not None:
@@ -513,6 +526,8 @@ class Hub:
         self._reactor.call_soon_threadsafe(self._begin_stopping)
 
     def _begin_stopping(self) -> None:
+        if not self._stop.is_set():
+            return  # queued by an earlier run's stop, after that run ended
         with self._lock:
             if not self._running:
                 return

@@ -7,7 +7,10 @@ while an app runs in the main thread and SIGINT has Python's default handler,
 app's stop signal (the session wakes at once and closes gracefully, code
 1000, and the run ends within ``close_timeout``), and ``run_forever`` raises
 ``KeyboardInterrupt`` afterwards. A second Ctrl-C raises ``KeyboardInterrupt``
-at once, as usual. The previous handler is restored when the run ends.
+at once, as usual. Later ones, while the block still runs, are only noted:
+the block is then closing its sockets on the way out, and an exception in
+the middle of that would leave some open. The previous handler is restored
+when the run ends.
 
 The replacement handler takes no lock, since it may interrupt the main
 thread while that thread holds one (the :mod:`signal` documentation warns
@@ -44,10 +47,12 @@ def graceful_sigint(stop: StopSignal) -> Iterator[List[int]]:
         return
 
     def on_sigint(signum: int, frame: Optional[FrameType]) -> None:
-        if interrupted:
-            signal.default_int_handler(signum, frame)  # the second one: raise now
         interrupted.append(signum)
-        stop.set()
+        if len(interrupted) == 1:
+            stop.set()
+        elif len(interrupted) == 2:
+            signal.default_int_handler(signum, frame)  # the second one: raise now
+        # A third one and more: the second's KeyboardInterrupt is on its way out.
 
     signal.signal(signal.SIGINT, on_sigint)
     try:

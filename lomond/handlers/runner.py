@@ -28,7 +28,9 @@ class Completion(Generic[T]):
         self,
         thread: Optional[threading.Thread] = None,
         explain: Optional[Callable[[Any], Optional[str]]] = None,
+        cancel: Optional[Callable[[Any], None]] = None,
     ) -> None:
+        self._cancel = cancel
         self._finished = False
         # Created by the first waiter only: an Event costs about 1 KB, and a
         # hub has a completion for each of its thousands of apps.
@@ -47,6 +49,15 @@ class Completion(Generic[T]):
         that holds its thread.
         """
         return None if self._explain is None else self._explain(app)
+
+    def cancel(self, app: Any) -> None:
+        """``app.stop()`` was called: end a run that has not started, if the runner can.
+
+        Nothing by default (a thread's run sees the stop itself); a
+        :class:`~lomond.handlers.hub.Hub` that is not running ends the run at once.
+        """
+        if self._cancel is not None:
+            self._cancel(app)
 
     def set_result(self, result: Optional[T]) -> None:
         """The run returned ``result``."""
