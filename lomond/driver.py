@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-import threading
 import time
 from typing import Any, Callable, Mapping, Optional, Protocol, Tuple, Union
 
@@ -30,7 +29,7 @@ from .protocol import ClientProtocol, State
 from .response import Response
 from .status import Status
 from .trace import TraceFunc, Tracer
-from .wakeup import StopSignal
+from .wakeup import Latch, StopSignal
 
 
 @attrs.frozen(kw_only=True)
@@ -138,12 +137,6 @@ class Writable(Protocol):
         """Return once the socket may take more, it was closed, or ``timeout`` passed."""
 
 
-#: Guards the creation of a session's "finished" event against its end; one
-#: lock for every session (it is taken once per connection end and per
-#: wait_finished(), never on the hot path), not 56 bytes on each.
-_FINISHED_LOCK = threading.Lock()
-
-
 class DriverBase:
     """The :class:`Session` interface over a :class:`~lomond.lifecycle.Lifecycle`.
 
@@ -154,7 +147,7 @@ class DriverBase:
     """
 
     # Slots: a hub keeps thousands of sessions.
-    __slots__ = ("_done", "_finished", "_on_end", "lifecycle", "protocol", "settings", "transport")
+    __slots__ = ("_finished", "_on_end", "lifecycle", "protocol", "settings", "transport")
 
     #: A send from a thread that may wait waits while more than this many
     #: bytes are queued ... (0: until the socket took everything, as a
@@ -190,9 +183,7 @@ class DriverBase:
         #: The open socket's transport (``None`` before it is open).
         self.transport: Optional[Writable] = None
         self._on_end = on_end
-        self._done = False
-        # Created only when someone waits: a hub has thousands of sessions.
-        self._finished: Optional[threading.Event] = None
+        self._finished = Latch()  # the socket is closed, the connection over
 
     # -- what a driver provides ---------------------------------------------------
 
@@ -232,22 +223,16 @@ class DriverBase:
     @property
     def finished(self) -> bool:
         """Whether the connection is over (its socket closed)."""
-        return self._done
+        return self._finished.is_set()
 
     @property
     def is_active(self) -> bool:
         """Ready, and no Close sent: sends are accepted."""
-        return self.lifecycle.is_active and not self._done
+        return self.lifecycle.is_active and not self._finished.is_set()
 
     def wait_finished(self, timeout: Optional[float] = None) -> bool:
         """Wait until the connection is over; whether it is."""
-        with _FINISHED_LOCK:
-            if self._done:
-                return True
-            if self._finished is None:
-                self._finished = threading.Event()
-            finished = self._finished
-        return finished.wait(timeout)
+        return self._finished.wait(timeout)
 
     def drain(self) -> None:
         """Run a loop suspended in this thread to its end (nothing to do by default)."""
@@ -302,13 +287,8 @@ class DriverBase:
 
     def _shutdown(self) -> None:
         """The driver closed the socket: mark the connection over, then ``on_end``."""
-        with _FINISHED_LOCK:
-            if self._done:
-                return
-            self._done = True
-            finished = self._finished
-        if finished is not None:
-            finished.set()
+        if not self._finished.set():
+            return
         if self._on_end is not None:
             self._on_end(self)
 

@@ -3,8 +3,7 @@
 :class:`~lomond.protocol.ClientProtocol` owns the rules of RFC 6455 for the
 bytes of one connection. :class:`Lifecycle` owns everything around them that
 every driver (the threaded :mod:`lomond.sync.session`, the
-:mod:`lomond.hub.session`) would
-otherwise write again:
+:mod:`lomond.hub.session`) would otherwise write again:
 
 - the order of the connection's first and last events (``Connecting``,
   ``Connected``, then ``ConnectFail`` or ``Disconnected``), and writing the
@@ -26,7 +25,8 @@ otherwise write again:
 
 It never touches a socket, starts no thread and reads no clock of its own:
 the driver passes its clock and a ``waker`` (whose ``wake()`` makes the
-loop look at this connection now, from any thread). A driver is then a short loop::
+loop look at this connection now, from any thread). A driver is then a
+short loop::
 
     events = lifecycle.begin()                     # [Connecting]
     ... open the socket; on failure: lifecycle.connect_failed(reason)
@@ -82,7 +82,6 @@ Write = Callable[[Buffer], int]
 _NO_EVENTS: Tuple[events.Event, ...] = ()
 #: Queued chunks are joined into writes of about this size, not one per frame.
 _COALESCE = 64 * 1024
-
 
 
 class Lifecycle:

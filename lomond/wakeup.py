@@ -163,6 +163,52 @@ class StopSignal:
         return wait_for_stop((self,), timeout)
 
 
+#: Guards every Latch's lazily created event against its set(): one lock for
+#: all, taken once per set() and per wait(), never on a hot path.
+_LATCH_LOCK = threading.Lock()
+
+
+class Latch:
+    """A one-way flag that threads can wait on, whose ``threading.Event`` exists only for a waiter.
+
+    An Event costs about a kilobyte (a condition and its deque of waiters);
+    a hub keeps a flag like this for each of its thousands of connections
+    and apps, and almost none is ever waited on. Not for signal handlers
+    (:meth:`set` takes a lock): use a :class:`StopSignal` there.
+    """
+
+    __slots__ = ("_event", "_set")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._event: Optional[threading.Event] = None
+
+    def set(self) -> bool:
+        """Set the flag and release the waiters; whether this call set it (False if set already)."""
+        with _LATCH_LOCK:
+            if self._set:
+                return False
+            self._set = True
+            event = self._event
+        if event is not None:
+            event.set()
+        return True
+
+    def is_set(self) -> bool:
+        """Whether the flag is set."""
+        return self._set
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Wait up to ``timeout`` seconds (``None``: forever) for the flag; whether it is set."""
+        with _LATCH_LOCK:
+            if self._set:
+                return True
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        return event.wait(timeout)
+
+
 def wait_for_stop(signals: Tuple[StopSignal, ...], timeout: Optional[float]) -> bool:
     """Sleep until one of ``signals`` is set or ``timeout`` passes; whether one is set.
 
@@ -190,4 +236,4 @@ def wait_for_stop(signals: Tuple[StopSignal, ...], timeout: Optional[float]) -> 
         # Not closed here: a set() in another thread may still hold it (see Wakeup).
 
 
-__all__ = ["StopSignal", "Wakeable", "Wakeup", "wait_for_stop"]
+__all__ = ["Latch", "StopSignal", "Wakeable", "Wakeup", "wait_for_stop"]

@@ -23,9 +23,13 @@ from __future__ import annotations
 
 import base64
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from lomond import WebSocket, events
@@ -275,3 +279,75 @@ def raw_upgrade_request(host: str, target: str = "/", key: Optional[str] = None)
 def server_frame(opcode: int, payload: bytes = b"") -> bytes:
     """One unmasked frame, as a server sends it (RFC 6455 section 5.1)."""
     return build_frame(opcode, payload, mask=False)
+
+
+# -- a Python child process (signals go to a main thread) -------------------------------
+
+#: The checkout the children import lomond from.
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Child:
+    """``python -c script *args`` importing lomond from this checkout, ``-X dev`` if asked.
+
+    A thread collects its stdout lines (``ready`` is set on a line ``READY``,
+    or when the child ends without one); its stderr goes to a file in ``tmp``.
+    """
+
+    def __init__(
+        self, script: str, tmp: Path, args: Sequence[str] = (), dev: bool = False
+    ) -> None:
+        self.stderr_path = tmp / f"stderr-{time.monotonic_ns()}.txt"
+        self._stderr = self.stderr_path.open("w")
+        self.lines: List[str] = []
+        self.ready = threading.Event()
+        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONDONTWRITEBYTECODE="1")
+        flags = ["-X", "dev"] if dev else []
+        self.proc = subprocess.Popen(
+            [sys.executable, *flags, "-c", script, *args],
+            stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=env,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+            if line.strip() == "READY":
+                self.ready.set()
+        self.ready.set()  # ended without READY: the caller looks at why
+
+    @property
+    def stderr(self) -> str:
+        if not self._stderr.closed:
+            self._stderr.flush()
+        return self.stderr_path.read_text()
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        """Wait for ``READY``; fail with the child's stderr if it ended without it."""
+        self.ready.wait(timeout)
+        assert "READY" in self.lines, f"the child did not get ready: {self.stderr}"
+
+    def wait_exit(self, timeout: float) -> bool:
+        """Whether the child exited within ``timeout`` seconds."""
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        self._reader.join(5)
+        return True
+
+    def stacks(self) -> str:
+        """The child's thread stacks (faulthandler on SIGUSR1), for a hang's report."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGUSR1)
+            time.sleep(1.0)
+        return self.stderr
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._reader.join(5)
+        self._stderr.close()

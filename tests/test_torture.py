@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple, Union
 
 import pytest
-from core_helpers import check_order, refused_port
+from core_helpers import Child, check_order, refused_port
 from peers.ws_server import ConnectionRecord, WSServer, record_message
 from websockets.asyncio.server import ServerConnection
 
@@ -1086,60 +1086,6 @@ SIGINT_CHILD = textwrap.dedent('''
 ''')
 
 
-class SigintChild:
-    """The child process of :data:`SIGINT_CHILD`, run with ``python -X dev``."""
-
-    def __init__(self, mode: str, apps: int, senders: int, slow: float, tmp: Path) -> None:
-        self.stderr_path = tmp / f"stderr-{time.monotonic_ns()}.txt"
-        self._stderr = self.stderr_path.open("w")
-        self.lines: List[str] = []
-        self.ready = threading.Event()
-        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONDONTWRITEBYTECODE="1")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-X", "dev", "-c", SIGINT_CHILD, mode, str(apps), str(senders),
-             str(slow)],
-            stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=env,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-            if line.strip() == "READY":
-                self.ready.set()
-        self.ready.set()  # ended without READY: the caller looks at why
-
-    @property
-    def stderr(self) -> str:
-        if not self._stderr.closed:
-            self._stderr.flush()
-        return self.stderr_path.read_text()
-
-    def wait_exit(self, timeout: float) -> bool:
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return False
-        self._reader.join(5)
-        return True
-
-    def stacks(self) -> str:
-        """The child's thread stacks (faulthandler on SIGUSR1), for a hang's report."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGUSR1)
-            time.sleep(1.0)
-        return self.stderr
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._reader.join(5)
-        self._stderr.close()
-
-
 #: How Ctrl-C is pressed in a round: once; twice back to back (the kernel may
 #: merge them into one); or a few times at random short intervals.
 PATTERNS = ("single", "burst", "several")
@@ -1168,7 +1114,7 @@ def sigint_round(mode: str, torture: Torture, tmp: Path) -> str:
         f"{torture.where} {mode}, {apps} apps x {senders} senders, Ctrl-C {pattern}: "
         f"after {first:.3f} s, then gaps {[round(g, 4) for g in gaps]}, server pause {slow}"
     )
-    child = SigintChild(mode, apps, senders, slow, tmp)
+    child = Child(SIGINT_CHILD, tmp, [mode, str(apps), str(senders), str(slow)], dev=True)
     try:
         child.ready.wait(60)
         assert "READY" in child.lines, (

@@ -23,7 +23,7 @@ from typing import Any, Iterator, List, Optional, Tuple
 import pytest
 
 from lomond import wakeup as wakeup_module
-from lomond.wakeup import StopSignal, Wakeup, wait_for_stop
+from lomond.wakeup import Latch, StopSignal, Wakeup, wait_for_stop
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -457,3 +457,25 @@ def test_concurrent_detaches_leave_none_attached() -> None:
     signal.set()
     still = sum(1 for batch in batches for wakeable in batch if wakeable.woken)
     assert still == 0, f"{still} of {RACERS * PER_RACER} detached wakeables were still woken"
+
+
+# -- Latch -------------------------------------------------------------------------------
+
+
+def test_latch_is_set_once_and_says_which_call_set_it() -> None:
+    latch = Latch()
+    assert not latch.is_set()
+    assert not latch.wait(0.01)  # times out unset
+    assert latch.set() is True
+    assert latch.set() is False
+    assert latch.is_set() and latch.wait(0) and latch.wait()
+
+
+def test_latch_releases_a_waiter_in_another_thread() -> None:
+    latch = Latch()
+    results: List[bool] = []
+    waiter = threading.Thread(target=lambda: results.append(latch.wait(LONG)))
+    waiter.start()
+    threading.Timer(0.05, latch.set).start()
+    waiter.join(LONG)
+    assert results == [True]

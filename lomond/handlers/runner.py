@@ -8,11 +8,9 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, Generic, Optional, TypeVar
 
+from ..wakeup import Latch
+
 T = TypeVar("T")
-
-
-#: Guards a completion's lazily created event against its end (one lock for all).
-_EVENT_LOCK = threading.Lock()
 
 
 class Completion(Generic[T]):
@@ -31,10 +29,9 @@ class Completion(Generic[T]):
         cancel: Optional[Callable[[Any], None]] = None,
     ) -> None:
         self._cancel = cancel
-        self._finished = False
-        # Created by the first waiter only: an Event costs about 1 KB, and a
-        # hub has a completion for each of its thousands of apps.
-        self._event: Optional[threading.Event] = None
+        # A Latch, not an Event: a hub has a completion for each of its
+        # thousands of apps, and an Event costs about 1 KB.
+        self._done = Latch()
         self._explain = explain
         self.result: Optional[T] = None
         self.exception: Optional[BaseException] = None
@@ -62,37 +59,21 @@ class Completion(Generic[T]):
     def set_result(self, result: Optional[T]) -> None:
         """The run returned ``result``."""
         self.result = result
-        self._finish()
+        self._done.set()
 
     def set_exception(self, exception: BaseException) -> None:
         """The run raised ``exception``."""
         self.exception = exception
-        self._finish()
-
-    def _finish(self) -> None:
-        with _EVENT_LOCK:
-            self._finished = True
-            event = self._event
-        if event is not None:
-            event.set()
+        self._done.set()
 
     @property
     def done(self) -> bool:
         """Whether the run returned or raised."""
-        return self._finished
-
-    def _wait_done(self, timeout: Optional[float]) -> bool:
-        with _EVENT_LOCK:
-            if self._finished:
-                return True
-            if self._event is None:
-                self._event = threading.Event()
-            event = self._event
-        return event.wait(timeout)
+        return self._done.is_set()
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Wait up to ``timeout`` seconds (``None``: forever) for the run to finish."""
-        return self._wait_done(timeout)
+        return self._done.wait(timeout)
 
 
 class Runner(Completion[T]):
@@ -122,7 +103,7 @@ class Runner(Completion[T]):
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Wait up to ``timeout`` seconds (``None``: forever) for ``target`` to finish."""
-        if not self._wait_done(timeout):
+        if not self._done.wait(timeout):
             return False
         if self._thread is not threading.current_thread():
             self._thread.join()  # only the thread's exit is left: immediate

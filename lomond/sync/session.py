@@ -196,7 +196,7 @@ class WebsocketSession(DriverBase):
                 # Nothing buffered: wait for bytes, a wake-up or the next deadline.
                 if tls and transport.pending():
                     continue
-                wanted = _READ_WRITE if lifecycle.pending_output else _READ
+                wanted = _READ_WRITE if lifecycle.wants_write else _READ
                 if wanted != watching:
                     selector.modify(transport.sock, wanted)
                     watching = wanted

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 import pytest
-from core_helpers import wait_for
+from core_helpers import Child
 from peers.raw_server import RawConnection, ScriptedServer
 from peers.ws_server import WSServer
 
@@ -613,58 +613,6 @@ def test_reconnect_respects_retry_after_on_the_hub(ws_server: WSServer, hub: Hub
 # -- issue 18 regressions ----------------------------------------------------------------
 
 
-class Child:
-    """A Python subprocess that imports lomond from this checkout.
-
-    Its stdout lines are collected by a thread (``ready`` is set on a line
-    ``READY``), its stderr goes to a file.
-    """
-
-    def __init__(self, script: str, tmp_path: Path) -> None:
-        self._stderr_path = tmp_path / "child-stderr.txt"
-        self._stderr_file = self._stderr_path.open("w")
-        self.lines: List[str] = []
-        self.ready = threading.Event()
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", script],
-            stdout=subprocess.PIPE, stderr=self._stderr_file, text=True, env=env,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.strip())
-            if line.strip() == "READY":
-                self.ready.set()
-
-    @property
-    def stderr(self) -> str:
-        self._stderr_file.flush()
-        return self._stderr_path.read_text()
-
-    def wait_ready(self, timeout: float = 20.0) -> None:
-        wait_for(lambda: self.ready.is_set() or self.proc.poll() is not None, timeout, "READY")
-        assert self.ready.is_set(), f"the child ended before READY: {self.stderr}"
-
-    def exited(self, timeout: float) -> bool:
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return False
-        self._reader.join(5)
-        return True
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-        self._reader.join(5)
-        self._stderr_file.close()
-
-
 #: A hub app in the main thread, run_forever() until Ctrl-C; no timers at all
 #: (no pings, no polls), so only a wake-up can end its select().
 CTRL_C_SCRIPT = textwrap.dedent("""
@@ -711,7 +659,7 @@ def test_ctrl_c_closes_a_hub_in_the_main_thread_gracefully(tmp_path: Path) -> No
     try:
         child.wait_ready()
         child.proc.send_signal(signal.SIGINT)
-        exited = child.exited(15)
+        exited = child.wait_exit(15)
     finally:
         child.kill()
     assert exited, f"Ctrl-C did not end hub.run_forever() within 15 s: {child.lines}"
@@ -730,7 +678,7 @@ def test_a_second_ctrl_c_interrupts_a_pending_hub_close(tmp_path: Path) -> None:
         child.proc.send_signal(signal.SIGINT)
         time.sleep(0.2)  # two separate signals, not one the kernel merged
         child.proc.send_signal(signal.SIGINT)
-        exited = child.exited(15)
+        exited = child.wait_exit(15)
     finally:
         child.kill()
     assert exited, f"a second Ctrl-C did not end hub.run_forever() within 15 s: {child.lines}"
