@@ -485,28 +485,21 @@ class Hub:
         Names the app and its handler, as in "the hub's thread has been
         running on_text of <App ...> for 2.5 s".
         """
+        return self._held(None)
+
+    def _explain(self, app: WebSocketApp) -> Optional[str]:
+        """Why ``app``'s handshake waits, if the hub's thread is the cause (any thread)."""
+        member = self._members.get(app)
+        return None if member is None else self._held(member.session)
+
+    def _held(self, session: Optional[HubSession]) -> Optional[str]:
+        """What holds the hub's thread: held for :data:`BUSY_HINT` already, or at all
+        while bytes wait unread on ``session``'s socket (an answer the hub cannot read)."""
         busy = self._reactor.busy
         if busy is None:
             return None
         callback, since = busy
         held = time.monotonic() - since
-        if held < BUSY_HINT:
-            return None
-        return f"the hub's thread has been running {_describe(callback)} for {held:.1f} s"
-
-    def _explain(self, app: WebSocketApp) -> Optional[str]:
-        """Why ``app``'s handshake waits, if the hub's thread is the cause (any thread).
-
-        The thread is held now, and for a while already or while ``app``'s
-        answer waits unread on its socket.
-        """
-        busy = self._reactor.busy
-        member = self._members.get(app)
-        if busy is None or member is None:
-            return None
-        callback, since = busy
-        held = time.monotonic() - since
-        session = member.session
         if held < BUSY_HINT and not (session is not None and session.input_waiting()):
             return None
         return f"the hub's thread has been running {_describe(callback)} for {held:.1f} s"
