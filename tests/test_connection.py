@@ -23,8 +23,10 @@ from core_helpers import exchange, first, later, names, refused_port
 
 from lomond import WebSocket, events
 from lomond.errors import ConnectError
+from lomond.handlers import Hub, WebSocketApp
 from lomond.handshake import parse_url
 from lomond.proxy import Proxy
+from lomond.sync import connect as connect_module
 from lomond.sync.connect import _tunnel, open_connection
 from lomond.wakeup import StopSignal, Wakeup
 
@@ -349,3 +351,32 @@ def test_on_handshake_reports_when_the_handshake_budget_starts(
     finally:
         wakeup.close()
     assert len(started) == 1
+
+
+# -- an unexpected error while connecting, in every driver ------------------------------
+
+
+def test_an_unexpected_error_is_a_connect_fail_in_both_drivers(
+    ws_server: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not a ConnectError (a bug, a broken proxy hook): each driver reports the
+    same ConnectFail and the traceback is logged, whichever thread connected."""
+
+    def broken(url: Any, proxies: Any) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(connect_module, "select_proxy", broken)
+    websocket = WebSocket(ws_server.url_for("/echo"))
+    threaded = [e for e in websocket.connect() if e.name == "connect_fail"]
+    app = WebSocketApp(ws_server.url_for("/echo"))
+    hub = Hub()
+    hub.add(app)
+    hub.start()
+    try:
+        outcome = app.join(10)
+    finally:
+        assert hub.stop(10)
+    assert [e.reason for e in threaded] == ["could not connect: boom"]  # type: ignore[attr-defined]
+    assert outcome is not None and outcome.reason == "could not connect: boom"
+    logged = [r for r in caplog.records if r.name == "lomond.connect" and r.exc_info]
+    assert len(logged) == 2 and all("boom" in str(r.exc_info[1]) for r in logged)  # type: ignore[index]

@@ -133,14 +133,10 @@ class HubSession(DriverBase):
         self._connect_wakeup = wakeup
         result: _Opened
         try:
-            if self.lifecycle.aborted():
-                raise ConnectError("connection aborted")
             sock, proxy = open_for(self.settings, self.lifecycle, wakeup)
             result = (sock, proxy, "")
         except ConnectError as failure:
             result = (None, None, str(failure))
-        except Exception as failure:  # reported as this connection's failure, not raised
-            result = (None, None, f"could not connect: {describe_os_error(failure)}")
         finally:
             self._connect_wakeup = None
         self._opened_result = result

@@ -11,6 +11,7 @@ reason that never contains proxy credentials.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import selectors
 import socket
@@ -27,6 +28,8 @@ from ..options import SocketOption
 from ..proxy import Proxy, connect_request, connect_status, select_proxy
 from ..trace import Tracer
 from ..wakeup import Wakeup
+
+log = logging.getLogger("lomond.connect")
 
 # connect_ex() codes meaning "in progress" for a non-blocking socket
 # (10035 is Windows' WSAEWOULDBLOCK).
@@ -122,8 +125,25 @@ def open_for(
 
     Returns the socket and the proxy's display URL (for the ``Connected``
     event). ``wakeup`` interrupts a wait, ``lifecycle.aborted()`` says
-    whether to give up. Raises :class:`~lomond.errors.ConnectError`.
+    whether to give up. Raises :class:`~lomond.errors.ConnectError`, and
+    only that, in every driver: anything unexpected is logged with its
+    traceback and reported as a ConnectError too, so that it reaches the
+    application as a ``ConnectFail`` event whichever thread connected.
     """
+    try:
+        return _open_for(settings, lifecycle, wakeup)
+    except ConnectError:
+        raise
+    except Exception as error:
+        log.error("unexpected error while connecting to %s", settings.url.url, exc_info=True)
+        raise ConnectError(f"could not connect: {describe_os_error(error)}") from error
+
+
+def _open_for(
+    settings: SessionSettings, lifecycle: Lifecycle, wakeup: Optional[Wakeup]
+) -> Tuple[socket.socket, Optional[str]]:
+    if lifecycle.aborted():
+        raise ConnectError("connection aborted")
     proxy: Optional[Proxy] = None
     # A pre-connected socket already leads to the server: no proxy.
     if settings.sock is None:
@@ -146,7 +166,7 @@ def open_for(
         on_handshake=lifecycle.timers.handshake_started,
         trace=trace,
     )
-    return sock, proxy.display_url if proxy is not None and settings.sock is None else None
+    return sock, proxy.display_url if proxy is not None else None
 
 
 def _peer(sock: socket.socket) -> Optional[str]:
