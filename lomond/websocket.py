@@ -11,6 +11,7 @@ from types import TracebackType
 from typing import (
     Any,
     Callable,
+    Dict,
     FrozenSet,
     Iterable,
     Iterator,
@@ -57,13 +58,12 @@ _BUFFER_TYPES = (bytes, bytearray, memoryview)
 S = TypeVar("S", bound=Session)
 
 
-class WebSocket:
-    """A WebSocket client connection to ``url`` (RFC 6455).
+class WebSocketBase:
+    """What both WebSocket classes share: settings, the connection seam, state and hooks.
 
-    Construction does no I/O. Iterate over :meth:`connect` (or over the object
-    itself) to connect and receive :mod:`events <lomond.events>`; send with the
-    ``send_*`` methods from any thread once :class:`~lomond.events.Ready`
-    arrived.
+    :class:`WebSocket` (an event loop in your thread) and
+    :class:`lomond.asyncio.WebSocket` (an async iterator, awaitable sends)
+    add how events are received and messages sent. Construction does no I/O.
 
     :param url: a ``ws://`` or ``wss://`` URL (``ValueError`` otherwise).
         Credentials in it (``wss://user:pass@host/``) are sent as Basic
@@ -101,9 +101,6 @@ class WebSocket:
     :param trace: a callable that receives one small ``dict`` per step of
         each connection (see :mod:`lomond.trace`). Lomond 0.3.4.
 
-    A ``WebSocket`` is also a context manager: leaving ``with WebSocket(url)
-    as websocket:`` closes a live connection gracefully (bounded by its
-    ``close_timeout``) and releases the socket.
     """
 
 
@@ -180,7 +177,7 @@ class WebSocket:
 
     def __repr__(self) -> str:
         state = "connected" if self.session is not None else "disconnected"
-        return f"<WebSocket {self.url.url!r} {state}>"
+        return f"<{type(self).__name__} {self.url.url!r} {state}>"
 
     # -- configuration -------------------------------------------------------------
 
@@ -201,88 +198,6 @@ class WebSocket:
         if session is None:
             raise WebSocketUnavailable("the websocket is not connected")
         return session.protocol.request()
-
-    # -- the event loop ------------------------------------------------------------
-
-    def __iter__(self) -> Iterator[events.Event]:
-        return self.connect()
-
-    def __enter__(self) -> WebSocket:
-        self._entered += 1
-        return self
-
-    def __exit__(
-        self,
-        exc_type: Optional[Type[BaseException]],
-        exc: Optional[BaseException],
-        traceback: Optional[TracebackType],
-    ) -> None:
-        """Close a live connection gracefully (within its ``close_timeout``) and release it."""
-        self._entered -= 1
-        session = self.session
-        if session is None:
-            return
-        session.close(Status.NORMAL, DEFAULT_CLOSE_REASON)
-        # A loop suspended in this thread is run to its end (the close
-        # handshake, bounded by close_timeout); one running in another thread
-        # is given the same time, then the socket is dropped.
-        session.drain()
-        close_timeout = session.settings.options.close_timeout
-        if not session.wait_finished(close_timeout + 1.0 if close_timeout else None):
-            session.force_disconnect("the with block ended")
-            session.wait_finished(1.0)
-
-    def connect(
-        self,
-        session_class: Type[WebsocketSession] = WebsocketSession,
-        poll: float = DEFAULT_CONNECT.poll,
-        ping_rate: float = DEFAULT_CONNECT.ping_rate,
-        ping_timeout: Optional[float] = DEFAULT_CONNECT.ping_timeout,
-        auto_pong: bool = DEFAULT_CONNECT.auto_pong,
-        close_timeout: Optional[float] = DEFAULT_CONNECT.close_timeout,
-        connect_timeout: float = DEFAULT_CONNECT.connect_timeout,
-        handshake_timeout: float = DEFAULT_CONNECT.handshake_timeout,
-        *,
-        stop: Optional[StopSignal] = None,
-    ) -> Iterator[events.Event]:
-        """Connect, and yield events until the connection ends.
-
-        The options are those of :class:`~lomond.options.ConnectOptions`
-        (checked here: a wrong type is a ``TypeError``, a negative time a
-        ``ValueError``):
-
-        :param session_class: the driver class (Lomond 0.3's extension
-            point; leave it as the default).
-        :param poll: seconds between :class:`~lomond.events.Poll` events; the
-            first comes right after :class:`~lomond.events.Ready`.
-        :param ping_rate: seconds between automatic pings (0 disables them).
-        :param ping_timeout: seconds to wait for a pong before
-            :class:`~lomond.events.Unresponsive` and a disconnect (``None``: never).
-        :param auto_pong: answer the server's pings (RFC 6455 section 5.5.2).
-        :param close_timeout: seconds to wait for the server to complete the
-            close handshake before dropping the connection (``None`` or 0: wait forever).
-        :param connect_timeout: seconds for the TCP connect and any proxy CONNECT.
-        :param handshake_timeout: seconds for TLS and the upgrade response.
-        :param stop: a :class:`~lomond.wakeup.StopSignal`; setting it (from
-            any thread, or a signal handler) closes the connection gracefully,
-            or abandons it before Ready, at once.
-
-        Nothing happens until the first event is requested. One connection at
-        a time: iterating a second ``connect()`` while one runs raises
-        :class:`~lomond.errors.WebSocketUnavailable`.
-        """
-        options = ConnectOptions(
-            poll=poll,
-            ping_rate=ping_rate,
-            ping_timeout=ping_timeout,
-            auto_pong=auto_pong,
-            close_timeout=close_timeout,
-            connect_timeout=connect_timeout,
-            handshake_timeout=handshake_timeout,
-        )
-        if stop is not None and not isinstance(stop, StopSignal):
-            raise TypeError("stop must be a lomond.wakeup.StopSignal")
-        return self._connect(session_class, options, stop)
 
     def _settings(self, options: ConnectOptions, stop: Optional[StopSignal]) -> SessionSettings:
         sock, self._sock = self._sock, None  # a given socket serves one connection
@@ -305,17 +220,6 @@ class WebSocket:
             on_response=self._on_response,
             close_on_exit=self._entered > 0,
         )
-
-    def _connect(
-        self,
-        session_class: Type[WebsocketSession],
-        options: ConnectOptions,
-        stop: Optional[StopSignal],
-    ) -> Iterator[events.Event]:
-        # Settings are taken when iteration starts: proxies from the
-        # environment are read for each connection.
-        session = self.open_session(session_class, options, stop)
-        yield from session.run()
 
     def open_session(
         self,
@@ -425,24 +329,22 @@ class WebSocket:
             raise WebSocketUnavailable("the websocket is not connected")
         return session
 
-    def send_text(self, text: str, compress: bool = True) -> None:
-        """Send a text message (RFC 6455 section 5.6); ``compress`` applies if negotiated."""
+    @staticmethod
+    def _encode_text(text: str) -> bytes:
         if not isinstance(text, str):
             raise TypeError(f"send_text() takes a str, not {type(text).__name__}")
-        self._session().send_message(Opcode.TEXT, text.encode("utf-8"), compress)
+        return text.encode("utf-8")
 
-    def send_binary(self, data: Union[bytes, bytearray, memoryview], compress: bool = True) -> None:
-        """Send a binary message (RFC 6455 section 5.6); ``compress`` applies if negotiated."""
+    @staticmethod
+    def _encode_binary(data: Union[bytes, bytearray, memoryview]) -> bytes:
         if not isinstance(data, _BUFFER_TYPES):
             raise TypeError(f"send_binary() takes bytes, not {type(data).__name__}")
-        self._session().send_message(Opcode.BINARY, bytes(data), compress)
+        return bytes(data)
 
-    def send_json(self, _obj: Any = ..., **kwargs: Any) -> None:
-        """Send ``_obj`` (or the keyword arguments as an object) as JSON text.
-
-        Raises ``ValueError`` if both are given (as Lomond 0.3 did), and
-        ``TypeError`` if the value cannot be encoded.
-        """
+    @staticmethod
+    def _encode_json(_obj: Any, kwargs: Dict[str, Any]) -> str:
+        """``send_json``'s text: ``ValueError`` for an object and keywords, ``TypeError`` if
+        the value cannot be encoded (Lomond 0.3's rules)."""
         if _obj is ...:
             obj: Any = kwargs
         elif kwargs:
@@ -450,10 +352,158 @@ class WebSocket:
         else:
             obj = _obj
         try:
-            text = json.dumps(obj)
+            return json.dumps(obj)
         except (TypeError, ValueError) as error:
             raise TypeError(f"cannot encode as JSON: {error}") from None
-        self.send_text(text)
+
+    def _request_close(
+        self, code: Optional[int], reason: Union[str, bytes]
+    ) -> Optional[Session]:
+        """What every ``close()`` does first: check the arguments (in the caller's
+        thread), note the request (it ends a persist loop), start the close
+        handshake. Returns the session, if a connection is live."""
+        encode_close(code, reason)  # wrong arguments fail here, in the caller's thread
+        if not isinstance(reason, str):
+            reason = bytes(reason).decode("utf-8")  # checked to be UTF-8 just above
+        self.close_requested.set()
+        session = self.session
+        if session is not None:
+            session.close(code, reason)
+        elif self.trace is not None:
+            Tracer(self.trace, self.url.url)("close_requested", code=code, reason=reason)
+        return session
+
+    def force_disconnect(self) -> None:
+        """Drop the connection without a close handshake (from any thread)."""
+        session = self.session
+        if session is not None:
+            session.force_disconnect()
+
+
+class WebSocket(WebSocketBase):
+    """A WebSocket client connection to ``url`` (RFC 6455), driven in your thread.
+
+    Construction does no I/O; its parameters are :class:`WebSocketBase`'s.
+    Iterate over :meth:`connect` (or over the object itself) to connect and
+    receive :mod:`events <lomond.events>`; send with the ``send_*`` methods
+    from any thread once :class:`~lomond.events.Ready` arrived. For asyncio,
+    :class:`lomond.asyncio.WebSocket` takes the same parameters.
+
+    A ``WebSocket`` is also a context manager: leaving ``with WebSocket(url)
+    as websocket:`` closes a live connection gracefully (bounded by its
+    ``close_timeout``) and releases the socket.
+    """
+
+    # -- the event loop ------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[events.Event]:
+        return self.connect()
+
+    def __enter__(self) -> WebSocket:
+        self._entered += 1
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> None:
+        """Close a live connection gracefully (within its ``close_timeout``) and release it."""
+        self._entered -= 1
+        session = self.session
+        if session is None:
+            return
+        session.close(Status.NORMAL, DEFAULT_CLOSE_REASON)
+        # A loop suspended in this thread is run to its end (the close
+        # handshake, bounded by close_timeout); one running in another thread
+        # is given the same time, then the socket is dropped.
+        session.drain()
+        close_timeout = session.settings.options.close_timeout
+        if not session.wait_finished(close_timeout + 1.0 if close_timeout else None):
+            session.force_disconnect("the with block ended")
+            session.wait_finished(1.0)
+
+    def connect(
+        self,
+        session_class: Type[WebsocketSession] = WebsocketSession,
+        poll: float = DEFAULT_CONNECT.poll,
+        ping_rate: float = DEFAULT_CONNECT.ping_rate,
+        ping_timeout: Optional[float] = DEFAULT_CONNECT.ping_timeout,
+        auto_pong: bool = DEFAULT_CONNECT.auto_pong,
+        close_timeout: Optional[float] = DEFAULT_CONNECT.close_timeout,
+        connect_timeout: float = DEFAULT_CONNECT.connect_timeout,
+        handshake_timeout: float = DEFAULT_CONNECT.handshake_timeout,
+        *,
+        stop: Optional[StopSignal] = None,
+    ) -> Iterator[events.Event]:
+        """Connect, and yield events until the connection ends.
+
+        The options are those of :class:`~lomond.options.ConnectOptions`
+        (checked here: a wrong type is a ``TypeError``, a negative time a
+        ``ValueError``):
+
+        :param session_class: the driver class (Lomond 0.3's extension
+            point; leave it as the default).
+        :param poll: seconds between :class:`~lomond.events.Poll` events; the
+            first comes right after :class:`~lomond.events.Ready`.
+        :param ping_rate: seconds between automatic pings (0 disables them).
+        :param ping_timeout: seconds to wait for a pong before
+            :class:`~lomond.events.Unresponsive` and a disconnect (``None``: never).
+        :param auto_pong: answer the server's pings (RFC 6455 section 5.5.2).
+        :param close_timeout: seconds to wait for the server to complete the
+            close handshake before dropping the connection (``None`` or 0: wait forever).
+        :param connect_timeout: seconds for the TCP connect and any proxy CONNECT.
+        :param handshake_timeout: seconds for TLS and the upgrade response.
+        :param stop: a :class:`~lomond.wakeup.StopSignal`; setting it (from
+            any thread, or a signal handler) closes the connection gracefully,
+            or abandons it before Ready, at once.
+
+        Nothing happens until the first event is requested. One connection at
+        a time: iterating a second ``connect()`` while one runs raises
+        :class:`~lomond.errors.WebSocketUnavailable`.
+        """
+        options = ConnectOptions(
+            poll=poll,
+            ping_rate=ping_rate,
+            ping_timeout=ping_timeout,
+            auto_pong=auto_pong,
+            close_timeout=close_timeout,
+            connect_timeout=connect_timeout,
+            handshake_timeout=handshake_timeout,
+        )
+        if stop is not None and not isinstance(stop, StopSignal):
+            raise TypeError("stop must be a lomond.wakeup.StopSignal")
+        return self._connect(session_class, options, stop)
+
+    def _connect(
+        self,
+        session_class: Type[WebsocketSession],
+        options: ConnectOptions,
+        stop: Optional[StopSignal],
+    ) -> Iterator[events.Event]:
+        # Settings are taken when iteration starts: proxies from the
+        # environment are read for each connection.
+        session = self.open_session(session_class, options, stop)
+        yield from session.run()
+
+    # -- sending ----------------------------------------------------------------------
+
+    def send_text(self, text: str, compress: bool = True) -> None:
+        """Send a text message (RFC 6455 section 5.6); ``compress`` applies if negotiated."""
+        self._session().send_message(Opcode.TEXT, self._encode_text(text), compress)
+
+    def send_binary(self, data: Union[bytes, bytearray, memoryview], compress: bool = True) -> None:
+        """Send a binary message (RFC 6455 section 5.6); ``compress`` applies if negotiated."""
+        self._session().send_message(Opcode.BINARY, self._encode_binary(data), compress)
+
+    def send_json(self, _obj: Any = ..., **kwargs: Any) -> None:
+        """Send ``_obj`` (or the keyword arguments as an object) as JSON text.
+
+        Raises ``ValueError`` if both are given (as Lomond 0.3 did), and
+        ``TypeError`` if the value cannot be encoded.
+        """
+        self.send_text(self._encode_json(_obj, kwargs))
 
     def send_ping(self, data: bytes = b"") -> None:
         """Send a Ping (RFC 6455 section 5.5.2).
@@ -482,21 +532,7 @@ class WebSocket:
         :func:`~lomond.persist.persist` loop (also during its back-off wait).
         Calling it again does nothing.
         """
-        encode_close(code, reason)  # wrong arguments fail here, in the caller's thread
-        if not isinstance(reason, str):
-            reason = bytes(reason).decode("utf-8")  # checked to be UTF-8 just above
-        self.close_requested.set()
-        session = self.session
-        if session is not None:
-            session.close(code, reason)
-        elif self.trace is not None:
-            Tracer(self.trace, self.url.url)("close_requested", code=code, reason=reason)
-
-    def force_disconnect(self) -> None:
-        """Drop the connection without a close handshake (from any thread)."""
-        session = self.session
-        if session is not None:
-            session.force_disconnect()
+        self._request_close(code, reason)
 
 
-__all__ = ["WebSocket"]
+__all__ = ["WebSocket", "WebSocketBase"]
