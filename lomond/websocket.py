@@ -169,7 +169,7 @@ class WebSocketBase:
         #: The current connection's session, or ``None`` between connections.
         self.session: Optional[Session] = None
         self._last_session: Optional[Session] = None
-        #: Set by :meth:`close`: a stop request that :func:`~lomond.persist.persist`
+        #: Set by :meth:`WebSocket.close`: a stop request that :func:`~lomond.persist.persist`
         #: (which clears it when it starts) waits on between connections.
         self.close_requested = StopSignal()
         # Inside ``with``: an abandoned loop closes gracefully (see __exit__).
@@ -230,7 +230,7 @@ class WebSocketBase:
         """Start a connection with a driver: ``factory(settings, on_end)`` (for runners).
 
         The seam between this object and what moves its bytes: the threaded
-        :class:`~lomond.sync.session.WebsocketSession` (:meth:`connect`) or the
+        :class:`~lomond.sync.session.WebsocketSession` (:meth:`WebSocket.connect`) or the
         :class:`~lomond.hub.session.HubSession` of a
         :class:`~lomond.handlers.hub.Hub`. The driver becomes :attr:`session`
         (sends go to it) until it calls ``on_end(driver)``. Raises

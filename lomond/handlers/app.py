@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import sys
 import threading
@@ -10,6 +11,7 @@ import traceback
 from typing import (
     TYPE_CHECKING,
     Any,
+    AsyncGenerator,
     Callable,
     Dict,
     FrozenSet,
@@ -348,7 +350,6 @@ class WebSocketApp(Registration):
         self._dispatch(event)
 
     def _dispatch(self, event: events.Event) -> None:
-        tracker = self._tracker
         kind = type(event)
         # Messages are nearly every event, and change neither the outcome nor
         # the handshake state: they skip that bookkeeping (a hub dispatches
@@ -356,13 +357,9 @@ class WebSocketApp(Registration):
         message = kind is _TEXT or kind is _BINARY
         with self._dispatch_lock:
             if not message:
-                tracker.record(event)
-                if kind is events.Connecting or kind is events.Connected:
-                    self._handshaking = True
-                elif kind in _HANDSHAKE_OVER:
-                    self._handshaking = False
+                self._before(event)
             name = event.name
-            failures: Optional[List[Tuple[PolicyAction, Handler, Exception]]] = None
+            failures: Optional[List[Failure]] = None
             for handler in self._methods.get(name, self._generic) + self._registry.handlers_for(
                 name
             ):
@@ -370,18 +367,67 @@ class WebSocketApp(Registration):
                 try:
                     handler(event)
                 except Exception as error:
-                    if failures is None:
-                        failures = []
-                    failures.append((self._handler_failed(event, handler, error), handler, error))
-            if failures is not None:
-                self._apply_policy(failures, tracker)
-            if message:
-                return
-            if kind is events.Ready:
-                if self._running:
-                    self._set_ready(self.websocket.is_active)
-            elif kind is events.Disconnected:
-                self._set_ready(False)
+                    failures = self._failed(failures, event, handler, error)
+            if failures is not None or not message:
+                self._after(event, failures)
+
+    async def _dispatch_async(self, event: events.Event) -> None:
+        """:meth:`_dispatch` for :meth:`run_async`: a handler may be ``async def``.
+
+        Handlers are awaited one at a time, in the same order, with the same
+        error handling.
+        """
+        message = type(event) is _TEXT or type(event) is _BINARY
+        with self._dispatch_lock:
+            if not message:
+                self._before(event)
+            name = event.name
+            failures: Optional[List[Failure]] = None
+            for handler in self._methods.get(name, self._generic) + self._registry.handlers_for(
+                name
+            ):
+                self._last_handler = handler
+                try:
+                    result = handler(event)
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception as error:
+                    failures = self._failed(failures, event, handler, error)
+            if failures is not None or not message:
+                self._after(event, failures)
+
+    def _before(self, event: events.Event) -> None:
+        """An event other than a message is about to reach the handlers: the bookkeeping."""
+        self._tracker.record(event)
+        kind = type(event)
+        if kind is events.Connecting or kind is events.Connected:
+            self._handshaking = True
+        elif kind in _HANDSHAKE_OVER:
+            self._handshaking = False
+
+    def _failed(
+        self,
+        failures: Optional[List[Failure]],
+        event: events.Event,
+        handler: Handler,
+        error: Exception,
+    ) -> List[Failure]:
+        """A handler raised: report it (see :meth:`report_error`) and note the action."""
+        if failures is None:
+            failures = []
+        failures.append((self._handler_failed(event, handler, error), handler, error))
+        return failures
+
+    def _after(self, event: events.Event, failures: Optional[List[Failure]]) -> None:
+        """The handlers for ``event`` ran: the error policy, then the ready state."""
+        if failures is not None:
+            self._apply_policy(failures, self._tracker)
+        kind = type(event)
+        if kind is events.Ready:
+            if self._running:
+                self._set_ready(self.websocket.is_active)
+        elif kind is events.Disconnected:
+            self._set_ready(False)
 
     def _set_ready(self, ready: bool, run_ended: bool = False) -> None:
         with self._ready_condition:
@@ -411,7 +457,7 @@ class WebSocketApp(Registration):
         return action
 
     def _apply_policy(
-        self, failures: List[Tuple[PolicyAction, Handler, Exception]], tracker: OutcomeTracker
+        self, failures: List[Failure], tracker: OutcomeTracker
     ) -> None:
         """After all of an event's handlers ran: close, or (outside a run) raise."""
         ending = [failure for failure in failures if failure[0] != "log"]
@@ -539,13 +585,8 @@ class WebSocketApp(Registration):
                 log.debug("%r: stopped before connecting", self)
             else:
                 source: Iterator[events.Event]
-                if connect.poll and not self.handles("poll"):
-                    # Nobody listens to Poll events: do not wake every few
-                    # seconds to deliver them (an idle app then costs nothing).
-                    connect = attrs.evolve(connect, poll=0)
-                keywords: Dict[str, Any] = attrs.asdict(connect)
+                keywords = self._keywords(connect, reconnect, reconnect_options)
                 if reconnect:
-                    keywords.update(attrs.asdict(reconnect_options))
                     source = persist(self.websocket, exit_event=self._stop, **keywords)
                 else:
                     source = self.websocket.connect(stop=self._stop, **keywords)
@@ -565,6 +606,72 @@ class WebSocketApp(Registration):
         if tracker.to_raise is not None:
             raise tracker.to_raise
         return outcome
+
+    def _keywords(
+        self, connect: ConnectOptions, reconnect: bool, reconnect_options: PersistOptions
+    ) -> Dict[str, Any]:
+        """The run's options as keywords for ``connect()``/``persist()``, polls only if handled."""
+        if connect.poll and not self.handles("poll"):
+            # Nobody listens to Poll events: do not wake every few seconds to
+            # deliver them (an idle app then costs nothing).
+            connect = attrs.evolve(connect, poll=0)
+        keywords: Dict[str, Any] = attrs.asdict(connect)
+        if reconnect:
+            keywords.update(attrs.asdict(reconnect_options))
+        return keywords
+
+    async def run_async(self, reconnect: bool = False, **options: Unpack[RunKeywords]) -> Outcome:
+        """:meth:`run_forever` on the running asyncio loop: ``await app.run_async()``.
+
+        The same handlers (plain functions, or ``async def``: each is awaited
+        before the next runs, one event at a time), error policies, outcome
+        and reconnects (``reconnect=True``, :func:`lomond.asyncio.persist`);
+        ``self.send_text()`` and friends work in handlers and from any thread,
+        :meth:`stop` and :meth:`close` too. Many apps on one loop need nothing
+        more than ``asyncio.gather`` or a ``TaskGroup``. Cancelling the task
+        closes the connection gracefully (code 1001) and then re-raises
+        ``CancelledError``. Returns the run's :class:`Outcome`.
+        """
+        # Imported here: a program that never runs an app on asyncio does
+        # not pay for importing asyncio.
+        from ..asyncio.websocket import connect_events
+        from ..asyncio.websocket import persist as persist_async
+
+        connect, reconnect_options = split_options(options, "run_async()", reconnect)
+        tracker = self.begin_run()
+        self._loop_thread = threading.current_thread()
+        try:
+            if self._stop.is_set():
+                log.debug("%r: stopped before connecting", self)
+            else:
+                source: AsyncGenerator[events.Event, None]
+                keywords = self._keywords(connect, reconnect, reconnect_options)
+                if reconnect:
+                    source = persist_async(self.websocket, exit_event=self._stop, **keywords)
+                else:
+                    source = connect_events(self.websocket, ConnectOptions(**keywords), self._stop)
+                try:
+                    await self._pump_async(source)
+                finally:
+                    await source.aclose()
+        finally:
+            outcome = self.finish_run(tracker)
+        if tracker.to_raise is not None:
+            raise tracker.to_raise
+        return outcome
+
+    async def _pump_async(self, source: AsyncGenerator[events.Event, None]) -> None:
+        async for event in source:
+            try:
+                await self._dispatch_async(event)
+            except BaseException:
+                # Cancelled in a handler, or KeyboardInterrupt/SystemExit from
+                # one: close gracefully, wait (up to close_timeout), re-raise.
+                self._stop.set()
+                self.websocket.close(*INTERRUPT_CLOSE)
+                async for rest in source:
+                    self._tracker.record(rest)
+                raise
 
     def _pump(self, source: Iterator[events.Event]) -> None:
         for event in source:
@@ -693,6 +800,8 @@ class WebSocketApp(Registration):
         self.join(0)
 
 
+#: A handler error: what the policy decided, the handler, the exception.
+Failure = Tuple[PolicyAction, Handler, Exception]
 #: The message events, which ``_dispatch`` passes straight to the handlers.
 _TEXT, _BINARY = events.Text, events.Binary
 #: Events after which a connection attempt is no longer in its opening handshake.

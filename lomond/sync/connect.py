@@ -46,7 +46,8 @@ def _never() -> bool:
     return False
 
 
-def _host_port(host: str, port: int) -> str:
+def host_port(host: str, port: int) -> str:
+    """``host:port`` for messages, an IPv6 address in brackets."""
     return f"{bracket_host(host)}:{port}"
 
 
@@ -86,16 +87,16 @@ def open_connection(
         if proxy is not None:
             host, port, what = proxy.host, proxy.port, f"the proxy {proxy.display_url}"
         else:
-            host, port, what = url.host, url.port, _host_port(url.host, url.port)
+            host, port, what = url.host, url.port, host_port(url.host, url.port)
         sock = _connect_tcp(
             host, port, what, deadline, source_address, socket_options, wakeup, aborted
         )
     else:
         proxy = None
-        _prepare_socket(sock, socket_options)
+        prepare_socket(sock, socket_options)
     try:
         if trace is not None:
-            trace("tcp_connected", address=_peer(sock))
+            trace("tcp_connected", address=peer_address(sock))
         if proxy is not None:
             _tunnel(sock, proxy, url.host, url.port, agent, deadline, wakeup, aborted)
             if trace is not None:
@@ -169,15 +170,20 @@ def _open_for(
     return sock, proxy.display_url if proxy is not None else None
 
 
-def _peer(sock: socket.socket) -> Optional[str]:
+def peer_address(sock: socket.socket) -> Optional[str]:
+    """The connected peer as ``host:port`` (for the trace), or ``None``."""
     try:
         address = sock.getpeername()
     except OSError:
         return None
-    return _host_port(address[0], address[1]) if isinstance(address, tuple) else None
+    return host_port(address[0], address[1]) if isinstance(address, tuple) else None
 
 
-def _prepare_socket(sock: socket.socket, socket_options: Sequence[SocketOption]) -> None:
+def prepare_socket(sock: socket.socket, socket_options: Sequence[SocketOption]) -> None:
+    """A given, connected socket: non-blocking, ``socket_options``, ``TCP_NODELAY`` if TCP.
+
+    Closes it and raises :class:`~lomond.errors.ConnectError` if an option fails.
+    """
     try:
         sock.setblocking(False)
         for level, option, value in socket_options:
@@ -240,25 +246,10 @@ def _connect_tcp(
         raise ConnectError(f"could not resolve {host!r}: {describe_os_error(error)}") from None
     last_error = "no addresses"
     for family, kind, proto, _, address in addresses:
+        sock, last_error = new_tcp_socket(family, kind, proto, socket_options, source_address)
+        if sock is None:
+            continue
         try:
-            sock = socket.socket(family, kind, proto)
-        except OSError as error:
-            # Out of descriptors (EMFILE) or memory: say so, as a ConnectError.
-            raise ConnectError(
-                f"could not create a socket: {describe_os_error(error)}"
-            ) from None
-        step = "connect"
-        try:
-            sock.setblocking(False)
-            # Small messages must not wait for Nagle's algorithm.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            step = "set a socket option"
-            for level, option, value in socket_options:
-                sock.setsockopt(level, option, value)
-            if source_address is not None:
-                step = f"bind to {_host_port(*source_address)}"
-                sock.bind(source_address)
-            step = "connect"
             error_code = sock.connect_ex(address)
             if error_code not in _IN_PROGRESS:
                 raise OSError(error_code, os.strerror(error_code))
@@ -274,16 +265,53 @@ def _connect_tcp(
             if not isinstance(error, OSError):
                 raise
             last_error = describe_os_error(error)
-            if step != "connect":
-                last_error = f"could not {step}: {last_error}"
     raise ConnectError(f"could not connect to {what}: {last_error}")
+
+
+def new_tcp_socket(
+    family: int,
+    kind: int,
+    proto: int,
+    socket_options: Sequence[SocketOption],
+    source_address: Optional[Tuple[str, int]],
+) -> Tuple[Optional[socket.socket], str]:
+    """A non-blocking TCP socket, not connected yet: ``TCP_NODELAY``, the options, the bind.
+
+    Returns the socket, or ``None`` and why it could not be set up (try the
+    next address). Raises :class:`~lomond.errors.ConnectError` if no socket
+    can be created at all (out of descriptors or memory). Both drivers'
+    connects use it (:mod:`lomond.sync.connect`, :mod:`lomond.asyncio.connect`).
+    """
+    try:
+        sock = socket.socket(family, kind, proto)
+    except OSError as error:
+        # Out of descriptors (EMFILE) or memory: say so, as a ConnectError.
+        raise ConnectError(f"could not create a socket: {describe_os_error(error)}") from None
+    step = "set up the socket"
+    try:
+        sock.setblocking(False)
+        # Small messages must not wait for Nagle's algorithm.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        step = "set a socket option"
+        for level, option, value in socket_options:
+            sock.setsockopt(level, option, value)
+        if source_address is not None:
+            step = f"bind to {host_port(*source_address)}"
+            sock.bind(source_address)
+    except OSError as error:
+        sock.close()
+        return None, f"could not {step}: {describe_os_error(error)}"
+    except BaseException:
+        sock.close()
+        raise
+    return sock, ""
 
 
 #: The hint added when the server seems to speak plain HTTP on a wss:// port.
 PLAIN_SERVER_HINT = "is the server plain ws://? (the URL says wss://)"
 #: OpenSSL's words for a record that is not TLS (a plain "HTTP/1.1 400 ..."),
 #: across OpenSSL versions.
-_NOT_TLS_ERRORS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "record layer failure",
+NOT_TLS_ERRORS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "record layer failure",
                    "PACKET_LENGTH_TOO_LONG", "HTTP_REQUEST", "http request")
 
 
@@ -304,12 +332,12 @@ def _peek_answer(tls: ssl.SSLSocket) -> Optional[bytes]:
         return None  # let the handshake itself report the failure
 
 
-_CLOSED_ON_HELLO = (
+CLOSED_ON_HELLO = (
     f"the server closed the connection without answering the TLS hello: {PLAIN_SERVER_HINT}"
 )
 
 
-def _closed_on_us(error: OSError) -> bool:
+def closed_on_us(error: OSError) -> bool:
     """Whether a handshake error means the peer closed the connection (EOF or reset)."""
     return isinstance(error, (ssl.SSLEOFError, ConnectionResetError)) or (
         "UNEXPECTED_EOF" in str(error)
@@ -346,7 +374,7 @@ def _start_tls(
             if not answered:
                 answer = _peek_answer(tls)
                 if answer == b"":
-                    raise ConnectError(f"TLS handshake with {host} failed: {_CLOSED_ON_HELLO}")
+                    raise ConnectError(f"TLS handshake with {host} failed: {CLOSED_ON_HELLO}")
                 if answer:
                     if _not_tls(answer):
                         raise ConnectError(
@@ -363,12 +391,12 @@ def _start_tls(
                 readable = False
             except (ssl.SSLError, OSError) as error:
                 text = describe_os_error(error)
-                if any(marker in str(error) for marker in _NOT_TLS_ERRORS):
+                if any(marker in str(error) for marker in NOT_TLS_ERRORS):
                     # The answer reached OpenSSL before a peek could see it.
                     text = f"the server did not answer in TLS ({text}): {PLAIN_SERVER_HINT}"
-                elif not answered and _closed_on_us(error):
+                elif not answered and closed_on_us(error):
                     # The close came before a peek could see it.
-                    text = _CLOSED_ON_HELLO
+                    text = CLOSED_ON_HELLO
                 raise ConnectError(f"TLS handshake with {host} failed: {text}") from None
             if not _wait(tls, wakeup, readable, deadline, aborted):
                 if not answered:
@@ -456,4 +484,7 @@ def _read_head(
             raise ConnectError(f"proxy {proxy.display_url} sent a header block over 64 KiB")
 
 
-__all__ = ["open_connection", "open_for"]
+__all__ = [
+    "CLOSED_ON_HELLO", "NOT_TLS_ERRORS", "PLAIN_SERVER_HINT", "closed_on_us", "host_port",
+    "new_tcp_socket", "open_connection", "open_for", "peer_address", "prepare_socket",
+]

@@ -440,9 +440,35 @@ def testee_websockets(url: str, offers: OfferSpec, echo: bool, handle: CaseHandl
     return texts
 
 
+def testee_lomond_asyncio(
+    url: str, offers: OfferSpec, echo: bool, handle: CaseHandle
+) -> List[str]:
+    """The same testee as :func:`testee_lomond`, on asyncio (``lomond.asyncio.WebSocket``)."""
+    import asyncio
+
+    from lomond.asyncio import WebSocket
+
+    async def run() -> List[str]:
+        ws = WebSocket(url, compress=_lomond_compress(offers), proxies={})
+        handle.on_abort(ws.force_disconnect)  # from the supervisor's thread
+        texts: List[str] = []
+        async for event in ws.connect(ping_rate=0, poll=1.0, close_timeout=CLOSE_TIMEOUT):
+            name = event.name
+            if name == "text":
+                texts.append(event.text)  # type: ignore[attr-defined]
+                if echo:
+                    await ws.send_text(event.text)  # type: ignore[attr-defined]
+            elif name == "binary" and echo:
+                await ws.send_binary(event.data)  # type: ignore[attr-defined]
+        return texts
+
+    return asyncio.run(run())
+
+
 TESTEES: Dict[str, Testee] = {
     "lomond": testee_lomond,
     "lomond-hub": testee_lomond_hub,
+    "lomond-asyncio": testee_lomond_asyncio,
     "websocket-client": testee_websocket_client,
     "websockets": testee_websockets,
 }
@@ -767,7 +793,7 @@ def _versions(client: str) -> Dict[str, str]:
     from importlib import metadata
 
     versions = {"python": platform.python_version()}
-    for dist in ("kosoku", {"lomond-hub": "lomond"}.get(client, client)):
+    for dist in ("kosoku", "lomond" if client.startswith("lomond") else client):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

@@ -42,9 +42,10 @@ def _assert_passes(suite: ab.SuiteResult, out: Path) -> None:
 # -- lomond ---------------------------------------------------------------------
 
 
-#: The drivers under test: the threaded one (``WebSocket.connect()``) and a
-#: ``WebSocketApp`` on a ``Hub``, over the same lifecycle and protocol.
-DRIVERS = ["lomond", "lomond-hub"]
+#: The drivers under test: the threaded one (``WebSocket.connect()``), a
+#: ``WebSocketApp`` on a ``Hub``, and ``lomond.asyncio.WebSocket``, over the same
+#: lifecycle and protocol.
+DRIVERS = ["lomond", "lomond-hub", "lomond-asyncio"]
 
 
 @pytest.mark.parametrize("client", DRIVERS)
