@@ -47,7 +47,7 @@ sys.path.insert(0, HERE)
 
 from idle import rss_kib, start_server, thread_count  # noqa: E402
 
-CLIENTS = ["lomond-hub", "websockets-asyncio"]
+CLIENTS = ["lomond-hub", "lomond-asyncio", "websockets-asyncio"]
 SCENARIOS = ["scale", "connect", "receive"]
 
 
@@ -199,7 +199,81 @@ def websockets_asyncio(base: str, scenario: str, args: argparse.Namespace) -> Di
     return asyncio.run(main())
 
 
-RUNNERS = {"lomond-hub": lomond_hub, "websockets-asyncio": websockets_asyncio}
+def lomond_asyncio(base: str, scenario: str, args: argparse.Namespace) -> Dict[str, Any]:
+    import asyncio
+
+    sys.path.insert(0, args.lomond_path or ROOT)
+    from lomond.asyncio import WebSocket
+
+    n = {"scale": args.n, "connect": args.connect_n, "receive": args.receivers}[scenario]
+    path = "/idle" if scenario != "receive" else f"/feed?count={args.messages}&size=16"
+    target = n if scenario != "receive" else n * args.messages
+
+    async def main() -> Dict[str, Any]:
+        state = {"ready": 0, "failed": 0, "texts": 0, "graceful": 0}
+        all_ready, all_received = asyncio.Event(), asyncio.Event()
+        times: Dict[str, float] = {}
+
+        async def run(websocket: Any) -> None:
+            # poll=0: no Poll events (a WebSocketApp without a poll handler
+            # gets none either); pings every 30 s, lomond's default.
+            async for event in websocket.connect(poll=0):
+                name = event.name
+                if name == "text":
+                    state["texts"] += 1
+                    if state["texts"] == target:
+                        times["received"] = time.perf_counter()
+                        all_received.set()
+                elif name == "ready" or name == "connect_fail":
+                    state["ready" if name == "ready" else "failed"] += 1
+                    if state["ready"] + state["failed"] == n:
+                        times["ready"] = time.perf_counter()
+                        all_ready.set()
+                elif name == "disconnected" and event.graceful:
+                    state["graceful"] += 1
+
+        gc.collect()
+        before = rss_kib()
+        sockets = [WebSocket(base + path) for _ in range(n)]
+        started = time.perf_counter()
+        tasks = [asyncio.ensure_future(run(websocket)) for websocket in sockets]
+        await asyncio.wait_for(all_ready.wait(), 300)
+        result: Dict[str, Any] = {
+            "n": n, "ready": state["ready"], "failed": state["failed"],
+            "ready_s": round(times["ready"] - started, 3),
+        }
+        if scenario == "scale":
+            await asyncio.wait_for(all_received.wait(), 60)
+            result["received"] = state["texts"]
+            await asyncio.sleep(1.0)
+            gc.collect()
+            result["rss_per_conn_kib"] = round((rss_kib() - before) / n, 2)
+            result["threads"] = thread_count()
+            cpu = time.process_time()
+            await asyncio.sleep(args.idle_seconds)
+            result["idle_cpu_ms"] = round((time.process_time() - cpu) * 1000, 1)
+        elif scenario == "receive":
+            go = time.perf_counter()
+            await asyncio.gather(*(websocket.send_text("go") for websocket in sockets))
+            await asyncio.wait_for(all_received.wait(), 300)
+            result["received"] = state["texts"]
+            result["rate"] = round(state["texts"] / (times["received"] - go))
+        stop = time.perf_counter()
+        await asyncio.gather(*(websocket.close() for websocket in sockets))
+        await asyncio.wait_for(asyncio.gather(*tasks), 300)
+        result["stop_s"] = round(time.perf_counter() - stop, 3)
+        result["stopped"] = True
+        result["graceful"] = state["graceful"]
+        return result
+
+    return asyncio.run(main())
+
+
+RUNNERS = {
+    "lomond-hub": lomond_hub,
+    "lomond-asyncio": lomond_asyncio,
+    "websockets-asyncio": websockets_asyncio,
+}
 
 
 # -- the parent ---------------------------------------------------------------------------

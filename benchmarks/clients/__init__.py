@@ -31,6 +31,8 @@ MODULES = {
     "websocket-client": "clients.websocket_client",
     "websockets": "clients.websockets_sync",
     "plain": "clients.plain_socket",
+    "lomond-asyncio": "clients.lomond_asyncio",
+    "websockets-asyncio": "clients.websockets_asyncio",
 }
 
 #: Peers lomond is compared with (the plain socket is the ceiling, not a peer).

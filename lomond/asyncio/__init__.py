@@ -25,6 +25,6 @@ back-off. For handlers, see :meth:`lomond.handlers.WebSocketApp.run_async`.
 
 from __future__ import annotations
 
-from .websocket import AsyncExitEvent, WebSocket, connect_events, persist
+from .websocket import AsyncExitEvent, Events, WebSocket, connect_events, persist
 
-__all__ = ["AsyncExitEvent", "WebSocket", "connect_events", "persist"]
+__all__ = ["AsyncExitEvent", "Events", "WebSocket", "connect_events", "persist"]

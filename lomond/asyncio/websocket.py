@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, AsyncGenerator, AsyncIterator, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, AsyncGenerator, Optional, Tuple, Union
 
 from .. import events
 from ..constants import DEFAULT_CLOSE_REASON
@@ -28,23 +28,53 @@ log = logging.getLogger("lomond.persist")
 AsyncExitEvent = Union[StopSignal, asyncio.Event]
 
 
-async def connect_events(
+class Events:
+    """One connection's events: ``async for`` them; the connection starts with the iteration.
+
+    ``async for`` gets the driver's own event generator
+    (:meth:`AsyncioSession.run <lomond.asyncio.session.AsyncioSession.run>`),
+    with no layer in between: a message costs one ``yield``. Iterating the
+    same object again continues the same connection.
+    """
+
+    __slots__ = ("_events", "_options", "_stop", "_websocket")
+
+    def __init__(
+        self, websocket: WebSocketBase, options: ConnectOptions, stop: Optional[StopSignal]
+    ) -> None:
+        self._websocket = websocket
+        self._options = options
+        self._stop = stop
+        self._events: Optional[AsyncGenerator[events.Event, None]] = None
+
+    def __aiter__(self) -> AsyncGenerator[events.Event, None]:
+        if self._events is None:
+            session = self._websocket.open_session(AsyncioSession, self._options, self._stop)
+            self._events = session.run()
+        return self._events
+
+    async def __anext__(self) -> events.Event:
+        """The next event (``StopAsyncIteration`` after the last one)."""
+        return await self.__aiter__().__anext__()
+
+    async def aclose(self) -> None:
+        """Stop iterating: a connection still open says goodbye (Close 1001) and is closed."""
+        if self._events is not None:
+            await self._events.aclose()
+
+
+def connect_events(
     websocket: WebSocketBase, options: ConnectOptions, stop: Optional[StopSignal] = None
-) -> AsyncGenerator[events.Event, None]:
+) -> Events:
     """One connection of ``websocket`` on the running loop: its events, in order.
 
     The seam under :meth:`WebSocket.connect`, :func:`persist` and
     :meth:`WebSocketApp.run_async <lomond.handlers.WebSocketApp.run_async>`
     (which passes its own, threaded :class:`lomond.WebSocket`: its sends and
-    ``close()`` then work from any thread, the loop's included).
+    ``close()`` then work from any thread, the loop's included). Nothing
+    happens until the iteration starts.
     """
-    session = websocket.open_session(AsyncioSession, options, stop)
-    events_of = session.run()
-    try:
-        async for event in events_of:
-            yield event
-    finally:
-        await events_of.aclose()
+    return Events(websocket, options, stop)
 
 
 class WebSocket(WebSocketBase):
@@ -68,7 +98,7 @@ class WebSocket(WebSocketBase):
 
     def connect(
         self, *, stop: Optional[StopSignal] = None, **options: Unpack[ConnectKeywords]
-    ) -> AsyncIterator[events.Event]:
+    ) -> Events:
         """Connect, and yield events until the connection ends (``async for``).
 
         The options are :class:`~lomond.options.ConnectOptions` (``poll``,
@@ -82,13 +112,15 @@ class WebSocket(WebSocketBase):
             raise TypeError("stop must be a lomond.wakeup.StopSignal")
         return connect_events(self, ConnectOptions(**options), stop)
 
-    def __aiter__(self) -> AsyncIterator[events.Event]:
-        return self.connect()
+    def __aiter__(self) -> AsyncGenerator[events.Event, None]:
+        return self.connect().__aiter__()
 
     async def _sent(self, opcode: int, payload: bytes, compress: bool) -> None:
         session = self._session()
         session.send_message(opcode, payload, compress)
-        if isinstance(session, AsyncioSession):
+        # Waiting only when the socket did not take everything: the common
+        # case costs no coroutine.
+        if isinstance(session, AsyncioSession) and session.lifecycle.pending_output:
             await session.drained()
 
     async def send_text(self, text: str, compress: bool = True) -> None:
@@ -225,4 +257,4 @@ async def _relay(event: asyncio.Event, signal: StopSignal) -> None:
     signal.set()
 
 
-__all__ = ["AsyncExitEvent", "WebSocket", "connect_events", "persist"]
+__all__ = ["AsyncExitEvent", "Events", "WebSocket", "connect_events", "persist"]

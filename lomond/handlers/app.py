@@ -649,7 +649,9 @@ class WebSocketApp(Registration):
                 if reconnect:
                     source = persist_async(self.websocket, exit_event=self._stop, **keywords)
                 else:
-                    source = connect_events(self.websocket, ConnectOptions(**keywords), self._stop)
+                    source = connect_events(
+                        self.websocket, ConnectOptions(**keywords), self._stop
+                    ).__aiter__()
                 try:
                     await self._pump_async(source)
                 finally:
