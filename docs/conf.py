@@ -68,6 +68,7 @@ _EXTERNAL_MODULES = (
     "typing", "typing_extensions", "types", "enum", "datetime", "zlib", "random",
     "logging", "argparse", "io", "os", "signal", "blinker", "attr", "attrs",
     "urllib", "http", "contextlib", "_thread", "json", "email", "time", "concurrent",
+    "asyncio",
 )
 nitpick_ignore_regex = [
     (r"py:.*", r"({})(\..+)?".format("|".join(m.replace(".", r"\.") for m in _EXTERNAL_MODULES))),

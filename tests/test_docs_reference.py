@@ -37,6 +37,7 @@ MODULES: Dict[str, List[str]] = {
         "lomond.handlers.registry", "lomond.handlers.runner", "lomond.options",
         "lomond.wakeup", "lomond.trace", "lomond.tls", "lomond.timers", "lomond.session",
         "lomond.handlers.hub", "lomond.handlers.serial", "lomond.sync.session",
+        "lomond.asyncio", "lomond.asyncio.websocket", "lomond.lifecycle",
     )
 }
 
