@@ -73,6 +73,7 @@ from .wakeup import StopSignal, Wakeable
 
 log = logging.getLogger("lomond.lifecycle")
 
+#: What may be written: the bytes of frames, or a view of what is left of them.
 Buffer = Union[bytes, bytearray, memoryview]
 #: The driver's non-blocking write: how many bytes the socket took (0, or
 #: ``BlockingIOError``, if it would block); raises ``OSError`` if the socket
