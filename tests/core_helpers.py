@@ -385,8 +385,9 @@ def run_async(
     look-ups) shut down, before the loop is closed.
     """
     loop = (loop_factory or asyncio.new_event_loop)()
+    tasks: List[asyncio.Future[Any]] = []
     try:
-        return loop.run_until_complete(_watched(main, timeout))
+        return loop.run_until_complete(_watched(main, timeout, tasks))
     finally:
         try:
             _cancel_all_tasks(loop)
@@ -394,10 +395,17 @@ def run_async(
             loop.run_until_complete(loop.shutdown_default_executor())
         finally:
             loop.close()
+            # A KeyboardInterrupt (or SystemExit) leaves the loop at once, with
+            # nobody to retrieve it from the task: retrieve it here, or asyncio
+            # logs "Task exception was never retrieved" whenever it is collected.
+            for task in tasks:
+                if task.done() and not task.cancelled():
+                    task.exception()
 
 
-async def _watched(main: Awaitable[T], timeout: float) -> T:
+async def _watched(main: Awaitable[T], timeout: float, tasks: List[asyncio.Future[Any]]) -> T:
     task = asyncio.ensure_future(main)
+    tasks.append(task)
     done, _ = await asyncio.wait({task}, timeout=timeout)
     if task in done:
         return task.result()

@@ -515,24 +515,35 @@ def test_sends_are_not_held_by_a_reading_server(ws_server: WSServer) -> None:
     assert len(record.received) == 16
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="lomond bug: a send from a thread other than the loop's never waits for room "
+    "(HIGH_WATER): AsyncioSession never sets DriverBase.transport, so "
+    "DriverBase._wait_for_room returns at once; the queue grows without bound",
+)
 def test_a_send_from_another_thread_waits_for_room(scripted_server: Any) -> None:
-    """A send from another thread (sync WebSocketBase sends) is queued and written by
-    the loop; with the server not reading it ends with a WebSocketError."""
+    """The seam run_async uses: a threaded lomond.WebSocket driven by connect_events.
+    Its sends from another thread wait while more than HIGH_WATER is queued, and
+    time out (TransportFail) against a server that reads nothing."""
     import lomond
-
-    server = scripted_server(never_read)
-    websocket = lomond.WebSocket(server.url, send_timeout=0.5)
+    from lomond.asyncio.session import HIGH_WATER
     from lomond.asyncio.websocket import connect_events
     from lomond.options import ConnectOptions
 
-    outcome: List[Any] = []
+    server = scripted_server(never_read)
+    websocket = lomond.WebSocket(server.url, send_timeout=1.0)
+    peaks: List[int] = []
+    raised: List[BaseException] = []
 
     def send() -> None:
+        session = websocket.session
+        assert isinstance(session, AsyncioSession)
         try:
-            for _ in range(64):
+            for _ in range(16):
                 websocket.send_binary(bytes(4 * MiB))
+                peaks.append(session.lifecycle.pending_output)
         except Exception as error:
-            outcome.append(error)
+            raised.append(error)
 
     async def main() -> List[str]:
         seen: List[str] = []
@@ -540,7 +551,6 @@ def test_a_send_from_another_thread_waits_for_room(scripted_server: Any) -> None
         async for event in connect_events(websocket, ConnectOptions(**FAST, poll=0)):
             seen.append(event.name)
             if isinstance(event, events.Ready):
-                assert isinstance(websocket.session, AsyncioSession)
                 threads.append(threading.Thread(target=send, daemon=True))
                 threads[0].start()
         await asyncio.get_running_loop().run_in_executor(None, threads[0].join, 10)
@@ -548,7 +558,9 @@ def test_a_send_from_another_thread_waits_for_room(scripted_server: Any) -> None
 
     seen = run_async(main())
     assert seen[-1] == "disconnected"
-    assert outcome and isinstance(outcome[0], WebSocketError), outcome
+    # At most one message over HIGH_WATER is ever queued; the stalled send times out.
+    assert max(peaks, default=0) <= HIGH_WATER + 4 * MiB + 1024, peaks
+    assert raised and isinstance(raised[0], TransportFail), raised
 
 
 # -- stopping from another thread ------------------------------------------------------
