@@ -144,25 +144,19 @@ def test_timers_survive_a_loop_that_fires_a_moment_early(ws_server: WSServer) ->
 
 def test_auto_ping(ws_server: WSServer, loop_factory: LoopFactory) -> None:
     websocket = WebSocket(ws_server.url_for("/record"))
+    pongs: List[events.Event] = []
 
     async def on_event(event: events.Event) -> None:
-        if isinstance(event, events.Pong) and len(pongs(run_so_far)) >= 2:
-            await websocket.close()
+        if isinstance(event, events.Pong):
+            pongs.append(event)
+            if len(pongs) == 2:
+                await websocket.close()
 
-    run_so_far: List[events.Event] = []
-
-    def pongs(seen: List[events.Event]) -> List[events.Event]:
-        return [e for e in seen if isinstance(e, events.Pong)]
-
-    async def record(event: events.Event) -> None:
-        run_so_far.append(event)
-        await on_event(event)
-
-    run = run_async(acollect(websocket, record, ping_rate=0.2, poll=0),
+    run = run_async(acollect(websocket, on_event, ping_rate=0.2, poll=0),
                     loop_factory=loop_factory)
-    record_ = ws_server.last
-    record_.wait_closed()
-    assert len(record_.pings) >= 2
+    record = ws_server.last
+    record.wait_closed()
+    assert len(record.pings) >= 2
     # websockets answers every ping: lomond reports the pongs.
     assert len(run.of(events.Pong)) == 2
     assert run.first(events.Disconnected).graceful
@@ -170,14 +164,14 @@ def test_auto_ping(ws_server: WSServer, loop_factory: LoopFactory) -> None:
 
 def test_ping_rate_zero_sends_no_pings(ws_server: WSServer) -> None:
     websocket = WebSocket(ws_server.url_for("/record"))
+    polls: List[events.Event] = []
 
     async def on_event(event: events.Event) -> None:
-        if isinstance(event, events.Poll) and len(run_polls) == 5:
-            await websocket.close()
         if isinstance(event, events.Poll):
-            run_polls.append(event)
+            polls.append(event)
+            if len(polls) == 5:
+                await websocket.close()
 
-    run_polls: List[events.Event] = []
     run_async(acollect(websocket, on_event, ping_rate=0, poll=0.05))
     record = ws_server.last
     record.wait_closed()

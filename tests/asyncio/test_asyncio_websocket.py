@@ -211,7 +211,9 @@ def test_ready_carries_the_response(peer: Peer) -> None:
     seen = run_async(aexchange(websocket, WebSocket.close))
     ready = next(event for event in seen if isinstance(event, events.Ready))
     assert ready.response.status_code == 101
-    assert isinstance(next(e for e in seen if isinstance(e, events.Connected)), events.Connected)
+    assert ready.response.headers.get("upgrade", "").lower() == "websocket"
+    connected = next(e for e in seen if isinstance(e, events.Connected))
+    assert (connected.url, connected.proxy) == (peer.server.url_for("/echo"), None)
 
 
 @pytest.mark.parametrize("size", [4 * MiB + 3])

@@ -434,9 +434,9 @@ def test_stop_during_back_off_is_prompt() -> None:
     assert outcome.reason is not None and outcome.reason.startswith("could not connect to")
 
 
-def test_stop_before_the_run_starts_is_not_lost(ws_server: WSServer) -> None:
-    """A stop() between begin and connect ends the run without connecting: here the
-    app is stopped from a Connecting handler of a first run... simply, stop() at once."""
+def test_stop_right_after_the_run_starts(ws_server: WSServer) -> None:
+    """A stop() right after the run started (before it could connect) ends it at
+    once, without a connection."""
     app = WebSocketApp(ws_server.url_for("/echo"))
     recorder = app.on("*", Recorder())
 
