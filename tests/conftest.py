@@ -16,6 +16,9 @@ Fixtures (function scope unless noted):
   from the environment, so a developer's proxy settings cannot reroute
   loopback test traffic; a test that needs one sets it with ``monkeypatch``.
 * ``masking``: runs a test once per masking implementation.
+* ``loop_factory``: runs a test once per event loop, asyncio's own and
+  uvloop's (skipped where uvloop is not installed); pass it to
+  ``core_helpers.run_async``.
 
 Plain helpers (``collect``, ``exchange``, ``names``, ``first``, ``later``,
 ``wait_for``, ``refused_port``, ...) live in ``core_helpers.py``.
@@ -29,6 +32,7 @@ test takes longer than ``@pytest.mark.hang_timeout(seconds)``, the
 
 from __future__ import annotations
 
+import asyncio
 import faulthandler
 import os
 import ssl
@@ -153,6 +157,18 @@ def masking(request: pytest.FixtureRequest) -> Iterator[str]:
         yield request.param
     finally:
         accel.use(previous)
+
+
+# -- event loops ---------------------------------------------------------------
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def loop_factory(request: pytest.FixtureRequest) -> Callable[[], asyncio.AbstractEventLoop]:
+    """A new-loop factory: asyncio's default loop, then uvloop's (if installed)."""
+    if request.param == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        return uvloop.new_event_loop  # type: ignore[no-any-return]
+    return asyncio.new_event_loop
 
 
 # -- TLS ---------------------------------------------------------------------

@@ -10,6 +10,11 @@
 * :func:`later` runs an action from another thread after a delay;
 * :func:`wait_for` waits (with a timeout) for a condition;
 * :func:`refused_port` gives a loopback port nothing listens on;
+* :func:`run_async` runs a coroutine on a new event loop (asyncio's or
+  another factory's, uvloop's say) with a watchdog, and :func:`acollect` /
+  :func:`aexchange` are :func:`collect` / :func:`exchange` for a
+  :class:`lomond.asyncio.WebSocket` (the asyncio tests use no pytest plugin);
+* :func:`open_descriptors` counts this process's file descriptors;
 * :func:`raw_upgrade_request` is an opening handshake to send on a raw socket;
 * :func:`open_protocol`, :func:`server_response` and :func:`server_frame`
   drive a sans-I/O :class:`~lomond.protocol.ClientProtocol` with the bytes a
@@ -21,7 +26,9 @@ autouse ``no_proxy_env`` fixture in conftest.py.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import inspect
 import os
 import signal
 import socket
@@ -30,7 +37,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, TypeVar
 
 from lomond import WebSocket, events
 from lomond.frame import build_frame
@@ -42,6 +49,7 @@ FAST: Dict[str, Any] = dict(
     ping_rate=0, close_timeout=3.0, connect_timeout=3.0, handshake_timeout=3.0
 )
 
+T = TypeVar("T")
 
 
 def names(seen: Sequence[events.Event]) -> List[str]:
@@ -351,3 +359,142 @@ class Child:
             self.proc.wait(10)
         self._reader.join(5)
         self._stderr.close()
+
+
+def open_descriptors() -> int:
+    """How many file descriptors this process has open (Linux: ``/proc/self/fd``)."""
+    return len(os.listdir("/proc/self/fd"))
+
+
+# -- asyncio: a coroutine on a new loop, a connection run to its end ---------------------
+
+#: Makes a new event loop: ``asyncio.new_event_loop`` or ``uvloop.new_event_loop``.
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+
+def run_async(
+    main: Awaitable[T], timeout: float = 30.0, loop_factory: Optional[LoopFactory] = None
+) -> T:
+    """Run ``main`` on a new event loop and close the loop, as ``asyncio.run`` does.
+
+    The loop comes from ``loop_factory`` (default: asyncio's own). A watchdog
+    cancels ``main`` after ``timeout`` seconds (twice if need be: a first
+    cancellation closes a connection gracefully) and fails the test, so a
+    hung coroutine fails one test instead of stalling the run. Tasks left
+    running are cancelled, async generators and the default executor (DNS
+    look-ups) shut down, before the loop is closed.
+    """
+    loop = (loop_factory or asyncio.new_event_loop)()
+    tasks: List[asyncio.Future[Any]] = []
+    try:
+        return loop.run_until_complete(_watched(main, timeout, tasks))
+    finally:
+        try:
+            _cancel_all_tasks(loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            loop.close()
+            # A KeyboardInterrupt (or SystemExit) leaves the loop at once, with
+            # nobody to retrieve it from the task: retrieve it here, or asyncio
+            # logs "Task exception was never retrieved" whenever it is collected.
+            for task in tasks:
+                if task.done() and not task.cancelled():
+                    task.exception()
+
+
+async def _watched(main: Awaitable[T], timeout: float, tasks: List[asyncio.Future[Any]]) -> T:
+    task = asyncio.ensure_future(main)
+    tasks.append(task)
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if task in done:
+        return task.result()
+    for _ in range(2):
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=5.0)
+        if done:
+            break
+    raise AssertionError(f"the coroutine did not end within {timeout:g} s")
+
+
+def _cancel_all_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+
+
+#: What :func:`acollect` calls for each event: a plain function or a coroutine function.
+AsyncOnEvent = Callable[[events.Event], Any]
+
+
+async def acollect(
+    websocket: Any,
+    on_event: Optional[AsyncOnEvent] = None,
+    timeout: float = 15.0,
+    **options: Any,
+) -> Run:
+    """:func:`collect` for a :class:`lomond.asyncio.WebSocket`, inside a coroutine.
+
+    ``async for event in websocket.connect(**FAST, **options)`` to the end;
+    ``on_event`` (plain or ``async def``, awaited) runs for each event inside
+    the loop body. A watchdog thread force-disconnects after ``timeout``
+    seconds and the test fails; the order of the events is checked.
+    """
+    kwargs = dict(FAST)
+    kwargs.update(options)
+    run = Run()
+    fired = threading.Event()
+
+    def watchdog() -> None:
+        fired.set()
+        websocket.force_disconnect()
+
+    timer = threading.Timer(timeout, watchdog)
+    timer.daemon = True
+    timer.start()
+    try:
+        async for event in websocket.connect(**kwargs):
+            run.events.append(event)
+            run.times.append(time.monotonic())
+            if on_event is not None:
+                result = on_event(event)
+                if inspect.isawaitable(result):
+                    await result
+    finally:
+        timer.cancel()
+    assert not fired.is_set(), f"the event loop did not end within {timeout}s: {run.names}"
+    check_order(run.events)
+    return run
+
+
+async def asay_hello(websocket: Any) -> None:
+    """The default ``on_ready`` of :func:`aexchange`: send the text "hello"."""
+    await websocket.send_text("hello")
+
+
+async def aexchange(
+    websocket: Any,
+    on_ready: Optional[Callable[[Any], Awaitable[None]]] = asay_hello,
+    messages: int = 1,
+    timeout: float = 15.0,
+    **options: Any,
+) -> List[events.Event]:
+    """:func:`exchange` for a :class:`lomond.asyncio.WebSocket`: ``await on_ready(websocket)``
+    on Ready, close after ``messages`` messages; every event."""
+    received = 0
+
+    async def on_event(event: events.Event) -> None:
+        nonlocal received
+        if isinstance(event, events.Ready):
+            if on_ready is not None:
+                await on_ready(websocket)
+        elif isinstance(event, (events.Text, events.Binary)):
+            received += 1
+            if received >= messages:
+                await websocket.close()
+
+    options.setdefault("connect_timeout", 10.0)
+    options.setdefault("handshake_timeout", 10.0)
+    return (await acollect(websocket, on_event, timeout, **options)).events
