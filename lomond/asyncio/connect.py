@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import ssl
 from typing import Callable, Optional, Tuple, TypeVar
@@ -144,6 +145,10 @@ async def _connect_tcp(
             sock.close()
             if not isinstance(error, OSError):
                 raise
+            if error.errno is not None:
+                # asyncio's own words ("Connect call failed (address)") would
+                # make the reason differ from the threaded driver's.
+                error = OSError(error.errno, os.strerror(error.errno))
             last_error = describe_os_error(error)
     raise ConnectError(f"could not connect to {what}: {last_error}")
 

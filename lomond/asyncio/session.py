@@ -165,6 +165,7 @@ class AsyncioSession(DriverBase):
         ended with bytes unsent.
         """
         lifecycle = self.lifecycle
+        send_timeout = self.settings.send_timeout
         while lifecycle.pending_output:
             failure = lifecycle.send_failure
             if failure is not None:
@@ -172,9 +173,14 @@ class AsyncioSession(DriverBase):
             reason = lifecycle.end_reason
             if reason is not None:
                 raise WebSocketClosed(f"the websocket is closed: {reason}")
+            # Bounded here, not only by the event iterator's timer: the
+            # iterator may be suspended in the very loop body that awaits us.
+            remaining = lifecycle.stalled_since + send_timeout - self._loop.time()
+            if remaining <= 0:
+                raise TransportFail(lifecycle.send_timed_out())
             future: asyncio.Future[None] = self._loop.create_future()
             self._drain.append(future)
-            await future
+            await asyncio.wait((future,), timeout=remaining)
 
     # -- the protocol's calls -------------------------------------------------------
 
@@ -204,6 +210,14 @@ class AsyncioSession(DriverBase):
             self.lifecycle.flush()
             self._progress()
             self._wake_up()
+
+    def _timer_fired(self) -> None:
+        # Forget the deadline it was armed for: a loop may fire a timer a
+        # moment early (uvloop rounds to milliseconds), and the next wait
+        # must arm it again even though the deadline has not changed.
+        self._timer = None
+        self._timer_when = INFINITY
+        self._wake_up()
 
     def _wake_up(self) -> None:
         waiter = self._waiter
@@ -303,6 +317,8 @@ class AsyncioSession(DriverBase):
             if not task.done():
                 task.cancel()  # we were cancelled ourselves
         self._aio = transport
+        # For senders in other threads (DriverBase waits on transport.wait_writable).
+        self.transport = self
         return proxy
 
     def _protocol(self) -> _Stream:
@@ -333,7 +349,7 @@ class AsyncioSession(DriverBase):
                 self._timer.cancel()
             self._timer_when = deadline
             self._timer = (
-                None if deadline == INFINITY else self._loop.call_at(deadline, self._wake_up)
+                None if deadline == INFINITY else self._loop.call_at(deadline, self._timer_fired)
             )
         waiter = self._waiter = self._loop.create_future()
         try:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, AsyncGenerator, Optional, Tuple, Union
 
 from .. import events
 from ..constants import DEFAULT_CLOSE_REASON
+from ..errors import WebSocketError
 from ..frame import Opcode
 from ..options import DEFAULT_CONNECT, DEFAULT_PERSIST, ConnectOptions, PersistOptions
 from ..persist import BackOff
@@ -154,11 +155,14 @@ class WebSocket(WebSocketBase):
         answered: the iterator then delivers ``Closed`` and ``Disconnected``).
         """
         session = self._request_close(code, reason)
-        if isinstance(session, AsyncioSession):
+        if isinstance(session, AsyncioSession) and session.lifecycle.pending_output:
+            # Bounded by the close timeout too: from the loop body, with the
+            # event iterator suspended, nothing else ends the wait.
+            close_timeout = session.settings.options.close_timeout
             try:
-                await session.drained()
-            except Exception:  # the connection ends anyway; its events say how
-                pass
+                await asyncio.wait_for(session.drained(), close_timeout or None)
+            except (asyncio.TimeoutError, WebSocketError):
+                pass  # the connection ends anyway; its events say how
 
 
 class _Waker:
@@ -238,9 +242,15 @@ async def persist(
     back_off = BackOff(settings)
     try:
         while not stopping():
-            async for event in connect_events(websocket, options, exit_signal):
-                back_off.observe(event)
-                yield event
+            connection = connect_events(websocket, options, exit_signal)
+            try:
+                async for event in connection:
+                    back_off.observe(event)
+                    yield event
+            finally:
+                # Also when the caller stops iterating: the connection is
+                # closed now, not whenever the loop collects the generator.
+                await connection.aclose()
             if stopping():
                 break
             delay = back_off.next_delay()

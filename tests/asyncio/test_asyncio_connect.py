@@ -407,8 +407,8 @@ def test_bad_proxy_answers_are_the_same_connect_fail(scripted_server: Any, answe
 
 
 def test_proxy_not_listening_is_a_connect_fail() -> None:
-    """Not compared with the threaded driver: its refused reason differs (see the
-    xfail test_refused_port_has_the_threaded_drivers_reason)."""
+    """A proxy that is not listening: a ConnectFail naming the proxy, with no
+    credentials in the reason."""
     port = refused_port()
     options = {"websocket_options": {"proxies": {"http": f"http://u:hunter2@127.0.0.1:{port}"}}}
     in_asyncio = run_asyncio("ws://example.invalid/", **dict(options))

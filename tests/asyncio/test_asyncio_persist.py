@@ -427,13 +427,6 @@ def test_connect_options_are_passed_on(ws_server: WSServer) -> None:
     assert fails == ["no response to the upgrade request within 0.2 s"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lomond bug: closing the persist() generator (aclose) leaves the connection "
-    "open: lomond.asyncio.persist does not close its inner connect_events generator in a "
-    "finally (the threaded persist does); it is closed later by the loop's async-generator "
-    "finalizer, or never if the loop is gone",
-)
 def test_closing_the_generator_closes_the_connection_at_once(ws_server: WSServer) -> None:
     websocket = WebSocket(ws_server.url_for("/echo"))
 

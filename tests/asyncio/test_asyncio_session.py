@@ -7,8 +7,9 @@ driver acts on them. Only liveness is measured ("a stop ends a 30 s wait"),
 with bounds far above the normal time. Where uvloop is installed the main
 cases run on its loop too (the ``loop_factory`` fixture).
 
-Known lomond bugs are kept as ``xfail(strict=True)`` tests, each reduced to
-a minimal reliable reproduction (see the reasons).
+The bugs this suite found are kept as regression tests, each reduced to a
+minimal reliable reproduction (test_timers_survive_a_loop_that_fires_a_moment_early,
+the send and close timeouts awaited in the loop body, sends from other threads).
 """
 
 from __future__ import annotations
@@ -98,8 +99,8 @@ def test_poll_events(ws_server: WSServer, loop_factory: LoopFactory) -> None:
             if len(polls) == 5:
                 await websocket.close()
 
-    # 0.1 s, not a value chosen to dodge the uvloop stall (see the xfail below):
-    # in practice uvloop's rounding rarely fires this one early.
+    # 0.1 s, not a value chosen to dodge uvloop's early timers (a test below
+    # fires every timer early on purpose).
     run = run_async(acollect(websocket, on_event, poll=0.1), loop_factory=loop_factory)
     assert len(polls) == 5
     # The first Poll comes right after Ready, the next ones every poll seconds.
@@ -120,13 +121,6 @@ def test_poll_zero_disables_polls(ws_server: WSServer) -> None:
     assert run.names == ["connecting", "connected", "ready", "closed", "disconnected"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lomond bug: AsyncioSession._wait re-arms its call_at timer only when "
-    "lifecycle.deadline() changes; a timer that fires a moment early (uvloop rounds "
-    "to whole ms) finds nothing due and no timer is armed again: polls, pings and "
-    "every timeout stop until bytes arrive",
-)
 def test_timers_survive_a_loop_that_fires_a_moment_early(ws_server: WSServer) -> None:
     websocket = WebSocket(ws_server.url_for("/record"))
     polls: List[events.Event] = []
@@ -436,12 +430,6 @@ def test_close_ends_a_send_waiting_for_a_server_that_stopped_reading(
     assert run.first(events.Disconnected).graceful is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lomond bug: an awaited send in the async-for body never times out against "
-    "a server that stopped reading: AsyncioSession.drained() has no deadline, and the "
-    "send timeout is only checked by the event iterator, suspended at its yield",
-)
 def test_a_send_awaited_in_the_loop_body_times_out(scripted_server: Any) -> None:
     server = scripted_server(never_read)
     websocket = WebSocket(server.url, send_timeout=0.3)
@@ -460,12 +448,6 @@ def test_a_send_awaited_in_the_loop_body_times_out(scripted_server: Any) -> None
     assert raised and isinstance(raised[0], TransportFail)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lomond bug: close() awaited in the async-for body, with output stuck "
-    "behind a server that stopped reading, never returns: it awaits "
-    "AsyncioSession.drained() and the close timeout is only run by the suspended iterator",
-)
 def test_close_awaited_in_the_loop_body_is_bounded_by_close_timeout(
     scripted_server: Any,
 ) -> None:
@@ -509,12 +491,6 @@ def test_sends_are_not_held_by_a_reading_server(ws_server: WSServer) -> None:
     assert len(record.received) == 16
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lomond bug: a send from a thread other than the loop's never waits for room "
-    "(HIGH_WATER): AsyncioSession never sets DriverBase.transport, so "
-    "DriverBase._wait_for_room returns at once; the queue grows without bound",
-)
 def test_a_send_from_another_thread_waits_for_room(scripted_server: Any) -> None:
     """The seam run_async uses: a threaded lomond.WebSocket driven by connect_events.
     Its sends from another thread wait while more than HIGH_WATER is queued, and

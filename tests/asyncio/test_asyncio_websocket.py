@@ -156,12 +156,6 @@ def test_refused_port_is_connect_fail() -> None:
     assert "ECONNREFUSED" in reason
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lomond bug: the asyncio driver reports asyncio's 'Connect call failed (addr)' "
-    "text instead of the threaded driver's 'Connection refused' (asyncio/connect.py "
-    "_connect_tcp passes loop.sock_connect's OSError to describe_os_error)",
-)
 def test_refused_port_has_the_threaded_drivers_reason() -> None:
     url = f"ws://127.0.0.1:{refused_port()}/"
     assert summary(run_asyncio(url, False)) == summary(run_threaded(url, False))

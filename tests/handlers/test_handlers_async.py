@@ -497,12 +497,6 @@ def test_large_sends_from_a_handler_and_a_thread(ws_server: WSServer) -> None:
     assert outcome.graceful
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lomond bug: a send from another thread never waits for room (HIGH_WATER): "
-    "AsyncioSession does not set DriverBase.transport, so DriverBase._wait_for_room "
-    "returns at once and the queue grows without bound (no send timeout for the thread)",
-)
 def test_a_send_from_another_thread_waits_for_room(scripted_server: Any) -> None:
     def never_read(conn: RawConnection) -> None:
         conn.handshake()
