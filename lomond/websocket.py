@@ -172,9 +172,6 @@ class WebSocket:
         #: The current connection's session, or ``None`` between connections.
         self.session: Optional[Session] = None
         self._last_session: Optional[Session] = None
-        #: Set by :meth:`close`: a stop request that :func:`~lomond.persist.persist`
-        #: (which clears it when it starts) waits on between connections.
-        self.close_requested = StopSignal()
         # Inside ``with``: an abandoned loop closes gracefully (see __exit__).
         self._entered = 0
 
@@ -478,14 +475,20 @@ class WebSocket:
         the server answers (then :class:`~lomond.events.Closed` and
         :class:`~lomond.events.Disconnected`), or drops the connection after
         ``close_timeout``. Before the connection is ready, the attempt is
-        abandoned. Outside a connection, it ends a
-        :func:`~lomond.persist.persist` loop (also during its back-off wait).
-        Calling it again does nothing.
+        abandoned. Outside a connection it does nothing. It ends the current
+        connection only: a :func:`~lomond.persist.persist` loop reconnects
+        after its back-off, as in Lomond 0.3.4 (its ``exit_event`` ends the
+        loop). Calling it again does nothing.
+
+        A code that must not be sent (RFC 6455 section 7.4.1: 1005, 1006,
+        1015, anything outside 1000-1003, 1007-1014 and 3000-4999) is a
+        :class:`~lomond.errors.FrameBuildError` (a ``ValueError``); a reason
+        longer than 123 bytes in UTF-8 is cut to fit the 125-byte control
+        frame (RFC 6455 section 5.5), at a character boundary.
         """
         encode_close(code, reason)  # wrong arguments fail here, in the caller's thread
         if not isinstance(reason, str):
             reason = bytes(reason).decode("utf-8")  # checked to be UTF-8 just above
-        self.close_requested.set()
         session = self.session
         if session is not None:
             session.close(code, reason)

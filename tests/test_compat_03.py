@@ -260,17 +260,58 @@ def test_poll_right_after_ready_then_every_poll_seconds(ws_server: WSServer) -> 
 
 def test_persist_loop_and_back_off(ws_server: WSServer) -> None:
     websocket = WebSocket(ws_server.url_for("/close?code=1000"))
+    exit_event = threading.Event()
     seen: List[str] = []
-    for event in persist(websocket, min_wait=0.01, max_wait=0.02, ping_rate=0):
+    for event in persist(websocket, min_wait=0.01, max_wait=0.02, ping_rate=0,
+                         exit_event=exit_event):
         seen.append(event.name)
         if seen.count("ready") == 2:
-            websocket.close()
-        if len(seen) > 40:
-            break
+            exit_event.set()
+        assert len(seen) < 40, seen
     first = seen.index("disconnected")
     assert seen[:3] == ["connecting", "connected", "ready"]
     assert seen[first + 1: first + 3] == ["back_off", "connecting"]
     assert seen.count("ready") == 2
+    assert seen[-2:] == ["disconnected", "back_off"]  # 0.3.4 ends on the BackOff it waited on
+
+
+def test_close_inside_persist_reconnects(ws_server: WSServer) -> None:
+    """Issue 20, item 1: 0.3.4 reconnects after a close(); a stale feed is closed to refresh it."""
+    websocket = WebSocket(ws_server.url_for("/echo"))
+    exit_event = threading.Event()
+    seen: List[str] = []
+    for event in persist(websocket, min_wait=0.01, max_wait=0.02, ping_rate=0,
+                         exit_event=exit_event):
+        if event.name == "poll":
+            continue
+        seen.append(event.name)
+        if event.name == "ready":
+            if seen.count("ready") < 3:
+                websocket.close()
+            else:
+                exit_event.set()
+        assert len(seen) < 40, seen
+    connection = ["connecting", "connected", "ready", "closed", "disconnected", "back_off"]
+    assert seen == connection * 3
+    for record in ws_server.connections:
+        record.wait_closed()
+    assert [record.close_code for record in ws_server.connections] == [1000] * 3
+
+
+def test_first_ping_right_after_ready(ws_server: WSServer) -> None:
+    """Issue 20, item 5: 0.3.4 pings right after Ready, then every ping_rate seconds."""
+    websocket = WebSocket(ws_server.url_for("/echo"))
+
+    def on_event(event: events.Event) -> None:
+        if isinstance(event, events.Pong):
+            websocket.close()  # the answer to the first ping, long before ping_rate
+
+    run = collect(websocket, on_event, ping_rate=30, poll=30)
+    assert run.names[:3] == ["connecting", "connected", "ready"]
+    assert "pong" in run.names
+    record = ws_server.last
+    record.wait_closed()
+    assert record.pings == [b""]
 
 
 # ============================================================================================
@@ -910,7 +951,7 @@ def test_persist_exit_event(ws_server: WSServer) -> None:
         if event.name == "ready":
             exit_event.set()
     assert seen[:3] == ["connecting", "connected", "ready"]
-    assert seen[-1] == "disconnected"
+    assert seen[-2:] == ["disconnected", "back_off"]  # as 0.3.4: the BackOff it waited on
     record = ws_server.last
     record.wait_closed()
     assert record.close_code in (1000, 1001)  # closed gracefully, not dropped
@@ -920,7 +961,6 @@ def _first_back_off(url: str, **options: Any) -> float:
     websocket = WebSocket(url)
     for event in persist(websocket, min_wait=0, max_wait=0.05, ping_rate=0, **options):
         if isinstance(event, events.BackOff):
-            websocket.close()
             return float(event.delay)
     raise AssertionError("no BackOff")
 
@@ -1010,8 +1050,12 @@ def test_status() -> None:
     assert lomond.Status is Status
     assert Status.NORMAL == 1000 and Status.GOING_AWAY == 1001
     assert Status.BAD_DATA == 1007 and Status.DATA_NOT_UNDERSTOOD == 1003
-    assert {1004, 1005, 1006, 1015} <= set(Status.invalid_codes)
-    assert 1000 not in Status.invalid_codes
+    # Issue 20, item 7: as 0.3.4's set (0-999, 1004-1006, 1014-2999) but for
+    # 1014, registered with IANA (docs/porting.md).
+    assert set(Status.invalid_codes) == (
+        set(range(1000)) | {1004, 1005, 1006} | set(range(1015, 3000))
+    )
+    assert 1000 not in Status.invalid_codes and 1014 not in Status.invalid_codes
 
 
 def test_close_with_a_status_member(ws_server: WSServer) -> None:
