@@ -378,11 +378,32 @@ def test_state_attributes_before_connecting() -> None:
     websocket = WebSocket("wss://example.org/feed", proxies={})
     for name in PROPERTIES:
         assert isinstance(getattr(WebSocket, name), property), name
+    # Issue 20, item 6: 0.3.4 says active and not closed here (True, False,
+    # False), though a send fails; lomond's is_active means a send would be
+    # accepted (docs/porting.md).
     assert (websocket.is_active, websocket.is_closed, websocket.is_closing) == (False, True, False)
     assert websocket.is_secure is True
     assert WebSocket("ws://example.org/", proxies={}).is_secure is False
     assert websocket.sent_close_time is None
     assert websocket.supports_compression is False
+
+
+def test_state_attributes_after_a_failed_connect() -> None:
+    # Issue 20, item 6: 0.3.4 gives True/False; lomond False/True (docs/porting.md).
+    websocket = WebSocket("ws://127.0.0.1:1/", proxies={})
+    assert collect(websocket).names == ["connecting", "connect_fail"]
+    assert (websocket.is_active, websocket.is_closed, websocket.is_closing) == (False, True, False)
+
+
+def test_http_urls_are_taken_as_websocket_urls(ws_server: WSServer) -> None:
+    """Issue 20, item 9: 0.3.4 accepted ``WebSocket('http://...')``; lomond reads it as ws://."""
+    url = ws_server.url_for("/echo")
+    assert url.startswith("ws://")
+    websocket = WebSocket("http://" + url[len("ws://"):])
+    assert websocket.url == url and not websocket.is_secure
+    assert WebSocket("https://example.org/", proxies={}).is_secure  # TLS, as wss://
+    run = collect(websocket, lambda e: websocket.close() if isinstance(e, events.Ready) else None)
+    assert run.names[:3] == ["connecting", "connected", "ready"]
 
 
 def test_url_is_a_string_as_in_03() -> None:
@@ -596,6 +617,65 @@ def test_close_on_the_wire(scripted_server: Any, call: Any, expected: Tuple[int,
     assert run.names[-2:] == ["closed", "disconnected"]
 
 
+# -- stricter than 0.3.4, kept (issue 20, item 9; docs/porting.md) ---------------------------
+
+
+@pytest.mark.parametrize("code", [999, 1004, 1005, 1006, 1015, 2999, 5000, 65535])
+def test_close_codes_that_may_not_be_sent_raise(code: int, ws_server: WSServer) -> None:
+    # 0.3.4 sends them (and a server fails the connection); RFC 6455 section 7.4.
+    websocket = WebSocket(ws_server.url_for("/echo"))
+    raised: List[BaseException] = []
+
+    def on_event(event: events.Event) -> None:
+        if isinstance(event, events.Ready):
+            with pytest.raises(ValueError) as info:
+                websocket.close(code)
+            raised.append(info.value)
+            websocket.close()
+
+    collect(websocket, on_event)
+    assert isinstance(raised[0], errors.FrameBuildError)
+    ws_server.last.wait_closed()
+    assert ws_server.last.close_code == 1000  # the refused code never left
+
+
+def test_a_long_close_reason_is_cut_to_fit_a_control_frame(ws_server: WSServer) -> None:
+    # 0.3.4 sends all 200 bytes in a Close frame (RFC 6455 section 5.5: at most 125).
+    websocket = WebSocket(ws_server.url_for("/echo"))
+    collect(websocket, lambda e: websocket.close(1000, "\u00e9" * 100)
+            if isinstance(e, events.Ready) else None)
+    ws_server.last.wait_closed()
+    assert ws_server.last.close_reason == "\u00e9" * 61  # 122 bytes: whole characters
+
+
+def test_a_server_close_with_1014_is_accepted(ws_server: WSServer) -> None:
+    # 0.3.4 fails the connection ('reserved close code'); IANA registered 1014.
+    run = collect(WebSocket(ws_server.url_for("/close?code=1014&reason=upstream")))
+    closing = run.first(events.Closing)
+    assert (closing.code, closing.reason) == (1014, "upstream")
+    assert run.first(events.Disconnected).graceful is True
+
+
+def test_add_header_takes_str_and_bytes(ws_server: WSServer) -> None:
+    # 0.3.4 takes bytes only (TypeError for str); every 0.3.4 call still works.
+    websocket = WebSocket(ws_server.url_for("/headers"))
+    websocket.add_header(b"X-Bytes", b"1")
+    websocket.add_header("X-Str", "2")
+    websocket.add_header("X-Rep", "a")
+    websocket.add_header(b"X-Rep", "b")
+    run = collect(websocket, lambda e: websocket.close() if isinstance(e, events.Text) else None)
+    headers = {name.lower(): value for name, value in run.first(events.Text).json.items()}
+    assert (headers["x-bytes"], headers["x-str"], headers["x-rep"]) == ("1", "2", "a, b")
+
+
+def test_repeated_response_headers_are_joined_with_a_comma() -> None:
+    # As 0.3.4, but each value is stripped first (0.3.4: 'a, b,  c').
+    response = Response(b"HTTP/1.1 101 Switching Protocols\r\nX-Rep: a\r\nx-rep: b\r\n"
+                        b"X-Rep:  c \r\n\r\n")
+    assert response.get("x-rep") == "a, b, c"
+    assert response.get_list("x-rep") == ["a", "b", "c"]
+
+
 # -- the context manager ---------------------------------------------------------------------
 
 
@@ -797,6 +877,10 @@ def test_rejected_and_connect_fail(ws_server: WSServer) -> None:
     rejected = run.first(events.Rejected)
     assert isinstance(rejected.response, Response) and rejected.response.status_code == 404
     assert isinstance(rejected.reason, str)
+    # Issue 20, item 8: as in 0.3.4 a Disconnected follows; lomond's is not
+    # graceful (0.3.4: True, 'closed'): no close handshake took place.
+    assert run.names == ["connecting", "connected", "rejected", "disconnected"]
+    assert run.first(events.Disconnected).graceful is False
     refused = collect(WebSocket("ws://127.0.0.1:1/"))
     assert refused.names == ["connecting", "connect_fail"]
     assert isinstance(refused.first(events.ConnectFail).reason, str)
