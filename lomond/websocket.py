@@ -65,7 +65,9 @@ class WebSocket:
     ``send_*`` methods from any thread once :class:`~lomond.events.Ready`
     arrived.
 
-    :param url: a ``ws://`` or ``wss://`` URL (``ValueError`` otherwise).
+    :param url: a ``ws://`` or ``wss://`` URL (RFC 6455 section 3);
+        ``http://`` and ``https://`` are taken as ``ws://`` and ``wss://``, as
+        browsers do (``ValueError`` for anything else).
         Credentials in it (``wss://user:pass@host/``) are sent as Basic
         ``Authorization`` and never shown in events or logs.
     :param proxies: ``{"http": url, "https": url}`` proxies for ``ws://`` and
@@ -252,7 +254,8 @@ class WebSocket:
             point; leave it as the default).
         :param poll: seconds between :class:`~lomond.events.Poll` events; the
             first comes right after :class:`~lomond.events.Ready`.
-        :param ping_rate: seconds between automatic pings (0 disables them).
+        :param ping_rate: seconds between automatic pings (RFC 6455 section
+            5.5.2), the first right after Ready (0 disables them).
         :param ping_timeout: seconds to wait for a pong before
             :class:`~lomond.events.Unresponsive` and a disconnect (``None``: never).
         :param auto_pong: answer the server's pings (RFC 6455 section 5.5.2).
