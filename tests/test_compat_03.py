@@ -1161,3 +1161,30 @@ def test_fast_options_are_still_valid_connect_arguments() -> None:
     # The helpers above rely on these; a renamed option would fail every test.
     parameters = inspect.signature(WebSocket.connect).parameters
     assert set(FAST) <= set(parameters)
+
+
+# ============================================================================================
+# docs/porting.md: one table of every remaining difference (issue 20, item 10)
+# ============================================================================================
+
+
+def test_porting_guide_has_one_table_of_the_differences() -> None:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "porting.md").read_text("utf-8")
+    section = text.split("## Every remaining difference", 1)[1]
+    rows = [line for line in section.splitlines() if line.startswith("|")]
+    header, rule, body = rows[0], rows[1], rows[2:]
+    assert header.startswith("| What | Lomond 0.3.4 | lomond | Why | To port |")
+    assert rule.count("|") == 6
+    # Every row: what 0.3.4 does, what lomond does, why (and the change).
+    for row in body:
+        cells = [cell.strip() for cell in row.strip().strip("|").split(" | ")]
+        assert len(cells) == 5 and all(cells), row
+    topics = " ".join(row.split(" | ")[0] for row in body)
+    for topic in ("exit_event", "back-off", "Retry-After", "is_active", "Rejected",
+                  "Close codes", "invalid_codes", "reason", "add_header", "headers",
+                  "schemes", "Events", "Response", "sent_close_time", "critical",
+                  "Status", "ssl_verify"):
+        assert topic in topics, topic
+    assert text.count("\n| What |") == 1  # one table, not one per topic
