@@ -648,6 +648,23 @@ def test_a_long_close_reason_is_cut_to_fit_a_control_frame(ws_server: WSServer) 
     assert ws_server.last.close_reason == "\u00e9" * 61  # 122 bytes: whole characters
 
 
+def test_a_server_close_without_a_code(scripted_server: Any) -> None:
+    # 0.3.4: Closing, Closed (both code=None), Disconnected; lomond: no Closed,
+    # as for every close the server starts (docs/porting.md).
+    def script(conn: RawConnection) -> Any:
+        conn.handshake()
+        conn.send_close(None)
+        return conn.recv_close()
+
+    server = scripted_server(script)
+    run = collect(WebSocket(server.url_for("/")))
+    names = [name for name in run.names if name != "poll"]
+    assert names == ["connecting", "connected", "ready", "closing", "disconnected"]
+    closing = run.first(events.Closing)
+    assert (closing.code, closing.reason) == (None, "")
+    assert server.result() == (1005, "")  # the echo: no code either
+
+
 def test_a_server_close_with_1014_is_accepted(ws_server: WSServer) -> None:
     # 0.3.4 fails the connection ('reserved close code'); IANA registered 1014.
     run = collect(WebSocket(ws_server.url_for("/close?code=1014&reason=upstream")))
