@@ -161,11 +161,19 @@ class URL(str):
         return host if self.port == default else f"{host}:{self.port}"
 
 
+#: Schemes taken as their WebSocket counterparts (RFC 6455 section 3 defines
+#: only ws and wss; the WHATWG WebSocket standard maps these two).
+_HTTP_SCHEMES = {"http": "ws", "https": "wss"}
+
+
 def parse_url(url: str) -> URL:
     """Parse and validate a WebSocket URL, raising ``ValueError`` with a clear message.
 
-    Returns a :class:`URL`: the URL without credentials, as a ``str``, with
-    the parsed parts as attributes.
+    ``ws://`` and ``wss://`` (RFC 6455 section 3); ``http://`` and
+    ``https://`` are taken as ``ws://`` and ``wss://`` (as browsers do, and
+    Lomond 0.3.4 accepted them). Returns a :class:`URL`: the URL without
+    credentials, as a ``str`` with the WebSocket scheme, with the parsed
+    parts as attributes.
     """
     if not isinstance(url, str):
         raise TypeError("url must be a str")
@@ -174,8 +182,14 @@ def parse_url(url: str) -> URL:
         raise ValueError("the URL must not contain whitespace")
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
+    # http(s):// is taken as ws(s)://, as the WHATWG WebSocket standard has
+    # browsers do (Lomond 0.3.4 took any URL); the URL then says ws(s)://.
+    scheme = _HTTP_SCHEMES.get(scheme, scheme)
     if scheme not in ("ws", "wss"):
-        raise ValueError(f"the URL must start with ws:// or wss:// (got {url.split(':')[0]!r})")
+        raise ValueError(
+            f"the URL must start with ws:// or wss:// (or http://, https://), "
+            f"not {url.split(':')[0]!r}"
+        )
     if parts.fragment:
         raise ValueError("a WebSocket URL must not have a fragment (RFC 6455 section 3)")
     try:

@@ -85,7 +85,8 @@ class ConnectOptions:
 
     :param poll: seconds between :class:`~lomond.events.Poll` events; the
         first comes right after :class:`~lomond.events.Ready` (0 disables them).
-    :param ping_rate: seconds between automatic pings (0 disables them).
+    :param ping_rate: seconds between automatic pings, the first right after
+        Ready as in Lomond 0.3.4 (0 disables them).
     :param ping_timeout: seconds to wait for a pong after a ping before
         :class:`~lomond.events.Unresponsive` and a disconnect (``None`` or 0: never).
     :param auto_pong: answer the server's pings (RFC 6455 section 5.5.2).

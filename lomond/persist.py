@@ -7,7 +7,7 @@ import inspect
 import logging
 import random as _random
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Protocol, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Protocol
 
 import attrs
 
@@ -127,36 +127,42 @@ def persist(
 
     ``websocket`` is a :class:`~lomond.websocket.WebSocket`, or any object
     with Lomond 0.3's ``connect(poll=..., ping_rate=..., ping_timeout=...)``
-    method (a subclass that overrides ``connect()``, say).
+    method (a subclass that overrides ``connect()``, say): nothing else of
+    it is used.
 
     Every connection yields the usual events (``Connecting`` ...
-    ``Disconnected``). Between attempts a :class:`~lomond.events.BackOff`
-    event announces the wait (see :func:`back_off_delay`): a random delay
-    between ``min_wait`` and a cap that doubles after each attempt that did
-    not reach Ready, up to ``max_wait`` ("full jitter", so that many clients
-    dropped at once do not reconnect in step). A Ready resets the cap. With
-    ``respect_retry_after`` (the default), after a rejected handshake whose
-    response has a ``Retry-After`` header the wait is at least what the
-    server asked for (even beyond ``max_wait``).
+    ``Disconnected``), then a :class:`~lomond.events.BackOff` event
+    announces the wait before the next attempt (see :func:`back_off_delay`):
+    a random delay between ``min_wait`` and a cap that doubles after each
+    attempt that did not reach Ready, up to ``max_wait`` ("full jitter", so
+    that many clients dropped at once do not reconnect in step). A Ready
+    resets the cap. With ``respect_retry_after`` (the default), after a
+    rejected handshake whose response has a ``Retry-After`` header (RFC 7231
+    section 7.1.3) the wait is at least what the server asked for (even
+    beyond ``max_wait``).
 
-    The loop ends when ``exit_event`` is set (a graceful close is started if
-    connected) or when ``websocket.close()`` is called. ``exit_event`` is
-    used as it is, never modified:
+    ``websocket.close()`` ends the current connection only: persist
+    reconnects after the back-off, as Lomond 0.3.4 does (closing a stale
+    feed forces a fresh connection). Only ``exit_event`` ends the loop (or
+    leaving the ``for`` loop). Once it is set, a live connection is closed
+    gracefully (RFC 6455 section 7.1.2, code 1000) and the loop ends after
+    that connection's ``BackOff``, the last event, as in 0.3.4; set before
+    the first attempt, the loop yields nothing. ``exit_event`` is used as it
+    is, never modified:
 
     - a :class:`~lomond.wakeup.StopSignal` wakes the loop at once, whatever
-      it is doing (connecting, connected, waiting to reconnect), and so does
-      ``websocket.close()``;
+      it is doing (connecting, connected, waiting to reconnect);
     - anything else with ``wait(timeout)`` (a ``threading.Event``, as in
       Lomond 0.3) ends a back-off wait at once (the wait is
-      ``exit_event.wait(delay)``), and is looked at between events otherwise:
-      while connected within ``poll`` seconds, while connecting when the
-      attempt ends. A ``websocket.close()`` during its back-off wait is seen
-      when the wait ends. Pass a :class:`~lomond.wakeup.StopSignal` where a
-      stop must be immediate.
+      ``exit_event.wait(delay)``, as in 0.3.4), and is looked at between
+      events otherwise (with ``is_set()`` if it has one, else
+      ``wait(0)``): while connected within ``poll`` seconds, while
+      connecting when the attempt ends. Pass a
+      :class:`~lomond.wakeup.StopSignal` where a stop must be immediate.
 
     Other keyword arguments (``connect_timeout``, ``close_timeout``, ...)
     are passed to ``connect()``; they and the waits are checked when
-    ``persist()`` is called.
+    ``persist()`` is called (``TypeError``, ``ValueError``).
     """
     options = ConnectOptions(poll=poll, ping_rate=ping_rate, ping_timeout=ping_timeout,
                              **connect_options)
@@ -208,21 +214,16 @@ def _persist(
     settings: PersistOptions,
     exit_event: Optional[ExitEvent],
 ) -> Iterator[events.Event]:
-    close_requested = getattr(websocket, "close_requested", None)
-    # The signals that wake this loop: a StopSignal exit_event (or ours, when
-    # there is none or it is another kind of object) and the websocket's.
+    # A StopSignal exit_event (or ours, when there is none or it is another
+    # kind of object) is passed to connect(stop=...) and is what wakes us.
     exit_signal = exit_event if isinstance(exit_event, StopSignal) else StopSignal()
-    signals: Tuple[StopSignal, ...] = (exit_signal,)
-    if isinstance(close_requested, StopSignal):
-        close_requested.clear()  # a close() before this run does not end it
-        signals = (exit_signal, close_requested)
     foreign = exit_event if exit_event is not None and exit_event is not exit_signal else None
     keywords = _connect_keywords(connect, options, exit_signal)
 
     def stopping() -> bool:
         if foreign is not None and not exit_signal.is_set() and _is_set(foreign):
             exit_signal.set()  # the connection in progress closes gracefully at once
-        return any(signal.is_set() for signal in signals)
+        return exit_signal.is_set()
 
     back_off = BackOff(settings)
     while not stopping():
@@ -232,26 +233,29 @@ def _persist(
             for event in connection:
                 back_off.observe(event)
                 yield event
-                # A request the signals could not carry (a foreign exit_event,
+                # A stop the signal could not carry (a foreign exit_event,
                 # or a connect() without stop=) is seen between events.
                 if not closing and stopping():
                     closing = True
-                    websocket.close()
+                    close_websocket = getattr(websocket, "close", None)
+                    if callable(close_websocket):  # duck typing: connect() is all we need
+                        close_websocket()
         finally:
             # Also when the caller stops iterating or its handler raises:
             # the socket is closed now, not whenever the generator is collected.
             close = getattr(connection, "close", None)
             if close is not None:
                 close()
-        if stopping():
-            break
         delay = back_off.next_delay()
         log.debug("reconnecting to %s in %.2f s", getattr(websocket, "url", websocket), delay)
+        # Also when stopping: Lomond 0.3.4's last event is the BackOff it
+        # waited on (a set exit_event's wait returns at once).
         yield events.BackOff(delay)
         if foreign is not None:
-            foreign.wait(delay)  # set() ends it at once; no thread, no patching
+            if foreign.wait(delay):  # set() ends it at once; no thread, no patching
+                exit_signal.set()
         else:
-            wait_for_stop(signals, delay)
+            wait_for_stop((exit_signal,), delay)
 
 
 __all__ = ["BackOff", "ExitEvent", "back_off_delay", "persist", "random", "retry_after"]

@@ -9,16 +9,20 @@ from typing import ClassVar, FrozenSet
 class Status(IntEnum):
     """Close codes defined by RFC 6455 section 7.4.1 and the IANA registry.
 
-    :attr:`invalid_codes` holds the registered codes that must never appear
-    in a Close frame (``code in Status.invalid_codes``); it is a class
-    attribute, not a member, so iterating over ``Status`` yields codes only.
+    :attr:`invalid_codes` holds the codes below 3000 that must never appear
+    in a Close frame (``code in Status.invalid_codes``), as in Lomond 0.3.4;
+    it is a class attribute, not a member, so iterating over ``Status``
+    yields codes only.
     """
 
-    #: Codes RFC 6455 section 7.4.1 reserves and forbids in a Close frame
-    #: (1004, 1005, 1006 and 1015). Unassigned codes (below 1000, 1016-2999,
-    #: 5000 and up) are invalid as well: :func:`is_valid_close_code` checks all.
-    #: Annotated without a value so that the enum does not make it a member;
-    #: assigned below the class.
+    #: The codes below 3000 that a Close frame must not carry (RFC 6455
+    #: section 7.4): 0-999 (not used), 1004-1006 and 1015 (reserved: 1005,
+    #: 1006 and 1015 are only reported locally) and 1016-2999 (unassigned),
+    #: 2,988 codes. Lomond 0.3.4's set also held 1014, which the IANA
+    #: registry assigns (Bad Gateway). Codes from 5000 up are invalid too but
+    #: not listed (a set cannot hold "everything above"):
+    #: :func:`is_valid_close_code` checks every code. Annotated without a
+    #: value so that the enum does not make it a member; assigned below.
     invalid_codes: ClassVar[FrozenSet[int]]
 
     NORMAL = 1000
@@ -50,11 +54,6 @@ class Status(IntEnum):
     TLS_FAILURE = 1015
 
 
-# 1004 is reserved without a name (RFC 6455 section 7.4.1); 1005, 1006 and
-# 1015 name conditions that an endpoint reports locally and never sends.
-Status.invalid_codes = frozenset({1004, 1005, 1006, 1015})
-
-
 def is_valid_close_code(code: int) -> bool:
     """Whether ``code`` may appear in a Close frame on the wire.
 
@@ -64,6 +63,10 @@ def is_valid_close_code(code: int) -> bool:
     1016-2999 are reserved or unassigned and fail the connection.
     """
     return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
+# Everything below 3000 that is_valid_close_code() refuses (see the attribute).
+Status.invalid_codes = frozenset(code for code in range(3000) if not is_valid_close_code(code))
 
 
 __all__ = ["Status", "is_valid_close_code"]

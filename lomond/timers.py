@@ -65,11 +65,16 @@ class ConnectionTimers:
 
         Lomond 0.3 programs subscribe on the first Poll, so the driver
         delivers one right after Ready (when polls are on), then one every
-        ``poll`` seconds.
+        ``poll`` seconds. The first automatic ping is due at once too (as
+        Lomond 0.3.4 sends it), then one every ``ping_rate`` seconds: a
+        connection that is dead from the start (RFC 6455 section 5.5.2: a
+        Ping "may serve ... to verify that the remote endpoint is still
+        responsive") is found within ``ping_timeout``, not ``ping_rate +
+        ping_timeout``.
         """
         options = self._options
         self.next_poll = now + options.poll if options.poll else INFINITY
-        self.next_ping = now + options.ping_rate if options.ping_rate else INFINITY
+        self.next_ping = now if options.ping_rate else INFINITY
         return bool(options.poll)
 
     def ping_sent(self, now: float) -> None:

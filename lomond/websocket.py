@@ -65,7 +65,9 @@ class WebSocketBase:
     :class:`lomond.asyncio.WebSocket` (an async iterator, awaitable sends)
     add how events are received and messages sent. Construction does no I/O.
 
-    :param url: a ``ws://`` or ``wss://`` URL (``ValueError`` otherwise).
+    :param url: a ``ws://`` or ``wss://`` URL (RFC 6455 section 3);
+        ``http://`` and ``https://`` are taken as ``ws://`` and ``wss://``, as
+        browsers do (``ValueError`` for anything else).
         Credentials in it (``wss://user:pass@host/``) are sent as Basic
         ``Authorization`` and never shown in events or logs.
     :param proxies: ``{"http": url, "https": url}`` proxies for ``ws://`` and
@@ -169,9 +171,6 @@ class WebSocketBase:
         #: The current connection's session, or ``None`` between connections.
         self.session: Optional[Session] = None
         self._last_session: Optional[Session] = None
-        #: Set by :meth:`WebSocket.close`: a stop request that :func:`~lomond.persist.persist`
-        #: (which clears it when it starts) waits on between connections.
-        self.close_requested = StopSignal()
         # Inside ``with``: an abandoned loop closes gracefully (see __exit__).
         self._entered = 0
 
@@ -359,13 +358,11 @@ class WebSocketBase:
     def _request_close(
         self, code: Optional[int], reason: Union[str, bytes]
     ) -> Optional[Session]:
-        """What every ``close()`` does first: check the arguments (in the caller's
-        thread), note the request (it ends a persist loop), start the close
-        handshake. Returns the session, if a connection is live."""
+        """What every ``close()`` does: check the arguments (in the caller's thread)
+        and start the close handshake. Returns the session, if a connection is live."""
         encode_close(code, reason)  # wrong arguments fail here, in the caller's thread
         if not isinstance(reason, str):
             reason = bytes(reason).decode("utf-8")  # checked to be UTF-8 just above
-        self.close_requested.set()
         session = self.session
         if session is not None:
             session.close(code, reason)
@@ -447,7 +444,8 @@ class WebSocket(WebSocketBase):
             point; leave it as the default).
         :param poll: seconds between :class:`~lomond.events.Poll` events; the
             first comes right after :class:`~lomond.events.Ready`.
-        :param ping_rate: seconds between automatic pings (0 disables them).
+        :param ping_rate: seconds between automatic pings (RFC 6455 section
+            5.5.2), the first right after Ready (0 disables them).
         :param ping_timeout: seconds to wait for a pong before
             :class:`~lomond.events.Unresponsive` and a disconnect (``None``: never).
         :param auto_pong: answer the server's pings (RFC 6455 section 5.5.2).
@@ -528,9 +526,16 @@ class WebSocket(WebSocketBase):
         the server answers (then :class:`~lomond.events.Closed` and
         :class:`~lomond.events.Disconnected`), or drops the connection after
         ``close_timeout``. Before the connection is ready, the attempt is
-        abandoned. Outside a connection, it ends a
-        :func:`~lomond.persist.persist` loop (also during its back-off wait).
-        Calling it again does nothing.
+        abandoned. Outside a connection it does nothing. It ends the current
+        connection only: a :func:`~lomond.persist.persist` loop reconnects
+        after its back-off, as in Lomond 0.3.4 (its ``exit_event`` ends the
+        loop). Calling it again does nothing.
+
+        A code that must not be sent (RFC 6455 section 7.4.1: 1005, 1006,
+        1015, anything outside 1000-1003, 1007-1014 and 3000-4999) is a
+        :class:`~lomond.errors.FrameBuildError` (a ``ValueError``); a reason
+        longer than 123 bytes in UTF-8 is cut to fit the 125-byte control
+        frame (RFC 6455 section 5.5), at a character boundary.
         """
         self._request_close(code, reason)
 

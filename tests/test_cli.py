@@ -151,6 +151,11 @@ def test_verbose_shows_every_event(echo_server: LocalServer) -> None:
     assert result.returncode == 0
     err = result.stderr.decode()
     names = re.findall(rf"^{STAMP} \* (\w+)\(", err, re.MULTILINE)
+    # The first automatic ping leaves right after Ready (issue 20), unless
+    # stdin's end closed the connection first; its answer may come anywhere.
+    if "Pong" in names:
+        assert names.index("Pong") > names.index("Ready")
+        names.remove("Pong")
     assert names == ["Connecting", "Connected", "Ready", "Poll", "Text", "Closed", "Disconnected"]
     assert re.search(rf"^{STAMP} > hi$", err, re.MULTILINE)
 
@@ -219,12 +224,12 @@ def test_ctrl_c_closes_gracefully_and_exits_130() -> None:
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["http://example.com/"], "invalid URL: "),
+        (["ftp://example.com/"], "invalid URL: "),
         (["ws://"], "invalid URL: "),
         (["--header", "Host: evil", "ws://127.0.0.1:1/"], "Host header"),
         (["--proxy", "socks5://127.0.0.1:1", "ws://127.0.0.1:1/"], "proxy"),
     ],
-    ids=["http-url", "empty-host", "reserved-header", "socks-proxy"],
+    ids=["ftp-url", "empty-host", "reserved-header", "socks-proxy"],
 )
 def test_usage_errors_exit_2_with_one_line(args: List[str], needle: str) -> None:
     result = run_cli(*args)
@@ -345,7 +350,7 @@ def test_main_returns_exit_codes_in_process(capsys: pytest.CaptureFixture[str]) 
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("lomond ")
     assert main(["--no-such-option"]) == 2
-    assert main(["http://x/"]) == 2
+    assert main(["ftp://x/"]) == 2
     assert "invalid URL" in capsys.readouterr().err
 
 

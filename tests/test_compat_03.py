@@ -260,17 +260,58 @@ def test_poll_right_after_ready_then_every_poll_seconds(ws_server: WSServer) -> 
 
 def test_persist_loop_and_back_off(ws_server: WSServer) -> None:
     websocket = WebSocket(ws_server.url_for("/close?code=1000"))
+    exit_event = threading.Event()
     seen: List[str] = []
-    for event in persist(websocket, min_wait=0.01, max_wait=0.02, ping_rate=0):
+    for event in persist(websocket, min_wait=0.01, max_wait=0.02, ping_rate=0,
+                         exit_event=exit_event):
         seen.append(event.name)
         if seen.count("ready") == 2:
-            websocket.close()
-        if len(seen) > 40:
-            break
+            exit_event.set()
+        assert len(seen) < 40, seen
     first = seen.index("disconnected")
     assert seen[:3] == ["connecting", "connected", "ready"]
     assert seen[first + 1: first + 3] == ["back_off", "connecting"]
     assert seen.count("ready") == 2
+    assert seen[-2:] == ["disconnected", "back_off"]  # 0.3.4 ends on the BackOff it waited on
+
+
+def test_close_inside_persist_reconnects(ws_server: WSServer) -> None:
+    """Issue 20, item 1: 0.3.4 reconnects after a close(); a stale feed is closed to refresh it."""
+    websocket = WebSocket(ws_server.url_for("/echo"))
+    exit_event = threading.Event()
+    seen: List[str] = []
+    for event in persist(websocket, min_wait=0.01, max_wait=0.02, ping_rate=0,
+                         exit_event=exit_event):
+        if event.name == "poll":
+            continue
+        seen.append(event.name)
+        if event.name == "ready":
+            if seen.count("ready") < 3:
+                websocket.close()
+            else:
+                exit_event.set()
+        assert len(seen) < 40, seen
+    connection = ["connecting", "connected", "ready", "closed", "disconnected", "back_off"]
+    assert seen == connection * 3
+    for record in ws_server.connections:
+        record.wait_closed()
+    assert [record.close_code for record in ws_server.connections] == [1000] * 3
+
+
+def test_first_ping_right_after_ready(ws_server: WSServer) -> None:
+    """Issue 20, item 5: 0.3.4 pings right after Ready, then every ping_rate seconds."""
+    websocket = WebSocket(ws_server.url_for("/echo"))
+
+    def on_event(event: events.Event) -> None:
+        if isinstance(event, events.Pong):
+            websocket.close()  # the answer to the first ping, long before ping_rate
+
+    run = collect(websocket, on_event, ping_rate=30, poll=30)
+    assert run.names[:3] == ["connecting", "connected", "ready"]
+    assert "pong" in run.names
+    record = ws_server.last
+    record.wait_closed()
+    assert record.pings == [b""]
 
 
 # ============================================================================================
@@ -337,11 +378,32 @@ def test_state_attributes_before_connecting() -> None:
     websocket = WebSocket("wss://example.org/feed", proxies={})
     for name in PROPERTIES:
         assert isinstance(getattr(WebSocket, name), property), name
+    # Issue 20, item 6: 0.3.4 says active and not closed here (True, False,
+    # False), though a send fails; lomond's is_active means a send would be
+    # accepted (docs/porting.md).
     assert (websocket.is_active, websocket.is_closed, websocket.is_closing) == (False, True, False)
     assert websocket.is_secure is True
     assert WebSocket("ws://example.org/", proxies={}).is_secure is False
     assert websocket.sent_close_time is None
     assert websocket.supports_compression is False
+
+
+def test_state_attributes_after_a_failed_connect() -> None:
+    # Issue 20, item 6: 0.3.4 gives True/False; lomond False/True (docs/porting.md).
+    websocket = WebSocket("ws://127.0.0.1:1/", proxies={})
+    assert collect(websocket).names == ["connecting", "connect_fail"]
+    assert (websocket.is_active, websocket.is_closed, websocket.is_closing) == (False, True, False)
+
+
+def test_http_urls_are_taken_as_websocket_urls(ws_server: WSServer) -> None:
+    """Issue 20, item 9: 0.3.4 accepted ``WebSocket('http://...')``; lomond reads it as ws://."""
+    url = ws_server.url_for("/echo")
+    assert url.startswith("ws://")
+    websocket = WebSocket("http://" + url[len("ws://"):])
+    assert websocket.url == url and not websocket.is_secure
+    assert WebSocket("https://example.org/", proxies={}).is_secure  # TLS, as wss://
+    run = collect(websocket, lambda e: websocket.close() if isinstance(e, events.Ready) else None)
+    assert run.names[:3] == ["connecting", "connected", "ready"]
 
 
 def test_url_is_a_string_as_in_03() -> None:
@@ -555,6 +617,82 @@ def test_close_on_the_wire(scripted_server: Any, call: Any, expected: Tuple[int,
     assert run.names[-2:] == ["closed", "disconnected"]
 
 
+# -- stricter than 0.3.4, kept (issue 20, item 9; docs/porting.md) ---------------------------
+
+
+@pytest.mark.parametrize("code", [999, 1004, 1005, 1006, 1015, 2999, 5000, 65535])
+def test_close_codes_that_may_not_be_sent_raise(code: int, ws_server: WSServer) -> None:
+    # 0.3.4 sends them (and a server fails the connection); RFC 6455 section 7.4.
+    websocket = WebSocket(ws_server.url_for("/echo"))
+    raised: List[BaseException] = []
+
+    def on_event(event: events.Event) -> None:
+        if isinstance(event, events.Ready):
+            with pytest.raises(ValueError) as info:
+                websocket.close(code)
+            raised.append(info.value)
+            websocket.close()
+
+    collect(websocket, on_event)
+    assert isinstance(raised[0], errors.FrameBuildError)
+    ws_server.last.wait_closed()
+    assert ws_server.last.close_code == 1000  # the refused code never left
+
+
+def test_a_long_close_reason_is_cut_to_fit_a_control_frame(ws_server: WSServer) -> None:
+    # 0.3.4 sends all 200 bytes in a Close frame (RFC 6455 section 5.5: at most 125).
+    websocket = WebSocket(ws_server.url_for("/echo"))
+    collect(websocket, lambda e: websocket.close(1000, "\u00e9" * 100)
+            if isinstance(e, events.Ready) else None)
+    ws_server.last.wait_closed()
+    assert ws_server.last.close_reason == "\u00e9" * 61  # 122 bytes: whole characters
+
+
+def test_a_server_close_without_a_code(scripted_server: Any) -> None:
+    # 0.3.4: Closing, Closed (both code=None), Disconnected; lomond: no Closed,
+    # as for every close the server starts (docs/porting.md).
+    def script(conn: RawConnection) -> Any:
+        conn.handshake()
+        conn.send_close(None)
+        return conn.recv_close()
+
+    server = scripted_server(script)
+    run = collect(WebSocket(server.url_for("/")))
+    names = [name for name in run.names if name != "poll"]
+    assert names == ["connecting", "connected", "ready", "closing", "disconnected"]
+    closing = run.first(events.Closing)
+    assert (closing.code, closing.reason) == (None, "")
+    assert server.result() == (1005, "")  # the echo: no code either
+
+
+def test_a_server_close_with_1014_is_accepted(ws_server: WSServer) -> None:
+    # 0.3.4 fails the connection ('reserved close code'); IANA registered 1014.
+    run = collect(WebSocket(ws_server.url_for("/close?code=1014&reason=upstream")))
+    closing = run.first(events.Closing)
+    assert (closing.code, closing.reason) == (1014, "upstream")
+    assert run.first(events.Disconnected).graceful is True
+
+
+def test_add_header_takes_str_and_bytes(ws_server: WSServer) -> None:
+    # 0.3.4 takes bytes only (TypeError for str); every 0.3.4 call still works.
+    websocket = WebSocket(ws_server.url_for("/headers"))
+    websocket.add_header(b"X-Bytes", b"1")
+    websocket.add_header("X-Str", "2")
+    websocket.add_header("X-Rep", "a")
+    websocket.add_header(b"X-Rep", "b")
+    run = collect(websocket, lambda e: websocket.close() if isinstance(e, events.Text) else None)
+    headers = {name.lower(): value for name, value in run.first(events.Text).json.items()}
+    assert (headers["x-bytes"], headers["x-str"], headers["x-rep"]) == ("1", "2", "a, b")
+
+
+def test_repeated_response_headers_are_joined_with_a_comma() -> None:
+    # As 0.3.4, but each value is stripped first (0.3.4: 'a, b,  c').
+    response = Response(b"HTTP/1.1 101 Switching Protocols\r\nX-Rep: a\r\nx-rep: b\r\n"
+                        b"X-Rep:  c \r\n\r\n")
+    assert response.get("x-rep") == "a, b, c"
+    assert response.get_list("x-rep") == ["a", "b", "c"]
+
+
 # -- the context manager ---------------------------------------------------------------------
 
 
@@ -756,6 +894,10 @@ def test_rejected_and_connect_fail(ws_server: WSServer) -> None:
     rejected = run.first(events.Rejected)
     assert isinstance(rejected.response, Response) and rejected.response.status_code == 404
     assert isinstance(rejected.reason, str)
+    # Issue 20, item 8: as in 0.3.4 a Disconnected follows; lomond's is not
+    # graceful (0.3.4: True, 'closed'): no close handshake took place.
+    assert run.names == ["connecting", "connected", "rejected", "disconnected"]
+    assert run.first(events.Disconnected).graceful is False
     refused = collect(WebSocket("ws://127.0.0.1:1/"))
     assert refused.names == ["connecting", "connect_fail"]
     assert isinstance(refused.first(events.ConnectFail).reason, str)
@@ -910,7 +1052,7 @@ def test_persist_exit_event(ws_server: WSServer) -> None:
         if event.name == "ready":
             exit_event.set()
     assert seen[:3] == ["connecting", "connected", "ready"]
-    assert seen[-1] == "disconnected"
+    assert seen[-2:] == ["disconnected", "back_off"]  # as 0.3.4: the BackOff it waited on
     record = ws_server.last
     record.wait_closed()
     assert record.close_code in (1000, 1001)  # closed gracefully, not dropped
@@ -920,7 +1062,6 @@ def _first_back_off(url: str, **options: Any) -> float:
     websocket = WebSocket(url)
     for event in persist(websocket, min_wait=0, max_wait=0.05, ping_rate=0, **options):
         if isinstance(event, events.BackOff):
-            websocket.close()
             return float(event.delay)
     raise AssertionError("no BackOff")
 
@@ -1010,8 +1151,12 @@ def test_status() -> None:
     assert lomond.Status is Status
     assert Status.NORMAL == 1000 and Status.GOING_AWAY == 1001
     assert Status.BAD_DATA == 1007 and Status.DATA_NOT_UNDERSTOOD == 1003
-    assert {1004, 1005, 1006, 1015} <= set(Status.invalid_codes)
-    assert 1000 not in Status.invalid_codes
+    # Issue 20, item 7: as 0.3.4's set (0-999, 1004-1006, 1014-2999) but for
+    # 1014, registered with IANA (docs/porting.md).
+    assert set(Status.invalid_codes) == (
+        set(range(1000)) | {1004, 1005, 1006} | set(range(1015, 3000))
+    )
+    assert 1000 not in Status.invalid_codes and 1014 not in Status.invalid_codes
 
 
 def test_close_with_a_status_member(ws_server: WSServer) -> None:
@@ -1033,3 +1178,30 @@ def test_fast_options_are_still_valid_connect_arguments() -> None:
     # The helpers above rely on these; a renamed option would fail every test.
     parameters = inspect.signature(WebSocket.connect).parameters
     assert set(FAST) <= set(parameters)
+
+
+# ============================================================================================
+# docs/porting.md: one table of every remaining difference (issue 20, item 10)
+# ============================================================================================
+
+
+def test_porting_guide_has_one_table_of_the_differences() -> None:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "porting.md").read_text("utf-8")
+    section = text.split("## Every remaining difference", 1)[1]
+    rows = [line for line in section.splitlines() if line.startswith("|")]
+    header, rule, body = rows[0], rows[1], rows[2:]
+    assert header.startswith("| What | Lomond 0.3.4 | lomond | Why | To port |")
+    assert rule.count("|") == 6
+    # Every row: what 0.3.4 does, what lomond does, why (and the change).
+    for row in body:
+        cells = [cell.strip() for cell in row.strip().strip("|").split(" | ")]
+        assert len(cells) == 5 and all(cells), row
+    topics = " ".join(row.split(" | ")[0] for row in body)
+    for topic in ("exit_event", "back-off", "Retry-After", "is_active", "Rejected",
+                  "Close codes", "invalid_codes", "reason", "add_header", "headers",
+                  "schemes", "Events", "Response", "sent_close_time", "critical",
+                  "Status", "ssl_verify"):
+        assert topic in topics, topic
+    assert text.count("\n| What |") == 1  # one table, not one per topic

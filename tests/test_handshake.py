@@ -56,8 +56,6 @@ def test_non_ascii_path_is_percent_encoded() -> None:
 @pytest.mark.parametrize(
     "url",
     [
-        "http://example.com/",
-        "https://example.com/",
         "example.com",
         "ftp://example.com",
         "ws://",

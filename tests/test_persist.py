@@ -1,5 +1,10 @@
 """lomond.persist.persist(): reconnection, back-off with full jitter, Retry-After, stopping.
 
+Lomond 0.3.4's observable behaviour (issue 20) is checked too: ``close()``
+inside the loop reconnects, ``exit_event`` needs only ``wait(timeout)``,
+``websocket`` only ``connect()``, and the last event is the ``BackOff`` the
+loop waited on.
+
 Against real servers on loopback that the tests stop and restart. The
 back-off schedule is checked without sleeping: ``lomond.persist.random`` is
 fixed and the wait itself (``lomond.persist.wait_for_stop``, tested in
@@ -12,9 +17,10 @@ from __future__ import annotations
 
 import email.utils
 import importlib
+import logging
 import threading
 import time
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 import pytest
 from core_helpers import later, names, refused_port
@@ -251,46 +257,41 @@ def test_rejection_without_retry_after_uses_back_off(ws_server: Any) -> None:
 # -- stopping --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "how, kind",
-    [("exit_event", "event"), ("exit_event", "signal"), ("close", "signal")],
-)
-def test_stop_during_back_off(how: str, kind: str) -> None:
-    # A threading.Event ends the wait, which is exit_event.wait(); with it a
-    # close() is seen when the wait ends (see test_close_during_a_back_off_*).
+@pytest.mark.parametrize("kind", ["event", "signal"])
+def test_stop_during_back_off(kind: str) -> None:
+    # A threading.Event ends the wait, which is exit_event.wait().
     exit_event: Any = threading.Event() if kind == "event" else StopSignal()
     websocket = WebSocket(f"ws://127.0.0.1:{refused_port()}/")
-    stop = exit_event.set if how == "exit_event" else websocket.close
     stopped: List[float] = []
     seen: List[events.Event] = []
     for event in persist(websocket, min_wait=30, max_wait=30, exit_event=exit_event, **LOOP):
         seen.append(event)
         if isinstance(event, events.BackOff):
             assert event.delay == 30
-            stopped = later(0.1, stop)
+            stopped = later(0.1, exit_event.set)
     ended = time.monotonic()
     assert names(seen) == ["connecting", "connect_fail", "back_off"]
     # A stop ends a 30 s back-off at once.
     assert stopped and ended - stopped[0] < PROMPT
 
 
-@pytest.mark.parametrize("how", ["exit_event", "close"])
-def test_stop_while_connected(how: str, ws_server: Any) -> None:
+def test_stop_while_connected(ws_server: Any) -> None:
     # A StopSignal wakes the connection; a threading.Event is seen at the next
     # event (test_threading_event_is_seen_at_the_next_poll_while_connected).
     exit_event = StopSignal()
     websocket = WebSocket(ws_server.url_for("/echo"))
-    stop = exit_event.set if how == "exit_event" else websocket.close
     seen: List[events.Event] = []
     stopped: List[float] = []
     for event in persist(websocket, min_wait=0.01, max_wait=0.05, exit_event=exit_event,
                          poll=30, ping_rate=0, close_timeout=2):
         seen.append(event)
         if isinstance(event, events.Ready):
-            stopped = later(0.1, stop)
+            stopped = later(0.1, exit_event.set)
     ended = time.monotonic()
-    assert names(seen) == ["connecting", "connected", "ready", "closed", "disconnected"]
-    assert seen[-1].graceful  # type: ignore[attr-defined]
+    assert names(seen) == [
+        "connecting", "connected", "ready", "closed", "disconnected", "back_off"
+    ]
+    assert seen[-2].graceful  # type: ignore[attr-defined]
     # Woken at once, not at the next Poll 30 s later.
     assert stopped and ended - stopped[0] < PROMPT
     ws_server.last.wait_closed()
@@ -298,9 +299,8 @@ def test_stop_while_connected(how: str, ws_server: Any) -> None:
     assert len(ws_server.connections) == 1
 
 
-@pytest.mark.parametrize("how", ["exit_event", "close"])
 @pytest.mark.parametrize("stage", ["tcp", "proxy", "tls", "upgrade"])
-def test_stop_while_connecting(how: str, stage: str, scripted_server: Any, ws_server: Any) -> None:
+def test_stop_while_connecting(stage: str, scripted_server: Any, ws_server: Any) -> None:
     """A stop is prompt at every step of a connect that hangs, with long timeouts."""
     proxies: Optional[dict] = {}
     if stage == "tcp":
@@ -314,15 +314,14 @@ def test_stop_while_connecting(how: str, stage: str, scripted_server: Any, ws_se
         url = ws_server.url_for("/slow-handshake?delay=20")
     exit_event = StopSignal()  # a threading.Event is seen when the attempt ends
     websocket = WebSocket(url, proxies=proxies)
-    stop = exit_event.set if how == "exit_event" else websocket.close
-    stopped = later(0.3, stop)
+    stopped = later(0.3, exit_event.set)
     seen = drain(
         persist(websocket, exit_event=exit_event, connect_timeout=30, handshake_timeout=30, **LOOP),
         lambda event: None,
     )
     ended = time.monotonic()
     assert stopped and ended - stopped[0] < PROMPT
-    assert "back_off" not in names(seen)
+    assert names(seen).count("back_off") == 1 and names(seen)[-1] == "back_off"
     assert names(seen)[0] == "connecting"
     assert "connect_fail" in names(seen)
     assert "ready" not in names(seen)
@@ -386,6 +385,7 @@ def test_server_restarts(ws_server: Any) -> None:
     for thread in threads:
         thread.join(5)
 
+    assert names(seen)[-2:] == ["disconnected", "back_off"]
     assert len({id(event) for event in seen}) == len(seen)  # nothing delivered twice
     times = [event.received_time for event in seen]
     assert times == sorted(times)
@@ -394,7 +394,7 @@ def test_server_restarts(ws_server: Any) -> None:
     assert len(connected) == restarts + 1
     assert all(a.count("ready") == 1 and a.count("text") == 1 for a in connected)
     assert names(seen).count("disconnected") == restarts + 1
-    assert names(seen).count("back_off") == len(per_attempt) - 1
+    assert names(seen).count("back_off") == len(per_attempt)  # the last one too
     texts = [e.text for e in seen if isinstance(e, events.Text)]
     assert texts == [f"message {n}" for n in range(1, restarts + 2)]
     # Drops: a clean shutdown is Closing then a graceful Disconnected; an
@@ -428,17 +428,21 @@ def test_prebound_set_ends_a_back_off_at_once() -> None:
     assert stopped and time.monotonic() - stopped[0] < PROMPT
 
 
-def test_close_during_a_back_off_with_a_threading_event_is_seen_after_the_wait() -> None:
-    exit_event = threading.Event()
+@pytest.mark.parametrize("kind", ["none", "event", "signal"])
+def test_close_during_a_back_off_does_not_end_the_loop(kind: str, mocker: MockerFixture) -> None:
+    # Lomond 0.3.4: close() without a connection does nothing; the loop goes on.
+    waits = record_waits(mocker)
+    exit_event: Any = {"none": None, "event": RecordingEvent(waits), "signal": StopSignal()}[kind]
     websocket = WebSocket(f"ws://127.0.0.1:{refused_port()}/")
     seen: List[events.Event] = []
-    for event in persist(websocket, min_wait=0.3, max_wait=0.3, exit_event=exit_event, **LOOP):
+    for event in persist(websocket, min_wait=0.01, max_wait=0.02, exit_event=exit_event, **LOOP):
         seen.append(event)
         if isinstance(event, events.BackOff):
             websocket.close()
-    # No second attempt: the wait ran its course, then the loop saw the close().
-    assert names(seen) == ["connecting", "connect_fail", "back_off"]
-    assert not exit_event.is_set()
+            if names(seen).count("back_off") == 3:
+                break
+    assert names(seen) == ["connecting", "connect_fail", "back_off"] * 3
+    assert len(waits) == 2
 
 
 def test_threading_event_is_seen_at_the_next_poll_while_connected(ws_server: Any) -> None:
@@ -452,7 +456,7 @@ def test_threading_event_is_seen_at_the_next_poll_while_connected(ws_server: Any
         if isinstance(event, events.Ready):
             later(0.05, stop)
     kinds = [event.name for event in seen]
-    assert kinds[-2:] == ["closed", "disconnected"]
+    assert kinds[-3:] == ["closed", "disconnected", "back_off"]
     # Seen at the poll after the first one (the one right after Ready).
     assert kinds[kinds.index("ready"):].count("poll") == 2
     ws_server.last.wait_closed()
@@ -467,7 +471,9 @@ def test_stop_signal_as_exit_event_wakes_a_connected_loop(ws_server: Any) -> Non
         seen.append(event)
         if isinstance(event, events.Ready):
             later(0.1, stop.set)
-    assert names(seen) == ["connecting", "connected", "ready", "closed", "disconnected"]
+    assert names(seen) == [
+        "connecting", "connected", "ready", "closed", "disconnected", "back_off"
+    ]
 
 
 # -- issue 18 regressions --------------------------------------------------------------
@@ -511,3 +517,175 @@ def test_a_threading_event_is_left_alone_and_no_thread_is_started() -> None:
     if started:
         problems.append(f"persist() started threads: {[t.name for t in started]}")
     assert not problems, problems
+
+
+# -- Lomond 0.3.4's persist (issue 20) ----------------------------------------------------
+# Observed by running the same programs against lomond 0.3.4 (a scratch venv,
+# never its code): close() in the loop reconnects; exit_event is only ever
+# wait()ed on; any object with connect() works; the last event is a BackOff.
+
+
+def without_polls(seen: List[events.Event]) -> List[List[str]]:
+    return [[name for name in attempt if name != "poll"] for attempt in attempts(seen)]
+
+
+@pytest.mark.parametrize("kind", ["none", "event", "signal"])
+def test_close_inside_persist_reconnects(kind: str, ws_server: Any, mocker: MockerFixture) -> None:
+    """Closing a stale feed forces a fresh connection: only exit_event ends the loop."""
+    waits = record_waits(mocker)
+    exit_event: Any = {"none": None, "event": RecordingEvent(waits), "signal": StopSignal()}[kind]
+    websocket = WebSocket(ws_server.url_for("/echo"))
+    seen: List[events.Event] = []
+    for event in persist(websocket, min_wait=0.01, max_wait=0.02, exit_event=exit_event, **LOOP):
+        seen.append(event)
+        if isinstance(event, events.Ready):
+            websocket.close()
+        elif isinstance(event, events.BackOff) and names(seen).count("back_off") == 3:
+            break
+    assert without_polls(seen) == [
+        ["connecting", "connected", "ready", "closed", "disconnected"]
+    ] * 3
+    assert len(waits) == 2  # the loop waited its back-off before each reconnect
+    for record in ws_server.connections:
+        record.wait_closed()
+    assert [record.close_code for record in ws_server.connections] == [1000] * 3
+
+
+def test_close_from_another_thread_reconnects_and_exit_event_ends_the_loop(
+    ws_server: Any,
+) -> None:
+    exit_event = threading.Event()
+    websocket = WebSocket(ws_server.url_for("/echo"))
+    readies = 0
+
+    def on_event(event: events.Event) -> None:
+        nonlocal readies
+        if isinstance(event, events.Ready):
+            readies += 1
+            later(0.05, websocket.close if readies == 1 else exit_event.set)
+
+    seen = drain(
+        persist(websocket, min_wait=0.01, max_wait=0.02, exit_event=exit_event, **LOOP), on_event
+    )
+    assert readies == 2
+    assert [a[-1] for a in without_polls(seen)] == ["disconnected", "disconnected"]
+    assert names(seen)[-1] == "back_off"  # the last event, as in 0.3.4
+
+
+class WaitOnly:
+    """An exit_event with nothing but ``wait(timeout)`` (Lomond 0.3.4 needs no more).
+
+    Its slots make any attempt to patch it (``exit_event.set = ...``) fail,
+    and it records every wait.
+    """
+
+    __slots__ = ("flag", "waits")
+
+    def __init__(self) -> None:
+        self.flag = False
+        self.waits: List[float] = []
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        assert timeout is not None
+        self.waits.append(timeout)
+        return self.flag
+
+
+def test_an_exit_event_with_only_wait(ws_server: Any) -> None:
+    exit_event = WaitOnly()
+    websocket = WebSocket(ws_server.url_for("/close?code=1000"))  # ends each connection
+    backoffs: List[float] = []
+
+    def on_event(event: events.Event) -> None:
+        if isinstance(event, events.BackOff):
+            backoffs.append(event.delay)
+            exit_event.flag = len(backoffs) == 2
+
+    seen = drain(
+        persist(websocket, min_wait=0.01, max_wait=0.02, exit_event=exit_event, **LOOP), on_event
+    )
+    assert [a[-1] for a in attempts(seen)] == ["disconnected", "disconnected"]
+    assert names(seen)[-1] == "back_off"
+    # Each back-off is exit_event.wait(delay); besides, only non-blocking looks.
+    assert [w for w in exit_event.waits if w] == backoffs
+    assert set(w for w in exit_event.waits if not w) <= {0}
+
+
+def test_a_wait_only_exit_event_set_while_connected_closes_gracefully(ws_server: Any) -> None:
+    exit_event = WaitOnly()
+    websocket = WebSocket(ws_server.url_for("/echo"))
+
+    def on_event(event: events.Event) -> None:
+        if isinstance(event, events.Ready):
+            exit_event.flag = True
+
+    seen = drain(persist(websocket, exit_event=exit_event, **LOOP), on_event)
+    assert without_polls(seen) == [["connecting", "connected", "ready", "closed", "disconnected"]]
+    assert names(seen)[-1] == "back_off"
+    ws_server.last.wait_closed()
+    assert ws_server.last.close_code == 1000
+
+
+class ConnectOnly:
+    """A ``websocket`` with nothing but Lomond 0.3's ``connect()`` (no ``url``, no ``close``)."""
+
+    __slots__ = ("calls",)
+
+    def __init__(self) -> None:
+        self.calls: List[Any] = []
+
+    def connect(
+        self, poll: float = 5.0, ping_rate: float = 30.0, ping_timeout: Optional[float] = None
+    ) -> Iterator[events.Event]:
+        self.calls.append((poll, ping_rate, ping_timeout))
+        yield events.Connecting("ws://fake.example/")
+        yield events.ConnectFail("no network")
+
+    def __repr__(self) -> str:
+        return "<ConnectOnly>"
+
+
+def test_any_websocket_with_connect(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="lomond.persist")  # the line that read .url
+    exit_event = threading.Event()
+    fake = ConnectOnly()
+    seen: List[events.Event] = []
+    for event in persist(fake, poll=1, ping_rate=2, min_wait=0.01, max_wait=0.02,  # type: ignore[arg-type]
+                         exit_event=exit_event):
+        seen.append(event)
+        if isinstance(event, events.Connecting) and len(fake.calls) == 2:
+            exit_event.set()  # seen between events: nothing to close() on this object
+    assert names(seen) == ["connecting", "connect_fail", "back_off"] * 2
+    assert fake.calls == [(1, 2, None)] * 2
+    assert "reconnecting to <ConnectOnly>" in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["event", "signal", "wait-only"])
+def test_the_last_event_is_the_back_off_waited_on(
+    kind: str, ws_server: Any, mocker: MockerFixture
+) -> None:
+    """0.3.4: once stopped, the loop still announces (and 'waits' on) its BackOff."""
+    waits = record_waits(mocker)
+    exit_event: Any = {
+        "event": RecordingEvent(waits), "signal": StopSignal(), "wait-only": WaitOnly()
+    }[kind]
+    stop = (lambda: setattr(exit_event, "flag", True)) if kind == "wait-only" else exit_event.set
+    websocket = WebSocket(ws_server.url_for("/echo"))
+    seen: List[events.Event] = []
+    for event in persist(websocket, exit_event=exit_event, **LOOP):
+        seen.append(event)
+        if isinstance(event, events.Ready):
+            stop()
+    assert without_polls(seen) == [["connecting", "connected", "ready", "closed", "disconnected"]]
+    last = seen[-1]
+    assert isinstance(last, events.BackOff)
+    recorded = exit_event.waits if kind == "wait-only" else waits
+    assert [w for w in recorded if w] == [last.delay]  # returned at once: it was set
+
+
+def test_a_set_exit_event_before_the_first_attempt_yields_nothing() -> None:
+    # lomond's choice (0.3.4 connects anyway and notices only after that
+    # connection ended): a stop requested before the start is honoured.
+    exit_event = threading.Event()
+    exit_event.set()
+    assert list(persist(WebSocket("ws://127.0.0.1:1/"), exit_event=exit_event)) == []

@@ -132,11 +132,35 @@ def test_automatic_pings_every_ping_rate_seconds() -> None:
     timers = timers_for(ping_rate=0.25)
     protocol = open_protocol()
     timers.ready(T0)
-    assert timers.deadline(protocol) == T0 + 0.25
-    assert timers.due(protocol, T0 + 0.125) is None
-    times = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875)
+    assert timers.deadline(protocol) == T0
+    times = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875)
     fired = [t for t in times if timers.due(protocol, T0 + t) is Due.PING]
-    assert fired == [0.25, 0.5, 0.75]
+    assert fired == [0.0, 0.25, 0.5, 0.75]
+
+
+def test_the_first_ping_right_after_ready_as_in_lomond_0_3_4() -> None:
+    """Lomond 0.3.4 pings right after Ready, then every ``ping_rate`` seconds (issue 20)."""
+    timers = timers_for(ping_rate=30, poll=5)
+    protocol = open_protocol()
+    assert timers.ready(T0) is True  # the first Poll, delivered by the driver
+    assert timers.deadline(protocol) == T0
+    assert all_due(timers, protocol, T0) == [Due.PING]
+    timers.ping_sent(T0)
+    assert timers.deadline(protocol) == T0 + 5  # the next Poll; the next ping at T0 + 30
+    assert all_due(timers, protocol, T0 + 29.5) == [Due.POLL]
+    assert all_due(timers, protocol, T0 + 30) == [Due.PING]
+    assert timers.deadline(protocol) == T0 + 34.5
+
+
+def test_a_dead_connection_is_unresponsive_within_ping_timeout_of_ready() -> None:
+    # The first ping leaves at Ready: no ping_rate to sit through before it.
+    timers = timers_for(ping_rate=30, ping_timeout=2)
+    protocol = open_protocol()
+    timers.ready(T0)
+    assert all_due(timers, protocol, T0) == [Due.PING]
+    timers.ping_sent(T0)
+    assert timers.deadline(protocol) == T0 + 2
+    assert all_due(timers, protocol, T0 + 2) == [Due.UNRESPONSIVE]
 
 
 def test_ping_rate_zero_sends_no_pings() -> None:

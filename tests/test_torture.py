@@ -427,7 +427,7 @@ def threaded_round(recorder: Recorder, torture: Torture, baseline: Dict[int, str
         while True:
             if i == actor and len(ledger.acked) >= fire_after:
                 # Not before connect() made its session: close() outside a
-                # connection only ends a persist() loop (documented).
+                # connection does nothing (documented).
                 started.wait(HANG)
                 fire()
             pick = trng.random()

@@ -41,6 +41,10 @@ def test_plain_str_views_are_plain() -> None:
         ("WSS://Example.com", "wss", True, "example.com", 443, "/", "example.com"),
         ("wss://[::1]:9443/a?b", "wss", True, "::1", 9443, "/a?b", "[::1]:9443"),
         ("ws://h:81/x", "ws", False, "h", 81, "/x", "h:81"),
+        # http(s):// as ws(s):// (issue 20): as browsers do, and Lomond 0.3.4 accepted them.
+        ("http://example.com/", "ws", False, "example.com", 80, "/", "example.com"),
+        ("HTTPS://example.com:8443/a", "wss", True, "example.com", 8443, "/a",
+         "example.com:8443"),
     ],
 )
 def test_parts(
@@ -87,3 +91,17 @@ def test_websocket_url_is_a_url() -> None:
     assert websocket.url.scheme == "wss"
     assert websocket.url.url == "wss://example.com/feed"
     assert "pw" not in repr(websocket)
+
+
+def test_http_schemes_are_taken_as_websocket_schemes() -> None:
+    # The URL says what is used: ws(s)://, never a plain-text https.
+    assert parse_url("https://u:p@example.com/feed?x=1") == "wss://example.com/feed?x=1"
+    assert parse_url("http://example.com") == "ws://example.com"
+    websocket = WebSocket("https://example.com/feed", proxies={})
+    assert websocket.is_secure and websocket.url == "wss://example.com/feed"
+
+
+@pytest.mark.parametrize("text", ["ftp://example.com/", "example.com:80", "wsx://h/", "//h/"])
+def test_other_schemes_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="must start with ws:// or wss://"):
+        parse_url(text)

@@ -977,7 +977,7 @@ def test_constructor_does_no_io_and_validates() -> None:
     websocket = WebSocket("ws://does-not-exist.invalid:1/")  # constructing looks nothing up
     assert websocket.is_closed
     with pytest.raises(ValueError):
-        WebSocket("http://example.com/")
+        WebSocket("ftp://example.com/")
     with pytest.raises(TypeError):
         WebSocket("ws://example.com/", protocols="chat")  # type: ignore[arg-type]
     with pytest.raises(ValueError):

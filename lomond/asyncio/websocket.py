@@ -215,8 +215,10 @@ async def persist(
     The same events (a :class:`~lomond.events.BackOff` before each wait),
     the same full-jitter back-off and ``Retry-After`` handling. The loop
     ends when ``exit_event`` is set (a :class:`~lomond.wakeup.StopSignal`,
-    from any thread or a signal handler, or an :class:`asyncio.Event`) or
-    ``websocket.close()`` is called; either ends a back-off wait at once.
+    from any thread or a signal handler, or an :class:`asyncio.Event`), at
+    once wherever it is; ``websocket.close()`` ends the current connection
+    only, and the loop reconnects after its back-off, as the threaded
+    :func:`~lomond.persist.persist` does.
     """
     options = ConnectOptions(poll=poll, ping_rate=ping_rate, ping_timeout=ping_timeout,
                              **connect_options)
@@ -227,14 +229,9 @@ async def persist(
         raise TypeError(f"exit_event must be a StopSignal or an asyncio.Event, not {exit_event!r}")
     exit_signal = exit_event if isinstance(exit_event, StopSignal) else StopSignal()
     aio_event = exit_event if isinstance(exit_event, asyncio.Event) else None
-    close_requested = websocket.close_requested
-    close_requested.clear()  # a close() before this run does not end it
-    signals = (exit_signal, close_requested)
 
     def stopping() -> bool:
-        return exit_signal.is_set() or close_requested.is_set() or bool(
-            aio_event is not None and aio_event.is_set()
-        )
+        return exit_signal.is_set() or bool(aio_event is not None and aio_event.is_set())
 
     # An asyncio.Event is relayed to the signal by a task, so that setting it
     # wakes a connection at once too (a StopSignal needs no relay).
@@ -251,12 +248,12 @@ async def persist(
                 # Also when the caller stops iterating: the connection is
                 # closed now, not whenever the loop collects the generator.
                 await connection.aclose()
-            if stopping():
-                break
             delay = back_off.next_delay()
             log.debug("reconnecting to %s in %.2f s", websocket.url, delay)
+            # Also when stopping, as lomond.persist.persist: the last event
+            # is the BackOff waited on (the wait then returns at once).
             yield events.BackOff(delay)
-            await _wait_stop(signals, delay)
+            await _wait_stop((exit_signal,), delay)
     finally:
         if relay is not None:
             relay.cancel()

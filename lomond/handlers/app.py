@@ -254,10 +254,14 @@ class WebSocketApp(Registration):
         """Start the close handshake, from any thread; returns at once.
 
         As :meth:`lomond.WebSocket.close`: the run ends once the server
-        answers (and, with ``reconnect=True``, does not reconnect). Use
+        answers (and, with ``reconnect=True``, does not reconnect, unlike a
+        ``websocket.close()`` inside :func:`~lomond.persist.persist`). Use
         :meth:`stop` to also wait for the end.
         """
-        self.websocket.close(code, reason)
+        self.websocket.close(code, reason)  # first: the stop alone would close with 1000
+        with self._state_lock:
+            if self._running:
+                self._stop.set()  # and do not reconnect
 
     # -- hooks -----------------------------------------------------------------------------
 
@@ -663,7 +667,10 @@ class WebSocketApp(Registration):
         return outcome
 
     async def _pump_async(self, source: AsyncGenerator[events.Event, None]) -> None:
+        stop = self._stop
         async for event in source:
+            if type(event) is _BACK_OFF and stop.is_set():
+                continue  # persist's last event when it stops: no reconnect follows
             try:
                 await self._dispatch_async(event)
             except BaseException:
@@ -676,7 +683,12 @@ class WebSocketApp(Registration):
                 raise
 
     def _pump(self, source: Iterator[events.Event]) -> None:
+        stop = self._stop
         for event in source:
+            if type(event) is _BACK_OFF and stop.is_set():
+                # persist()'s last event when it stops (Lomond 0.3.4's habit):
+                # no reconnect follows, so an app is not told of one (nor on a Hub).
+                continue
             try:
                 self._dispatch(event)
             except BaseException:
@@ -806,6 +818,7 @@ class WebSocketApp(Registration):
 Failure = Tuple[PolicyAction, Handler, Exception]
 #: The message events, which ``_dispatch`` passes straight to the handlers.
 _TEXT, _BINARY = events.Text, events.Binary
+_BACK_OFF = events.BackOff
 #: Events after which a connection attempt is no longer in its opening handshake.
 _HANDSHAKE_OVER = frozenset(
     {

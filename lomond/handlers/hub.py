@@ -114,10 +114,9 @@ class _Member:
         self.hub._reactor.call_soon_threadsafe(self.check_stop)
 
     def stopping(self) -> bool:
-        app = self.app
-        return app.stop_signal.is_set() or (
-            self.back_off is not None and app.websocket.close_requested.is_set()
-        )
+        # The app's stop request only (stop(), close(), a handler error):
+        # a websocket.close() alone ends a connection, not the run.
+        return self.app.stop_signal.is_set()
 
     def begin(self) -> None:
         if self.begun or self.ended:
@@ -126,10 +125,6 @@ class _Member:
         self.completion.thread = threading.current_thread()
         app = self.app
         app.stop_signal.attach(self)
-        if self.back_off is not None:
-            # As persist(): a close() before this run does not end it; one during it does.
-            app.websocket.close_requested.clear()
-            app.websocket.close_requested.attach(self)
         if self.stopping():
             log.debug("%r: stopped before connecting", app)
             self.end()
@@ -211,7 +206,6 @@ class _Member:
             self.timer = None
         app = self.app
         app.stop_signal.detach(self)
-        app.websocket.close_requested.detach(self)
         outcome = app.finish_run(self.tracker)
         if self.tracker.to_raise is not None:
             self.completion.set_exception(self.tracker.to_raise)

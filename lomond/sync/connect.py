@@ -311,8 +311,10 @@ def new_tcp_socket(
 PLAIN_SERVER_HINT = "is the server plain ws://? (the URL says wss://)"
 #: OpenSSL's words for a record that is not TLS (a plain "HTTP/1.1 400 ..."),
 #: across OpenSSL versions.
-NOT_TLS_ERRORS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "record layer failure",
-                   "PACKET_LENGTH_TOO_LONG", "HTTP_REQUEST", "http request")
+NOT_TLS_ERRORS = (
+    "WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "record layer failure",
+    "PACKET_LENGTH_TOO_LONG", "HTTP_REQUEST", "http request",
+)
 
 
 def _peek_answer(tls: ssl.SSLSocket) -> Optional[bytes]:

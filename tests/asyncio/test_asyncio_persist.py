@@ -229,9 +229,7 @@ def test_rejection_without_retry_after_uses_back_off(ws_server: WSServer) -> Non
 
 
 @pytest.mark.parametrize(
-    "how",
-    ["signal-from-a-thread", "asyncio-event-from-a-task", "asyncio-event-from-a-thread",
-     "close-from-a-task", "close-from-a-thread"],
+    "how", ["signal-from-a-thread", "asyncio-event-from-a-task", "asyncio-event-from-a-thread"]
 )
 def test_stop_during_a_back_off_is_prompt(how: str) -> None:
     websocket = WebSocket(f"ws://127.0.0.1:{refused_port()}/")
@@ -240,14 +238,10 @@ def test_stop_during_a_back_off_is_prompt(how: str) -> None:
         loop = asyncio.get_running_loop()
         exit_event: Any = asyncio.Event() if "asyncio-event" in how else StopSignal()
         stopped: List[float] = []
-        closing: List[Any] = []
 
         def stop() -> None:
             stopped.append(time.monotonic())
-            if how == "signal-from-a-thread" or "asyncio-event" in how:
-                exit_event.set()  # an asyncio.Event only from the loop's thread
-            else:
-                closing.append(asyncio.ensure_future(websocket.close()))
+            exit_event.set()  # an asyncio.Event only from the loop's thread
 
         def on_event(event: events.Event) -> None:
             if not isinstance(event, events.BackOff):
@@ -293,7 +287,7 @@ def test_stop_signal_from_another_thread_ends_a_back_off(loop_factory: LoopFacto
     assert stopped[0] and ended - stopped[0][0] < PROMPT
 
 
-@pytest.mark.parametrize("how", ["signal", "asyncio-event", "close"])
+@pytest.mark.parametrize("how", ["signal", "asyncio-event"])
 def test_stop_while_connected(how: str, ws_server: WSServer, loop_factory: LoopFactory) -> None:
     websocket = WebSocket(ws_server.url_for("/echo"))
 
@@ -301,14 +295,10 @@ def test_stop_while_connected(how: str, ws_server: WSServer, loop_factory: LoopF
         loop = asyncio.get_running_loop()
         exit_event: Any = asyncio.Event() if how == "asyncio-event" else StopSignal()
         stopped: List[float] = []
-        closing: List[Any] = []
 
         def stop() -> None:
             stopped.append(time.monotonic())
-            if how == "close":
-                closing.append(asyncio.ensure_future(websocket.close()))
-            else:
-                exit_event.set()
+            exit_event.set()
 
         def on_event(event: events.Event) -> None:
             if isinstance(event, events.Ready):
@@ -322,8 +312,9 @@ def test_stop_while_connected(how: str, ws_server: WSServer, loop_factory: LoopF
         return [seen, time.monotonic(), stopped]
 
     seen, ended, stopped = run_async(main(), loop_factory=loop_factory)
-    assert names(seen) == ["connecting", "connected", "ready", "closed", "disconnected"]
-    assert seen[-1].graceful
+    # The last event is the BackOff waited on, as in lomond.persist.persist.
+    assert names(seen) == ["connecting", "connected", "ready", "closed", "disconnected", "back_off"]
+    assert seen[-2].graceful
     # Woken at once, not at the next Poll 30 s later.
     assert stopped and ended - stopped[0] < PROMPT
     ws_server.last.wait_closed()
@@ -331,11 +322,8 @@ def test_stop_while_connected(how: str, ws_server: WSServer, loop_factory: LoopF
     assert len(ws_server.connections) == 1
 
 
-@pytest.mark.parametrize("how", ["exit_event", "close"])
 @pytest.mark.parametrize("stage", ["tcp", "proxy", "tls", "upgrade"])
-def test_stop_while_connecting(
-    how: str, stage: str, scripted_server: Any, ws_server: WSServer
-) -> None:
+def test_stop_while_connecting(stage: str, scripted_server: Any, ws_server: WSServer) -> None:
     """A stop from another thread is prompt at every step of a connect that hangs."""
     proxies: Optional[dict] = {}
     if stage == "tcp":
@@ -351,13 +339,7 @@ def test_stop_while_connecting(
     websocket = WebSocket(url, proxies=proxies)
 
     async def main() -> List[events.Event]:
-        loop = asyncio.get_running_loop()
-        if how == "exit_event":
-            stop: Callable[[], Any] = exit_event.set
-        else:
-            def stop() -> None:
-                asyncio.run_coroutine_threadsafe(websocket.close(), loop).result(5)
-        stopped.extend([later(0.3, stop)])
+        stopped.extend([later(0.3, exit_event.set)])
         return await drain(persist(websocket, exit_event=exit_event, connect_timeout=30,
                                    handshake_timeout=30, **LOOP))
 
@@ -365,10 +347,38 @@ def test_stop_while_connecting(
     seen = run_async(main())
     ended = time.monotonic()
     assert stopped[0] and ended - stopped[0][0] < PROMPT
-    assert "back_off" not in names(seen)
+    assert names(seen).count("back_off") == 1 and names(seen)[-1] == "back_off"
     assert names(seen)[0] == "connecting"
     assert "connect_fail" in names(seen)
     assert "ready" not in names(seen)
+
+
+def test_close_while_connected_reconnects(ws_server: WSServer) -> None:
+    """websocket.close() ends the connection, not the loop (Lomond 0.3.4's habit)."""
+    websocket = WebSocket(ws_server.url_for("/echo"))
+
+    async def main() -> List[events.Event]:
+        exit_event = StopSignal()
+        readies: List[Any] = []
+        closing: List[Any] = []
+
+        def on_event(event: events.Event) -> None:
+            if isinstance(event, events.Ready):
+                readies.append(event)
+                if len(readies) == 1:
+                    closing.append(asyncio.ensure_future(websocket.close()))
+                else:
+                    exit_event.set()
+
+        return await drain(
+            persist(websocket, exit_event=exit_event, min_wait=0.01, max_wait=0.02, **LOOP),
+            on_event,
+        )
+
+    seen = run_async(main())
+    one = ["connecting", "connected", "ready", "closed", "disconnected", "back_off"]
+    assert names(seen) == one + one
+    assert len(ws_server.connections) == 2
 
 
 def test_a_close_before_the_loop_does_not_end_it(ws_server: WSServer) -> None:

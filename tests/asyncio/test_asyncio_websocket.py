@@ -776,8 +776,9 @@ def test_ipv6_loopback(ws_server_factory: Any) -> None:
 
 
 def test_construction_checks_like_the_threaded_websocket() -> None:
+    assert WebSocket("https://example.org/").url.url == "wss://example.org/"  # as browsers do
     with pytest.raises(ValueError):
-        WebSocket("http://example.org/")
+        WebSocket("ftp://example.org/")
     with pytest.raises(ValueError):
         WebSocket("ws://example.org/", max_size=0)
     with pytest.raises(ValueError):

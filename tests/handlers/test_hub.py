@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 import pytest
-from core_helpers import Child
+from core_helpers import Child, refused_port
 from peers.raw_server import RawConnection, ScriptedServer
 from peers.ws_server import WSServer
 
@@ -870,3 +870,64 @@ def test_no_slow_handler_report_when_disabled(
     hub = Hub(slow_handler=None)
     run_a_slow_handler(hub, ws_server.url_for("/echo"))
     assert not lomond_warnings(caplog, "take_a_while")
+
+
+# -- issue 20: close() and reconnects, the same on a thread and on a hub ------------------
+# persist() reconnects after websocket.close() (as Lomond 0.3.4 does); an app's
+# close() still ends a reconnecting run, and a stopping run announces no BackOff.
+
+
+def start_on(runner: str, app: WebSocketApp, hub: Hub, **options: Any) -> None:
+    options.setdefault("ping_rate", 0)
+    if runner == "hub":
+        hub.add(app, **options)
+        hub.start()
+    else:
+        app.start(**options)
+
+
+def without_polls(names: List[str]) -> List[str]:
+    return [name for name in names if name != "poll"]
+
+
+@pytest.mark.parametrize("runner", ["thread", "hub"])
+def test_app_close_ends_a_reconnecting_run(runner: str, ws_server: WSServer, hub: Hub) -> None:
+    app = Recorder(ws_server.url_for("/echo"))
+    start_on(runner, app, hub, reconnect=True, min_wait=0.01, max_wait=0.02)
+    assert app.wait_ready(10)
+    app.close(4001, "done")
+    outcome = app.join(10)
+    assert outcome is not None and outcome.connections == 1 and outcome.graceful
+    assert without_polls(app.names) == ["connecting", "connected", "ready", "closed",
+                                        "disconnected"]
+    ws_server.last.wait_closed()
+    assert (ws_server.last.close_code, ws_server.last.close_reason) == (4001, "done")
+
+
+@pytest.mark.parametrize("runner", ["thread", "hub"])
+def test_app_close_ends_a_back_off_wait(runner: str, hub: Hub) -> None:
+    app = Recorder(f"ws://127.0.0.1:{refused_port()}/")
+    start_on(runner, app, hub, reconnect=True, min_wait=30, max_wait=30)
+    assert wait_until(lambda: "back_off" in app.names)
+    started = time.monotonic()
+    app.close()
+    outcome = app.join(10)
+    assert outcome is not None and outcome.connections == 0
+    assert time.monotonic() - started < 5  # the 30 s wait was cancelled, not slept
+    assert app.names == ["connecting", "connect_fail", "back_off"]
+
+
+@pytest.mark.parametrize("runner", ["thread", "hub"])
+def test_websocket_close_in_a_reconnecting_app_reconnects(
+    runner: str, ws_server: WSServer, hub: Hub
+) -> None:
+    app = Recorder(ws_server.url_for("/echo"))
+    start_on(runner, app, hub, reconnect=True, min_wait=0.01, max_wait=0.02)
+    assert app.wait_ready(10)
+    app.websocket.close()  # as inside persist(): this connection only
+    assert wait_until(lambda: app.names.count("ready") == 2)
+    outcome = app.stop(10)
+    assert outcome is not None and outcome.connections == 2 and outcome.graceful
+    connection = ["connecting", "connected", "ready", "closed", "disconnected"]
+    # No BackOff after the last connection: the run does not reconnect.
+    assert without_polls(app.names) == [*connection, "back_off", *connection]
