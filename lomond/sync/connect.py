@@ -281,6 +281,9 @@ def _connect_tcp(
 
 #: The hint added when the server seems to speak plain HTTP on a wss:// port.
 PLAIN_SERVER_HINT = "is the server plain ws://? (the URL says wss://)"
+#: What a server that answers the TLS hello in plain text did: one wording,
+#: whether lomond's peek at its first bytes or OpenSSL noticed first.
+PLAIN_ANSWER = f"the server answered in plain text, not TLS: {PLAIN_SERVER_HINT}"
 #: OpenSSL's words for a record that is not TLS (a plain "HTTP/1.1 400 ..."),
 #: across OpenSSL versions.
 _NOT_TLS_ERRORS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "record layer failure",
@@ -333,7 +336,9 @@ def _start_tls(
 
     A server that answers the TLS hello in plain text (an HTTP error), closes
     the connection on it, or never answers it, is probably a plain ``ws://``
-    server: the error then says so (:data:`PLAIN_SERVER_HINT`).
+    server: the error then says so (:data:`PLAIN_SERVER_HINT`). A plain-text
+    answer always reads :data:`PLAIN_ANSWER`, whichever of lomond's peek and
+    OpenSSL saw it first (what it sent is logged at DEBUG on ``lomond.connect``).
     """
     context = ssl_context or _default_ssl_context()
     try:
@@ -349,10 +354,8 @@ def _start_tls(
                     raise ConnectError(f"TLS handshake with {host} failed: {_CLOSED_ON_HELLO}")
                 if answer:
                     if _not_tls(answer):
-                        raise ConnectError(
-                            f"TLS handshake with {host} failed: the server did not answer in "
-                            f"TLS (it sent {answer!r}...): {PLAIN_SERVER_HINT}"
-                        )
+                        log.debug("TLS hello to %s answered with %r...", host, answer)
+                        raise ConnectError(f"TLS handshake with {host} failed: {PLAIN_ANSWER}")
                     answered = True
             try:
                 tls.do_handshake()
@@ -364,8 +367,10 @@ def _start_tls(
             except (ssl.SSLError, OSError) as error:
                 text = describe_os_error(error)
                 if any(marker in str(error) for marker in _NOT_TLS_ERRORS):
-                    # The answer reached OpenSSL before a peek could see it.
-                    text = f"the server did not answer in TLS ({text}): {PLAIN_SERVER_HINT}"
+                    # The answer reached OpenSSL before a peek could see it:
+                    # the same words as the peek's, OpenSSL's in the log.
+                    log.debug("TLS hello to %s: %s", host, text)
+                    text = PLAIN_ANSWER
                 elif not answered and _closed_on_us(error):
                     # The close came before a peek could see it.
                     text = _CLOSED_ON_HELLO
