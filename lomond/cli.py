@@ -187,6 +187,23 @@ class Output:
         self._write(sys.stderr, f"lomond: {text}")
 
 
+#: The end-of-input key: Ctrl-D on a POSIX terminal, Ctrl-Z then Enter on Windows.
+END_OF_INPUT = "Ctrl-Z then Enter" if os.name == "nt" else "Ctrl-D"
+#: Shown once connected when stdin is a terminal (not with --quiet or --no-stdin).
+INTERACTIVE_HINT = (
+    f"type a line and press Enter to send it; {END_OF_INPUT} closes the connection, "
+    "Ctrl-C interrupts"
+)
+
+
+def _interactive() -> bool:
+    """Whether stdin is a terminal (someone typing, rather than a pipe or a file)."""
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
 def _connect_reason(url: str, reason: str) -> str:
     """The error line for a failed connection: the event's reason, in full.
 
@@ -271,6 +288,8 @@ class Client:
                 details += sorted(event.extensions)
                 extra = f" ({', '.join(details)})" if details else ""
                 output.status(f"connected to {self.url}{extra}")
+                if not self.args.no_stdin and _interactive():
+                    output.status(INTERACTIVE_HINT)
                 if not self.args.no_stdin:
                     threading.Thread(
                         target=self._read_stdin, name="lomond-stdin", daemon=True
