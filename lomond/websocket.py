@@ -9,6 +9,7 @@ import ssl
 import threading
 from types import TracebackType
 from typing import (
+    TYPE_CHECKING,
     Any,
     Callable,
     FrozenSet,
@@ -25,6 +26,7 @@ from typing import (
 )
 
 from . import events
+from ._hints import WEBSOCKET_METHODS, missing_attribute
 from .compression import PerMessageDeflate, offers_from_option
 from .constants import (
     DEFAULT_CLOSE_REASON,
@@ -181,6 +183,13 @@ class WebSocket:
     def __repr__(self) -> str:
         state = "connected" if self.session is not None else "disconnected"
         return f"<WebSocket {self.url.url!r} {state}>"
+
+    if not TYPE_CHECKING:  # type checkers keep flagging unknown attributes
+
+        def __getattr__(self, name: str) -> Any:
+            # Only for missing attributes: websocket-client's send()/recv()
+            # say what to use (lomond._hints).
+            raise missing_attribute(self, name, WEBSOCKET_METHODS)
 
     # -- configuration -------------------------------------------------------------
 

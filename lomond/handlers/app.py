@@ -24,6 +24,7 @@ import attrs
 import blinker
 
 from .. import events
+from .._hints import missing_attribute
 from ..constants import DEFAULT_CLOSE_REASON
 from ..errors import WebSocketClosed, WebSocketClosing, WebSocketUnavailable
 from ..options import ConnectOptions, PersistOptions, split_options
@@ -32,7 +33,7 @@ from ..status import Status
 from ..wakeup import StopSignal
 from ..websocket import WebSocket
 from .interrupt import graceful_sigint
-from .names import check_handler_names, check_websocket_options
+from .names import APP_METHODS, check_handler_names, check_websocket_options
 from .outcome import Outcome, OutcomeTracker, handler_name
 from .policy import ErrorPolicy, PolicyAction, check_policy, decide
 from .registration import Registration
@@ -158,6 +159,16 @@ class WebSocketApp(Registration):
     def __repr__(self) -> str:
         state = "running" if self._running else "idle"
         return f"<{type(self).__name__} {self.websocket.url.url!r} {state}>"
+
+    if not TYPE_CHECKING:  # type checkers keep flagging unknown attributes
+
+        def __getattr__(self, name: str) -> Any:
+            """Only for missing attributes: websocket-client's names say what to use.
+
+            ``app.send(...)`` is an ``AttributeError`` that says to use
+            :meth:`send_text` or :meth:`send_binary`.
+            """
+            raise missing_attribute(self, name, APP_METHODS)
 
     def _find_methods(self) -> Tuple[Tuple[Handler, ...], Dict[str, Tuple[Handler, ...]]]:
         """The class's handler methods: ``on_event`` alone, and with ``on_<name>`` per event."""

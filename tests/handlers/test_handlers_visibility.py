@@ -325,3 +325,68 @@ def test_start_names_itself_in_option_errors() -> None:
     with pytest.raises(TypeError, match=r"^run_forever\(\) got an unexpected keyword"):
         app.run_forever(bogus=1)
     assert not app.is_running
+
+
+@pytest.mark.parametrize(
+    "name, hint",
+    [
+        ("txt", "(did you mean 'text'?)"),
+        ("ready ", "(did you mean 'ready'?)"),
+        ("message", "(use 'text' (text messages) or 'binary' (binary messages))"),
+        ("open", "(use 'ready'"),
+        ("close", "(use 'closed'"),
+        ("error", "(use error_policy=..."),
+    ],
+)
+def test_an_unknown_event_name_gets_the_same_hints(name: str, hint: str) -> None:
+    # Issue 22: @app.on("txt") says what the subclass check says of on_txt.
+    app = WebSocketApp("ws://127.0.0.1:9/")
+    with pytest.raises(ValueError) as caught:
+        app.on(name)
+    message = str(caught.value)
+    assert message.startswith(f"unknown event name {name!r} {hint}")
+    assert "expected '*' or one of: back_off, binary," in message  # still listed
+    with pytest.raises(ValueError, match="did you mean 'text'"):
+        app.off(print, "txt")
+
+
+def test_an_unknown_event_name_far_from_any_is_listed_only() -> None:
+    with pytest.raises(ValueError) as caught:
+        WebSocketApp("ws://127.0.0.1:9/").on("zzzz")
+    assert str(caught.value).startswith("unknown event name 'zzzz'; expected '*' or one of: ")
+
+
+@pytest.mark.parametrize(
+    "name, hint",
+    [
+        ("send", "use send_text(text) or send_binary(data)"),
+        ("send_bytes", "use send_binary(data)"),
+        ("recv", 'messages go to your handlers (@app.on("text")'),
+        ("sock", "app.websocket"),
+    ],
+)
+def test_websocket_client_attributes_say_what_to_use(name: str, hint: str) -> None:
+    app = WebSocketApp("ws://127.0.0.1:9/")
+    with pytest.raises(AttributeError) as caught:
+        getattr(app, name)
+    assert str(caught.value).startswith(f"'WebSocketApp' object has no attribute {name!r}: ")
+    assert hint in str(caught.value)
+    assert not hasattr(app, name)
+
+
+def test_websocket_send_and_recv_say_what_to_use() -> None:
+    from lomond import WebSocket
+
+    websocket = WebSocket("ws://127.0.0.1:9/")
+    with pytest.raises(AttributeError, match=r"'send': use send_text\(text\) or send_binary"):
+        websocket.send("hello")  # type: ignore[attr-defined]
+    with pytest.raises(AttributeError, match=r"iterate over websocket.connect\(\)"):
+        websocket.recv()  # type: ignore[attr-defined]
+
+
+def test_other_missing_attributes_are_plain_attribute_errors() -> None:
+    app = WebSocketApp("ws://127.0.0.1:9/")
+    with pytest.raises(AttributeError) as caught:
+        app.send_txt  # type: ignore[attr-defined]  # noqa: B018
+    assert str(caught.value) == "'WebSocketApp' object has no attribute 'send_txt'"
+    assert caught.value.name == "send_txt"  # Python's "Did you mean" still works
