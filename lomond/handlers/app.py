@@ -93,7 +93,9 @@ class WebSocketApp(Registration):
     set by ``error_policy`` (see :mod:`lomond.handlers.policy`); the
     :meth:`on_error` method and the :attr:`on_error_signal` signal hear of
     every error. Who reports the error is decided by :meth:`report_error`:
-    by default its traceback is printed to ``sys.stderr``.
+    by default its traceback is printed to ``sys.stderr``. A run that ends
+    on a connection failure no handler heard of is reported likewise, in
+    one line (:meth:`report_failure`).
 
     A subclass method whose name starts with ``on_`` must be a handler
     (``on_<event name>``, ``on_event``) or one of the hooks (``on_error``):
@@ -332,6 +334,59 @@ class WebSocketApp(Registration):
             traceback.print_exception(type(error), error, error.__traceback__, file=stderr)
             stderr.flush()
 
+    def report_failure(self, outcome: Outcome, unhandled: str) -> None:
+        """Make a run that ended on a connection failure visible; called once, as it ends.
+
+        Called when a run ends because its last connection attempt failed
+        (:class:`~lomond.events.ConnectFail`, :class:`~lomond.events.Rejected`,
+        :class:`~lomond.events.ProtocolError`, a dropped connection), and
+        not when :meth:`stop`, Ctrl-C or a handler error (reported by
+        :meth:`report_error`) ended it. ``unhandled`` is the name of the
+        failure event (``"connect_fail"``, say). The rule, as for handler
+        errors, first match wins:
+
+        1. the app has a handler for one of that attempt's failure events
+           (``connect_fail``, ``rejected``, ``protocol_error``,
+           ``unresponsive``, ``disconnected``; a method, a registered
+           function, ``on_event`` or ``"*"``): it heard of it; logged at
+           DEBUG only (this method is then not called);
+        2. logging is configured (the ``lomond.handlers`` logger, ``lomond``
+           or the root logger has a handler): logged at WARNING on
+           ``lomond.handlers``, and the logging setup decides;
+        3. otherwise one line is printed to ``sys.stderr``::
+
+               lomond: the run of WebSocketApp 'wss://example.org/feed' failed: could not
+               connect to example.org:443: Connection refused (ECONNREFUSED)
+               (unhandled 'connect_fail' event)
+
+        Override it to report failures some other way.
+        """
+        line = (
+            f"the run of {type(self).__name__} {self.url!r} failed: {outcome.reason} "
+            f"(unhandled {unhandled!r} event)"
+        )
+        if log.hasHandlers():
+            log.warning("%s", line)
+            return
+        stderr = sys.stderr
+        if stderr is None:  # pythonw: nowhere to print
+            return
+        print(f"lomond: {line}", file=stderr)
+        stderr.flush()
+
+    def _report_run_failure(self, tracker: OutcomeTracker, outcome: Outcome) -> None:
+        """Call :meth:`report_failure` if the run ended on a failure nobody heard of."""
+        failures = tracker.unreported_failure()
+        if failures is None:
+            return
+        if any(self.handles(name) for name in failures):
+            log.debug("%r: the run ended on %s (handled)", self, outcome.reason)
+            return
+        try:
+            self.report_failure(outcome, failures[0])
+        except Exception:
+            log.exception("report_failure raised while reporting a failure; ignored")
+
     # -- dispatch --------------------------------------------------------------------------
 
     @property
@@ -501,6 +556,8 @@ class WebSocketApp(Registration):
     def finish_run(self, tracker: OutcomeTracker) -> Outcome:
         """Mark the run begun with :meth:`begin_run` as over; its :class:`Outcome`."""
         outcome = tracker.outcome()
+        if not self._stop.is_set():  # not stop(), Ctrl-C, a handler error or a hub's stop
+            self._report_run_failure(tracker, outcome)
         with self._state_lock:
             self._last_outcome = outcome
             self._running = False
