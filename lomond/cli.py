@@ -26,7 +26,7 @@ import threading
 import time
 from typing import Dict, Optional, Sequence, TextIO, Tuple
 
-from . import events
+from . import accel, events
 from ._version import __version__
 from .errors import WebSocketError
 from .handshake import parse_url
@@ -114,8 +114,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-q", "--quiet", action="store_true", help="no status lines on stderr, only errors"
     )
-    parser.add_argument("--version", action="version", version=f"lomond {__version__}")
+    parser.add_argument(
+        "--version", action=_VersionAction, nargs=0,
+        help="show the version, and which masking and UTF-8 code paths are active",
+    )
     return parser
+
+
+def version_text() -> str:
+    """What ``lomond --version`` prints: the version, then the active code paths."""
+    lines = [f"lomond {__version__}"]
+    lines += [f"{name}: {text}" for name, text in accel.describe().items()]
+    return "\n".join(lines)
+
+
+class _VersionAction(argparse.Action):
+    """``--version`` over several lines (argparse's own would re-wrap them)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(version_text())
+        parser.exit()
 
 
 class Output:
@@ -435,4 +453,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return Client(websocket, args, output).run()
 
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "version_text"]

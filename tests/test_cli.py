@@ -408,6 +408,45 @@ def test_main_returns_exit_codes_in_process(capsys: pytest.CaptureFixture[str]) 
     assert "invalid URL" in capsys.readouterr().err
 
 
+def test_version_names_the_active_code_paths() -> None:
+    from lomond import __version__, accel
+
+    result = run_cli("--version")
+    assert result.returncode == 0
+    first, masking, utf8 = lines(result.stdout)
+    assert first == f"lomond {__version__}"
+    assert masking.startswith(f"masking: {accel.IMPLEMENTATION} (")
+    assert utf8.startswith("utf-8: the interpreter's incremental UTF-8 codec (")
+    assert result.stderr == b""
+
+
+def test_version_says_why_masking_is_pure_python() -> None:
+    # Issue 22: an install without a compiler (and without wsaccel) says so.
+    code = (
+        "import sys\n"
+        "for name in ('lomond._speedups', 'wsaccel', 'wsaccel.xormask'):\n"
+        "    sys.modules[name] = None  # as if not installed\n"
+        "from lomond.cli import main\n"
+        "sys.exit(main(['--version']))\n"
+    )
+    env = {k: v for k, v in ENV.items() if k != "LOMOND_NO_ACCEL"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env,
+                            timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    assert lines(result.stdout)[1] == (
+        "masking: python (pure Python: sending is slower) [the C extension is not built with "
+        "this install (no C compiler, or LOMOND_NO_EXTENSION); pip install \"lomond[accel]\" "
+        "adds wsaccel]"
+    )
+
+
+def test_version_says_when_lomond_no_accel_is_set() -> None:
+    result = subprocess.run([sys.executable, "-m", "lomond", "--version"], capture_output=True,
+                            env={**ENV, "LOMOND_NO_ACCEL": "1"}, timeout=TIMEOUT)
+    masking = lines(result.stdout)[1]
+    assert masking.startswith("masking: python (pure Python: sending is slower) [LOMOND_NO_ACCEL")
+
+
 def test_exit_is_prompt_while_stdin_is_still_open() -> None:
     # The server closes at once; the stdin reader thread, blocked reading an
     # open pipe, must not keep the process alive.
