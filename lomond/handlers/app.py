@@ -49,10 +49,12 @@ log = logging.getLogger("lomond.handlers")
 
 T = TypeVar("T")
 
+# Single quotes only: its repr, which the API reference shows, then needs no
+# backslashes.
 #: Raised by the app's ``send_*`` methods between Connecting and Ready.
 NOT_READY = (
     "the websocket is not ready yet (the opening handshake is not done): "
-    "send from a 'ready' handler (@app.on(\"ready\") or on_ready), not from "
+    "send from a 'ready' handler (@app.on('ready') or on_ready), not from "
     "'connecting' or 'connected'"
 )
 
