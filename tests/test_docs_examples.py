@@ -1,7 +1,9 @@
-"""Every ```python block in README.md and docs/**/*.md runs (or is a declared fragment).
+"""Every code block of the site runs, or says why it cannot.
 
-A block is classified by the HTML comment on the line before it (invisible
-once rendered), or by what it contains:
+The site is README.md, docs/**/*.md and the files docs/ includes
+(benchmarks/README.md, CHANGELOG.md). A ```python block is classified by the
+HTML comment on the line before it (invisible once rendered), or by what it
+contains:
 
 * ``<!-- not-runnable: REASON -->``: a fragment (it uses names from another
   block, or serves until Ctrl-C). It must still compile; each is listed by
@@ -14,13 +16,25 @@ once rendered), or by what it contains:
   the local feed (tests/docs_harness.py), which must see a connection.
 * no comment, the block starts its own ``LocalServer``: runs as it is.
 
-Any other block fails the test: nothing is skipped silently.
+Any other ```python block fails the test: nothing is skipped silently.
+
+Every other code block (``sh``, ``console``, ``text``, or none) must say
+what it is on the line before it:
+
+* ``<!-- not-runnable: REASON -->``: shown, not run (an install command, a
+  session against a server of yours, output that differs on every run);
+* ``<!-- console: REASON -->`` on a ``console`` block: each ``$ python -m
+  lomond ...`` line is run here and what it prints (stdout and stderr) must be
+  the lines that follow it in the block, exactly.
+
+MyST directives (```{toctree}, ```{include}) are not code blocks.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +48,13 @@ MARKER_URL = "wss://example.org/feed"
 TIMEOUT = 30.0  # seconds for one example; every runnable example ends well before
 
 FENCE = re.compile(r"^(\s*)```python\s*$")
-COMMENT = re.compile(r"^\s*<!--\s*(not-runnable|offline|runs-forever)\s*:\s*(.+?)\s*-->\s*$")
+COMMENT = re.compile(
+    r"^\s*<!--\s*(not-runnable|offline|runs-forever|console)\s*:\s*(.+?)\s*-->\s*$"
+)
+#: Any fenced block: its indent and info string (a language, a {directive} or nothing).
+ANY_FENCE = re.compile(r"^(\s*)```([^`]*)$")
+#: Files outside docs/ that the site includes (docs/benchmarks.md, docs/changelog.md).
+INCLUDED = ("benchmarks/README.md", "CHANGELOG.md")
 ENV = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
 ENV["PYTHONUNBUFFERED"] = "1"
 ENV["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
@@ -140,6 +160,91 @@ def test_doc_example(block: Block, tmp_path: Path) -> None:
         assert stopped and connections == 2, f"{block.id} did not reconnect:\n{out}"
     elif kind == "feed":
         assert connections >= 1, f"{block.id} never connected to the feed:\n{out}"
+
+
+class Other(NamedTuple):
+    """A code block that is not Python: shown, or a console session checked here."""
+
+    path: Path
+    line: int
+    language: str
+    code: str
+    marker: Optional[str]
+    reason: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.path.relative_to(ROOT)}:{self.line}:{self.language or 'plain'}"
+
+
+def other_blocks(path: Path) -> List[Other]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    found = []
+    index = 0
+    while index < len(lines):
+        match = ANY_FENCE.match(lines[index])
+        if not match:
+            index += 1
+            continue
+        info = match.group(2).strip()
+        start = index
+        index += 1
+        while index < len(lines) and lines[index].strip() != "```":
+            index += 1
+        if info == "python" or info.startswith("{"):
+            index += 1
+            continue
+        previous = start - 1
+        while previous >= 0 and not lines[previous].strip():
+            previous -= 1
+        comment = COMMENT.match(lines[previous]) if previous >= 0 else None
+        found.append(Other(
+            path, start + 1, info, "\n".join(lines[start + 1:index]),
+            comment.group(1) if comment else None, comment.group(2) if comment else "",
+        ))
+        index += 1
+    return found
+
+
+SITE_FILES = [*markdown_files(), *(ROOT / name for name in INCLUDED)]
+OTHERS = [block for path in SITE_FILES for block in other_blocks(path)]
+
+
+def test_every_other_code_block_says_what_it_is() -> None:
+    assert len(OTHERS) >= 20  # the parser found the shell sessions
+    undeclared = [
+        block.id for block in OTHERS
+        if block.marker not in ("not-runnable", "console") or len(block.reason) < 8
+    ]
+    assert not undeclared, (
+        "put <!-- not-runnable: why --> (or, on a console session this test can run, "
+        f"<!-- console: what it shows -->) on the line before: {undeclared}"
+    )
+    assert all(block.language == "console" for block in OTHERS if block.marker == "console")
+
+
+CONSOLE = [block for block in OTHERS if block.marker == "console"]
+
+
+@pytest.mark.parametrize("block", CONSOLE, ids=[block.id for block in CONSOLE])
+def test_console_session(block: Other, tmp_path: Path) -> None:
+    sessions: List[List[str]] = []
+    for line in block.code.splitlines():
+        if line.startswith("$ "):
+            sessions.append([line[2:]])
+        else:
+            assert sessions, f"{block.id}: output before the first $ command"
+            sessions[-1].append(line)
+    assert sessions, f"{block.id}: no $ command"
+    for command, *expected in sessions:
+        argv = shlex.split(command)
+        assert argv[:3] == ["python", "-m", "lomond"], f"{block.id}: runs only python -m lomond"
+        result = subprocess.run(
+            [sys.executable, *argv[1:]], capture_output=True, timeout=TIMEOUT, env=ENV,
+            cwd=tmp_path, stdin=subprocess.DEVNULL,
+        )
+        printed = (result.stdout + result.stderr).decode().splitlines()
+        assert printed == expected, f"{block.id}: $ {command}"
 
 
 def test_fragments_are_declared() -> None:

@@ -75,6 +75,7 @@ is at the end of this page); each says when its runs were made and on what.
 
 ## Regenerating this page
 
+<!-- not-runnable: installs the test extra and runs the Autobahn suite for about 20 minutes -->
 ```sh
 pip install ".[test]"
 python tests/compliance/autobahn_client.py                      # reports/autobahn/lomond/
