@@ -47,7 +47,6 @@ HARNESS = Path(__file__).resolve().parent / "docs_harness.py"
 MARKER_URL = "wss://example.org/feed"
 TIMEOUT = 30.0  # seconds for one example; every runnable example ends well before
 
-FENCE = re.compile(r"^(\s*)```python\s*$")
 COMMENT = re.compile(
     r"^\s*<!--\s*(not-runnable|offline|runs-forever|console)\s*:\s*(.+?)\s*-->\s*$"
 )
@@ -92,16 +91,27 @@ def markdown_files() -> List[Path]:
     return [ROOT / "README.md", *docs]
 
 
-def parse_blocks(path: Path) -> List[Block]:
+class Fenced(NamedTuple):
+    """One fenced block as written: its info string (``python``, ``sh``, ``{toctree}``...)."""
+
+    line: int  # of the opening fence, 1-based
+    info: str
+    code: str  # dedented by the fence's indent
+    marker: Optional[str]
+    reason: str
+
+
+def fenced_blocks(path: Path) -> List[Fenced]:
+    """Every fenced block of ``path``, with the marker comment on the line before it."""
     lines = path.read_text(encoding="utf-8").splitlines()
     blocks = []
     index = 0
     while index < len(lines):
-        match = FENCE.match(lines[index])
+        match = ANY_FENCE.match(lines[index])
         if not match:
             index += 1
             continue
-        indent = match.group(1)
+        indent, info = match.group(1), match.group(2).strip()
         start = index
         body = []
         index += 1
@@ -110,17 +120,24 @@ def parse_blocks(path: Path) -> List[Block]:
             body.append(line[len(indent):] if line.startswith(indent) else line.lstrip())
             index += 1
         if index == len(lines):
-            raise AssertionError(f"{path}:{start + 1}: unterminated ```python block")
+            raise AssertionError(f"{path}:{start + 1}: unterminated ```{info} block")
         previous = start - 1
         while previous >= 0 and not lines[previous].strip():
             previous -= 1
         comment = COMMENT.match(lines[previous]) if previous >= 0 else None
-        blocks.append(Block(
-            path, start + 1, "\n".join(body) + "\n",
+        blocks.append(Fenced(
+            start + 1, info, "\n".join(body) + "\n",
             comment.group(1) if comment else None, comment.group(2) if comment else "",
         ))
         index += 1
     return blocks
+
+
+def parse_blocks(path: Path) -> List[Block]:
+    return [
+        Block(path, block.line, block.code, block.marker, block.reason)
+        for block in fenced_blocks(path) if block.info == "python"
+    ]
 
 
 BLOCKS = [block for path in markdown_files() for block in parse_blocks(path)]
@@ -178,32 +195,11 @@ class Other(NamedTuple):
 
 
 def other_blocks(path: Path) -> List[Other]:
-    lines = path.read_text(encoding="utf-8").splitlines()
-    found = []
-    index = 0
-    while index < len(lines):
-        match = ANY_FENCE.match(lines[index])
-        if not match:
-            index += 1
-            continue
-        info = match.group(2).strip()
-        start = index
-        index += 1
-        while index < len(lines) and lines[index].strip() != "```":
-            index += 1
-        if info == "python" or info.startswith("{"):
-            index += 1
-            continue
-        previous = start - 1
-        while previous >= 0 and not lines[previous].strip():
-            previous -= 1
-        comment = COMMENT.match(lines[previous]) if previous >= 0 else None
-        found.append(Other(
-            path, start + 1, info, "\n".join(lines[start + 1:index]),
-            comment.group(1) if comment else None, comment.group(2) if comment else "",
-        ))
-        index += 1
-    return found
+    return [
+        Other(path, block.line, block.info, block.code, block.marker, block.reason)
+        for block in fenced_blocks(path)
+        if block.info != "python" and not block.info.startswith("{")  # not a directive
+    ]
 
 
 SITE_FILES = [*markdown_files(), *(ROOT / name for name in INCLUDED)]
