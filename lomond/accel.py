@@ -111,7 +111,11 @@ def describe() -> Dict[str, str]:
     ``masking`` names :data:`IMPLEMENTATION`, what it is, and, when it is
     not the C extension, why (``LOMOND_NO_ACCEL`` set, or the extension
     not built with this install) and what else is available; ``utf-8`` the
-    decoder of incoming text. For example, on CPython with the extension::
+    decoder of incoming text.
+
+    .. not-runnable: what it returned on one machine; it depends on the install
+
+    For example, on CPython with the extension::
 
         {"masking": "c (lomond._speedups); also available: python, wsaccel",
          "utf-8": "the interpreter's incremental UTF-8 codec (C, CPython 3.11.7)"}

@@ -32,11 +32,15 @@ MyST directives (```{toctree}, ```{include}) are not code blocks.
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import os
+import pkgutil
 import re
 import shlex
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import List, NamedTuple, Optional
 
@@ -241,6 +245,114 @@ def test_console_session(block: Other, tmp_path: Path) -> None:
         )
         printed = (result.stdout + result.stderr).decode().splitlines()
         assert printed == expected, f"{block.id}: $ {command}"
+
+
+# -- the literal blocks of the docstrings (the API reference) -----------------------
+
+#: ``.. not-runnable: REASON``: an rST comment (invisible once rendered) in the
+#: paragraph before a docstring's ``::`` block.
+DOC_MARKER = re.compile(r"^\s*\.\.\s+not-runnable:\s*(.+?)\s*$")
+
+
+class DocBlock(NamedTuple):
+    """A literal block (``::``) in a docstring of lomond's, as the API reference shows it."""
+
+    owner: str  # the documented object's dotted name
+    index: int
+    code: str
+    reason: str  # of its not-runnable marker, or ""
+
+    @property
+    def id(self) -> str:
+        return f"{self.owner}:{self.index}"
+
+
+def literal_blocks(owner: str, doc: Optional[str]) -> List[DocBlock]:
+    if not doc:
+        return []
+    lines = inspect.cleandoc(doc).splitlines()
+    found = []
+    reason = ""
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        marker = DOC_MARKER.match(line)
+        if marker:
+            reason = marker.group(1)
+        elif line.rstrip().endswith("::") and not line.lstrip().startswith(".."):
+            indent = len(line) - len(line.lstrip())
+            body = []
+            index += 1
+            while index < len(lines) and (
+                not lines[index].strip() or len(lines[index]) - len(lines[index].lstrip()) > indent
+            ):
+                body.append(lines[index])
+                index += 1
+            found.append(DocBlock(owner, len(found) + 1, textwrap.dedent("\n".join(body)).strip()
+                                  + "\n", reason))
+            reason = ""
+            continue
+        index += 1
+    return found
+
+
+def docstring_blocks() -> List[DocBlock]:
+    import lomond
+
+    names = ["lomond"] + [
+        info.name for info in pkgutil.walk_packages(lomond.__path__, "lomond.")
+        if info.name != "lomond.__main__" and not info.name.split(".")[-1].startswith("_")
+    ]
+    found = []
+    for name in names:
+        module = importlib.import_module(name)
+        found += literal_blocks(name, module.__doc__)
+        for attr, value in vars(module).items():
+            if getattr(value, "__module__", None) != name or not (
+                inspect.isclass(value) or inspect.isfunction(value)
+            ):
+                continue  # imported, or a constant (a TypeVar's doc is typing's)
+            found += literal_blocks(f"{name}.{attr}", value.__doc__)
+            if inspect.isclass(value):
+                for member, function in vars(value).items():
+                    function = getattr(function, "__func__", function)
+                    if inspect.isfunction(function) or isinstance(function, property):
+                        found += literal_blocks(f"{name}.{attr}.{member}", function.__doc__)
+    return found
+
+
+DOC_BLOCKS = docstring_blocks()
+
+
+def test_every_docstring_block_runs_or_says_why_not() -> None:
+    assert len(DOC_BLOCKS) >= 8  # the walk found the modules' examples
+    undeclared = [
+        block.id for block in DOC_BLOCKS
+        if not block.reason and MARKER_URL not in block.code
+    ]
+    assert not undeclared, (
+        f"a docstring's :: block must connect to {MARKER_URL} (it is run), or have "
+        f"'.. not-runnable: why' in the paragraph before it: {undeclared}"
+    )
+    assert all(len(block.reason) >= 8 for block in DOC_BLOCKS if block.reason)
+
+
+RUNNABLE_DOC_BLOCKS = [block for block in DOC_BLOCKS if not block.reason]
+
+
+@pytest.mark.parametrize("block", RUNNABLE_DOC_BLOCKS, ids=[b.id for b in RUNNABLE_DOC_BLOCKS])
+def test_docstring_example(block: DocBlock, tmp_path: Path) -> None:
+    example = tmp_path / "example.py"
+    example.write_text(block.code, encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, str(HARNESS), str(example), "run"],
+        capture_output=True, timeout=TIMEOUT, env=ENV, cwd=tmp_path,
+    )
+    out, err = result.stdout.decode(), result.stderr.decode()
+    assert result.returncode == 0, f"{block.id} failed:\n{out}\n{err}"
+    assert "Traceback" not in err, err
+    summary = re.search(r"@@docs-harness connections=(\d+) stopped=(\d)", out)
+    assert summary and int(summary.group(1)) >= 1, f"{block.id} never connected:\n{out}"
 
 
 def test_fragments_are_declared() -> None:

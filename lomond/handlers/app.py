@@ -355,11 +355,15 @@ class WebSocketApp(Registration):
         2. logging is configured (the ``lomond.handlers`` logger, ``lomond``
            or the root logger has a handler): logged at WARNING on
            ``lomond.handlers``, and the logging setup decides;
-        3. otherwise one line is printed to ``sys.stderr``::
+        3. otherwise one line is printed to ``sys.stderr``.
 
-               lomond: the run of WebSocketApp 'wss://example.org/feed' failed: could not
-               connect to example.org:443: Connection refused (ECONNREFUSED)
-               (unhandled 'connect_fail' event)
+        .. not-runnable: what is printed, not code
+
+        The line reads (folded here)::
+
+            lomond: the run of WebSocketApp 'wss://example.org/feed' failed: could not
+            connect to example.org:443: Connection refused (ECONNREFUSED)
+            (unhandled 'connect_fail' event)
 
         Override it to report failures some other way.
         """
