@@ -342,8 +342,8 @@ class WebSocketApp(Registration):
         Called when a run ends because its last connection attempt failed
         (:class:`~lomond.events.ConnectFail`, :class:`~lomond.events.Rejected`,
         :class:`~lomond.events.ProtocolError`, a dropped connection), and
-        not when :meth:`stop`, Ctrl-C or a handler error (reported by
-        :meth:`report_error`) ended it. ``unhandled`` is the name of the
+        not when :meth:`stop`, :meth:`close`, Ctrl-C or a handler error
+        (reported by :meth:`report_error`) ended it. ``unhandled`` is the name of the
         failure event (``"connect_fail"``, say). The rule, as for handler
         errors, first match wins:
 
@@ -512,6 +512,9 @@ class WebSocketApp(Registration):
                 raise RuntimeError(f"{self!r} is already running")
             self._running = True
             self._stop.clear()
+            # A close() before this run is not this run's (persist() and the
+            # hub forget it too); one during it ends the run on purpose.
+            self.websocket.close_requested.clear()
             self._finished.clear()
             self._tracker = tracker = OutcomeTracker()
         with self._ready_condition:
@@ -562,7 +565,9 @@ class WebSocketApp(Registration):
     def finish_run(self, tracker: OutcomeTracker) -> Outcome:
         """Mark the run begun with :meth:`begin_run` as over; its :class:`Outcome`."""
         outcome = tracker.outcome()
-        if not self._stop.is_set():  # not stop(), Ctrl-C, a handler error or a hub's stop
+        if not self._stop.is_set() and not self.websocket.close_requested.is_set():
+            # Not ended on purpose: by stop(), close(), Ctrl-C, a handler
+            # error or a hub's stop.
             self._report_run_failure(tracker, outcome)
         with self._state_lock:
             self._last_outcome = outcome

@@ -305,6 +305,28 @@ def test_report_failure_can_be_overridden() -> None:
     assert result.stderr == ""
 
 
+def test_a_reconnecting_run_closed_during_its_back_off_reports_nothing() -> None:
+    # close() ends a reconnect=True run on purpose, even after a failed attempt.
+    result = run_failing(f"ws://127.0.0.1:{refused_port()}/",
+                         after='app.on("back_off", lambda event: app.close())', run="""
+        outcome = app.run_forever(reconnect=True, min_wait=0.01, max_wait=0.05, ping_rate=0)
+        print(outcome.connections, outcome.reason is not None)
+        """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["0 True"]
+    assert result.stderr == ""
+
+
+def test_a_close_before_the_run_does_not_hide_its_failure() -> None:
+    url = f"ws://127.0.0.1:{refused_port()}/"
+    result = run_failing(url, run="""
+        app.close()                       # nothing to close yet
+        outcome = app.run_forever(ping_rate=0, connect_timeout=3)
+        """)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.endswith("(unhandled 'connect_fail' event)\n"), result.stderr
+
+
 def test_a_stopped_run_reports_nothing(ws_server: WSServer) -> None:
     # stop() while the handshake waits, a hub stopped while its app connects,
     # and a thread-run app whose connection is refused (reported, as it ends).
