@@ -5,6 +5,8 @@ timestamp and sends each line read from stdin as a text message. At the end
 of input (Ctrl-D, or the end of a pipe) it closes gracefully, printing the
 replies that arrive before the close handshake completes.
 ``python -m lomond --echo-server [PORT]`` runs :class:`lomond.testing.LocalServer`.
+``python -m lomond --version`` prints the version and which masking and
+UTF-8 code paths are active (:func:`lomond.accel.describe`).
 
 Exit status: 0 after a normal close (code 1000, 1001 or none), 1 when the
 connection could not be made or ended abnormally, 2 for usage errors (bad
