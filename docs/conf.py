@@ -8,6 +8,7 @@ so a renamed function cannot leave a dead reference behind.
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -205,5 +206,33 @@ def _import_type_checking_names() -> None:
 _import_type_checking_names()
 
 
+#: A dotted name in a rendered ``code`` literal (``lomond.handlers.registration``).
+_DOTTED_LITERAL = re.compile(r'(<span class="pre">)([A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)+)(</span>)')
+
+
+def _break_at_dots(html: str) -> str:
+    """Let dotted names wrap after a dot (``<wbr>``), not in the middle of a word.
+
+    furo's sidebar wraps with ``overflow-wrap: anywhere``: a module name too
+    long for it (``lomond.handlers.registration``) broke as
+    ``lomond.handlers.registrat`` / ``ion``. With a break opportunity after
+    each dot, the browser wraps there first.
+    """
+    return _DOTTED_LITERAL.sub(
+        lambda m: m.group(1) + m.group(2).replace(".", ".<wbr>") + m.group(3), html
+    )
+
+
+def _sidebar_breaks(app: Any, pagename: str, templatename: str, context: Dict[str, Any],
+                    doctree: Any) -> None:
+    """After furo built the navigation tree (and the page's table of contents): see above."""
+    for key in ("furo_navigation_tree", "toc"):
+        value = context.get(key)
+        if isinstance(value, str):
+            context[key] = _break_at_dots(value)
+
+
 def setup(app: Any) -> None:
     app.connect("missing-reference", _resolve_python_name)
+    # furo computes its navigation tree at the default priority (500).
+    app.connect("html-page-context", _sidebar_breaks, priority=900)

@@ -62,12 +62,23 @@ def main() -> int:
     def left(event: Any) -> None:
         print(f"left the chat ({'graceful' if event.graceful else event.reason})", flush=True)
 
+    failures = []
+
+    @app.on("connect_fail")
+    @app.on("rejected")
+    def could_not_join(event: Any) -> None:
+        # Handled here, so lomond's own one-line report of the failure is not printed.
+        failures.append(event.reason)
+        print(f"could not join the chat: {event.reason}", file=sys.stderr)
+
     # The app handles the connection in its own thread; this thread reads input.
     app.start()
     if not app.wait_ready(timeout=10):
         outcome = app.stop()
-        reason = outcome.reason if outcome is not None else "timed out after 10 s"
-        print(f"could not join the chat: {reason}", file=sys.stderr)
+        if not failures:  # still connecting after 10 s, or it ended some other way
+            reason = outcome.reason if outcome is not None else "timed out after 10 s"
+            print(f"could not join the chat: {reason or 'timed out after 10 s'}",
+                  file=sys.stderr)
         if server:
             server.stop()
         return 1

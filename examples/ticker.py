@@ -80,6 +80,11 @@ def main() -> int:
         if args.seconds and time.monotonic() - started >= args.seconds:
             app.close()
 
+    @app.on("connect_fail")
+    def could_not_connect(event: Any) -> None:
+        # Handled here, so lomond's own one-line report of the failure is not printed.
+        print(f"ticker failed: {event.reason}", file=sys.stderr)
+
     @app.on("disconnected")
     def bye(event: Any) -> None:
         print(f"disconnected ({'graceful' if event.graceful else event.reason}) "
@@ -93,11 +98,7 @@ def main() -> int:
     finally:
         if server:
             server.stop()
-    if outcome.error is not None or not outcome.graceful:
-        if outcome.connections == 0:  # no Disconnected was printed: say why here
-            print(f"ticker failed: {outcome.reason}", file=sys.stderr)
-        return 1
-    return 0
+    return 1 if outcome.error is not None or not outcome.graceful else 0
 
 
 if __name__ == "__main__":

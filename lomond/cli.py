@@ -5,6 +5,8 @@ timestamp and sends each line read from stdin as a text message. At the end
 of input (Ctrl-D, or the end of a pipe) it closes gracefully, printing the
 replies that arrive before the close handshake completes.
 ``python -m lomond --echo-server [PORT]`` runs :class:`lomond.testing.LocalServer`.
+``python -m lomond --version`` prints the version and which masking and
+UTF-8 code paths are active (:func:`lomond.accel.describe`).
 
 Exit status: 0 after a normal close (code 1000, 1001 or none), 1 when the
 connection could not be made or ended abnormally, 2 for usage errors (bad
@@ -26,7 +28,7 @@ import threading
 import time
 from typing import Dict, Optional, Sequence, TextIO, Tuple
 
-from . import events
+from . import accel, events
 from ._version import __version__
 from .errors import WebSocketError
 from .handshake import parse_url
@@ -114,8 +116,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-q", "--quiet", action="store_true", help="no status lines on stderr, only errors"
     )
-    parser.add_argument("--version", action="version", version=f"lomond {__version__}")
+    parser.add_argument(
+        "--version", action=_VersionAction, nargs=0,
+        help="show the version, and which masking and UTF-8 code paths are active",
+    )
     return parser
+
+
+def version_text() -> str:
+    """What ``lomond --version`` prints: the version, then the active code paths."""
+    lines = [f"lomond {__version__}"]
+    lines += [f"{name}: {text}" for name, text in accel.describe().items()]
+    return "\n".join(lines)
+
+
+class _VersionAction(argparse.Action):
+    """``--version`` over several lines (argparse's own would re-wrap them)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(version_text())
+        parser.exit()
 
 
 class Output:
@@ -185,6 +205,23 @@ class Output:
 
     def error(self, text: str) -> None:
         self._write(sys.stderr, f"lomond: {text}")
+
+
+#: The end-of-input key: Ctrl-D on a POSIX terminal, Ctrl-Z then Enter on Windows.
+END_OF_INPUT = "Ctrl-Z then Enter" if os.name == "nt" else "Ctrl-D"
+#: Shown once connected when stdin is a terminal (not with --quiet or --no-stdin).
+INTERACTIVE_HINT = (
+    f"type a line and press Enter to send it; {END_OF_INPUT} closes the connection, "
+    "Ctrl-C interrupts"
+)
+
+
+def _interactive() -> bool:
+    """Whether stdin is a terminal (someone typing, rather than a pipe or a file)."""
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def _connect_reason(url: str, reason: str) -> str:
@@ -271,6 +308,8 @@ class Client:
                 details += sorted(event.extensions)
                 extra = f" ({', '.join(details)})" if details else ""
                 output.status(f"connected to {self.url}{extra}")
+                if not self.args.no_stdin and _interactive():
+                    output.status(INTERACTIVE_HINT)
                 if not self.args.no_stdin:
                     threading.Thread(
                         target=self._read_stdin, name="lomond-stdin", daemon=True
@@ -416,4 +455,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return Client(websocket, args, output).run()
 
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "version_text"]

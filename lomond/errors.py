@@ -4,6 +4,8 @@ Every exception raised by the documented API derives from
 :class:`WebSocketError`; socket, TLS and OS errors are caught and reported as
 one of these (or as an event), never leaked.
 
+.. not-runnable: the class hierarchy, not code
+
 Hierarchy::
 
     WebSocketError

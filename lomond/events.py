@@ -6,6 +6,8 @@ generated). Events are immutable; compare them by type with ``isinstance``
 or by ``name``. New event types may be added in later versions: ignore the
 ones you do not know.
 
+.. not-runnable: the order of the events, not code
+
 The order of a connection's events is::
 
     Connecting

@@ -180,23 +180,23 @@ def parse_url(url: str) -> URL:
     check_text("the URL", url)
     if any(ch.isspace() for ch in url):
         raise ValueError("the URL must not contain whitespace")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as error:  # "Invalid IPv6 URL"
+        raise ValueError(f"cannot parse {_redact(url)!r}: {error}") from None
     scheme = parts.scheme.lower()
     # http(s):// is taken as ws(s)://, as the WHATWG WebSocket standard has
     # browsers do (Lomond 0.3.4 took any URL); the URL then says ws(s)://.
     scheme = _HTTP_SCHEMES.get(scheme, scheme)
     if scheme not in ("ws", "wss"):
-        raise ValueError(
-            f"the URL must start with ws:// or wss:// (or http://, https://), "
-            f"not {url.split(':')[0]!r}"
-        )
+        raise ValueError(_scheme_error(url))
     if parts.fragment:
         raise ValueError("a WebSocket URL must not have a fragment (RFC 6455 section 3)")
     try:
         port = parts.port
         host = parts.hostname
-    except ValueError as error:
-        raise ValueError(f"invalid URL {_redact(url)!r}: {error}") from None
+    except ValueError:
+        raise ValueError(_port_error(url, parts.netloc)) from None
     if not host:
         raise ValueError(f"the URL {_redact(url)!r} has no host")
     secure = scheme == "wss"
@@ -212,6 +212,34 @@ def parse_url(url: str) -> URL:
     netloc = parts.netloc.rpartition("@")[2]
     clean = f"{scheme}://{netloc}{parts.path}" + (f"?{parts.query}" if parts.query else "")
     return URL(clean, secure, host, port, resource, credentials)
+
+
+def _scheme_error(url: str) -> str:
+    """Why ``url`` is not a ``ws://`` or ``wss://`` URL, with the URL it probably meant.
+
+    ``localhost:8765`` (no scheme: ``urlsplit`` takes ``localhost`` for one)
+    suggests ``ws://localhost:8765/``. Credentials are never repeated.
+    (``http://`` and ``https://`` never get here: they are taken as
+    ``ws://`` and ``wss://``.)
+    """
+    sep = url.partition("://")[1]
+    message = "the URL must start with ws:// or wss:// (or http://, https://)"
+    if sep or not url or url.startswith(("/", ":")):
+        return f"{message} (got {url.split(':')[0]!r})"
+    # No scheme at all: "localhost:8765", "example.org/feed".
+    host, _, path = url.partition("/")
+    secure = host.rpartition(":")[2] == "443"
+    meant = f"{'wss' if secure else 'ws'}://{host}/{path}"
+    given = host.rpartition("@")[2]
+    return f"{message} (got {given!r}, with no scheme); did you mean {_redact(meant)!r}?"
+
+
+def _port_error(url: str, netloc: str) -> str:
+    """What is wrong with the port of ``url`` (out of range, or not a number)."""
+    port = netloc.rpartition("@")[2].rpartition("]")[2].rpartition(":")[2]
+    if port.isdigit():
+        return f"the port in {_redact(url)!r} is out of range (0 to 65535): {port}"
+    return f"the port in {_redact(url)!r} is not a number: {port!r}"
 
 
 def _redact(url: str) -> str:

@@ -23,6 +23,8 @@ every driver (the threaded :mod:`lomond.sync.session`, the
 - when the connection ends, and why (:attr:`Lifecycle.ending`, then
   :meth:`Lifecycle.finish`).
 
+.. not-runnable: pseudo-code of a driver's loop
+
 It never touches a socket, starts no thread and reads no clock of its own:
 the driver passes its clock and a ``waker`` (whose ``wake()`` makes the
 loop look at this connection now, from any thread). A driver is then a

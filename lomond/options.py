@@ -30,6 +30,8 @@ SocketOption = Tuple[int, int, Union[int, bytes]]
 def tcp_keepalive(idle: int = 60, interval: int = 10, count: int = 5) -> List[SocketOption]:
     """``socket_options`` that turn on TCP keepalive, for :class:`~lomond.WebSocket`.
 
+    .. not-runnable: a fragment: ``url`` is yours
+
     The first probe is sent after ``idle`` seconds without traffic, then one
     every ``interval`` seconds; after ``count`` unanswered probes the kernel
     drops the connection (reported as ``Disconnected``). Options the platform

@@ -39,6 +39,8 @@ the server's end of stream. The events are the same for both ends
 their documentation speaks of the server because the client is lomond's
 usual end: for a :class:`ServerProtocol` the peer is the client.
 
+.. not-runnable: a fragment: ``sock`` is a socket the server accepted
+
 A server's opening handshake::
 
     protocol = ServerProtocol(compress=True)

@@ -1,5 +1,7 @@
 """A small threaded WebSocket *server* for tests, demos and examples.
 
+.. not-runnable: serves until Ctrl-C
+
 Start a :class:`LocalServer` in your own tests and point lomond (or any
 client) at its :attr:`~LocalServer.url`; a handler function plays the
 server's part, one thread per connection. With a pytest fixture::

@@ -102,8 +102,12 @@ class Wakeup:
 
 
 def _close_pair(reader: socket.socket, writer: socket.socket) -> None:
-    reader.close()
-    writer.close()
+    # It runs wherever the last reference goes, so a late Ctrl-C's
+    # KeyboardInterrupt can land in it: the writer is closed all the same.
+    try:
+        reader.close()
+    finally:
+        writer.close()
 
 
 class StopSignal:

@@ -9,6 +9,7 @@ import ssl
 import threading
 from types import TracebackType
 from typing import (
+    TYPE_CHECKING,
     Any,
     Callable,
     Dict,
@@ -26,6 +27,7 @@ from typing import (
 )
 
 from . import events
+from ._hints import WEBSOCKET_METHODS, missing_attribute
 from .compression import PerMessageDeflate, offers_from_option
 from .constants import (
     DEFAULT_CLOSE_REASON,
@@ -177,6 +179,13 @@ class WebSocketBase:
     def __repr__(self) -> str:
         state = "connected" if self.session is not None else "disconnected"
         return f"<{type(self).__name__} {self.url.url!r} {state}>"
+
+    if not TYPE_CHECKING:  # type checkers keep flagging unknown attributes
+
+        def __getattr__(self, name: str) -> Any:
+            # Only for missing attributes: websocket-client's send()/recv()
+            # say what to use (lomond._hints).
+            raise missing_attribute(self, name, WEBSOCKET_METHODS)
 
     # -- configuration -------------------------------------------------------------
 

@@ -239,6 +239,65 @@ def test_usage_errors_exit_2_with_one_line(args: List[str], needle: str) -> None
 
 
 @pytest.mark.parametrize(
+    "url, message",
+    [
+        ("localhost:8765", "the URL must start with ws:// or wss:// (or http://, https://) "
+         "(got 'localhost:8765', with no scheme); did you mean 'ws://localhost:8765/'?"),
+        ("ftp://example.org/feed", "the URL must start with ws:// or wss:// "
+         "(or http://, https://) (got 'ftp')"),
+        ("ws://127.0.0.1:99999/",
+         "the port in 'ws://127.0.0.1:99999/' is out of range (0 to 65535): 99999"),
+    ],
+    ids=["no-scheme", "ftp", "port-out-of-range"],
+)
+def test_url_mistakes_say_what_to_type(url: str, message: str) -> None:
+    # Issue 22: the URL that was probably meant; "invalid URL" said once.
+    result = run_cli(url)
+    assert result.returncode == 2
+    assert assert_one_error_line(result) == f"lomond: invalid URL: {message}"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a POSIX pseudo-terminal")
+def test_an_interactive_session_says_how_to_end_it(echo_server: LocalServer) -> None:
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "lomond", "--no-timestamps", echo_server.url],
+            stdin=follower, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV,
+        )
+        os.close(follower)
+        follower = -1
+        try:
+            assert process.stderr is not None and process.stdout is not None
+            assert process.stderr.readline().decode().startswith("lomond: connected to ")
+            hint = process.stderr.readline().decode().rstrip("\n")
+            assert hint == (
+                "lomond: type a line and press Enter to send it; Ctrl-D closes the "
+                "connection, Ctrl-C interrupts"
+            )
+            os.write(leader, b"typed\n")
+            assert process.stdout.readline() == b"< typed\n"
+            os.write(leader, b"\x04")  # Ctrl-D: the end of input
+            _, err = process.communicate(timeout=TIMEOUT)
+        finally:
+            process.kill()
+    finally:
+        os.close(leader)
+        if follower >= 0:
+            os.close(follower)
+    assert process.returncode == 0, err
+    assert b"closed the connection (1000" in err
+
+
+def test_piped_input_gets_no_typing_hint(echo_server: LocalServer) -> None:
+    result = run_cli(echo_server.url, stdin="hi\n")
+    assert result.returncode == 0
+    assert b"Ctrl-D" not in result.stderr
+
+
+@pytest.mark.parametrize(
     "args",
     [[], ["--header", "no-colon", "ws://x/"], ["--echo-server", "1", "ws://x/"],
      ["--ping-rate", "soon", "ws://x/"]],
@@ -352,6 +411,45 @@ def test_main_returns_exit_codes_in_process(capsys: pytest.CaptureFixture[str]) 
     assert main(["--no-such-option"]) == 2
     assert main(["ftp://x/"]) == 2
     assert "invalid URL" in capsys.readouterr().err
+
+
+def test_version_names_the_active_code_paths() -> None:
+    from lomond import __version__, accel
+
+    result = run_cli("--version")
+    assert result.returncode == 0
+    first, masking, utf8 = lines(result.stdout)
+    assert first == f"lomond {__version__}"
+    assert masking.startswith(f"masking: {accel.IMPLEMENTATION} (")
+    assert utf8.startswith("utf-8: the interpreter's incremental UTF-8 codec (")
+    assert result.stderr == b""
+
+
+def test_version_says_why_masking_is_pure_python() -> None:
+    # Issue 22: an install without a compiler (and without wsaccel) says so.
+    code = (
+        "import sys\n"
+        "for name in ('lomond._speedups', 'wsaccel', 'wsaccel.xormask'):\n"
+        "    sys.modules[name] = None  # as if not installed\n"
+        "from lomond.cli import main\n"
+        "sys.exit(main(['--version']))\n"
+    )
+    env = {k: v for k, v in ENV.items() if k != "LOMOND_NO_ACCEL"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env,
+                            timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    assert lines(result.stdout)[1] == (
+        "masking: python (pure Python: sending is slower) [the C extension is not built with "
+        "this install (no C compiler, or LOMOND_NO_EXTENSION); pip install \"lomond[accel]\" "
+        "adds wsaccel]"
+    )
+
+
+def test_version_says_when_lomond_no_accel_is_set() -> None:
+    result = subprocess.run([sys.executable, "-m", "lomond", "--version"], capture_output=True,
+                            env={**ENV, "LOMOND_NO_ACCEL": "1"}, timeout=TIMEOUT)
+    masking = lines(result.stdout)[1]
+    assert masking.startswith("masking: python (pure Python: sending is slower) [LOMOND_NO_ACCEL")
 
 
 def test_exit_is_prompt_while_stdin_is_still_open() -> None:

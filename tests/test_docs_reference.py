@@ -1,7 +1,8 @@
 """The documentation site builds cleanly and its API reference covers every public name.
 
-Needs the ``docs`` extra (Sphinx 8+, Python 3.11+): ``pip install ".[docs]"``;
-without it these tests are reported as skipped with that reason. CI installs it.
+Needs the ``docs`` extra (Sphinx 8+, Python 3.11+) beside the ``test`` one:
+``pip install ".[test,docs]"``; without it these tests are reported as
+skipped with that reason. CI installs both.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,11 +19,12 @@ from typing import Dict, List, Set
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+SKIP_REASON = 'the docs extra is not installed: pip install ".[test,docs]"'
 
-pytest.importorskip("sphinx", minversion="8", reason="the docs extra is not installed")
-pytest.importorskip("furo", reason="the docs extra is not installed")
-pytest.importorskip("myst_parser", reason="the docs extra is not installed")
-pytest.importorskip("sphinx_autodoc_typehints", reason="the docs extra is not installed")
+pytest.importorskip("sphinx", minversion="8", reason=SKIP_REASON)
+pytest.importorskip("furo", reason=SKIP_REASON)
+pytest.importorskip("myst_parser", reason=SKIP_REASON)
+pytest.importorskip("sphinx_autodoc_typehints", reason=SKIP_REASON)
 
 from sphinx.util.inventory import InventoryFile  # noqa: E402
 
@@ -59,7 +62,8 @@ def public_names(module_name: str) -> List[str]:
 
 
 @pytest.fixture(scope="module")
-def inventory(tmp_path_factory: pytest.TempPathFactory) -> Set[str]:
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The site, built once for this module (warnings are errors)."""
     out = tmp_path_factory.mktemp("html")
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     result = subprocess.run(
@@ -69,7 +73,12 @@ def inventory(tmp_path_factory: pytest.TempPathFactory) -> Set[str]:
     )
     # -W -n: a dead cross-reference (a renamed function, say) is an error.
     assert result.returncode == 0, result.stderr.decode()[-5000:]
-    with open(out / "objects.inv", "rb") as stream:
+    return out
+
+
+@pytest.fixture(scope="module")
+def inventory(site: Path) -> Set[str]:
+    with open(site / "objects.inv", "rb") as stream:
         inv = InventoryFile.load(stream, "", lambda base, uri: uri)
     names: Set[str] = set()
     for kind, entries in inv.data.items() if hasattr(inv, "data") else inv.items():
@@ -112,3 +121,27 @@ def test_reference_covers_every_public_name(inventory: Set[str]) -> None:
 
 def test_every_reference_module_has_a_page(inventory: Set[str]) -> None:
     assert [module for module in MODULES if module not in inventory] == []
+
+
+def test_values_render_cleanly(site: Path) -> None:
+    # Issue 22: NOT_READY rendered with backslashes (\\'ready\\'); a set's
+    # order must not depend on the build's hash seed.
+    page = (site / "api" / "handlers.app.html").read_text(encoding="utf-8")
+    start = page.index('id="lomond.handlers.app.NOT_READY"')
+    signature = page[start:page.index("</dt>", start)]
+    assert "\\" not in signature
+    assert "'ready'" in signature.replace("&#39;", "'")
+    start = page.index('id="lomond.handlers.app.HOOK_NAMES"')
+    signature = page[start:page.index("</dt>", start)]
+    names = re.findall(r"'(on_[a-z_]+)'", signature.replace("&#39;", "'"))
+    assert names == sorted(names) and len(names) >= 3, signature
+
+
+def test_the_sidebar_breaks_dotted_names_at_dots(site: Path) -> None:
+    # Issue 22: furo wraps anywhere, so a long module name broke mid-word
+    # ("lomond.handlers.registrat|ion"); a <wbr> after each dot comes first.
+    page = (site / "api" / "handlers.registration.html").read_text(encoding="utf-8")
+    start = page.index('class="sidebar-tree"')
+    sidebar = page[start:page.index('<div class="main"', start)]
+    assert "lomond.<wbr>handlers.<wbr>registration" in sidebar
+    assert "lomond.handlers.registration" not in sidebar

@@ -98,3 +98,39 @@ def test_accel_implementation_tells_the_truth() -> None:
     else:
         expected = "python"
     assert implementation == expected, result.stderr.decode()
+
+
+def _bdist_wheel_available() -> bool:
+    """Whether this interpreter can build a wheel from setup.py (setuptools 77+, as pyproject)."""
+    code = (
+        "import setuptools, sys\n"
+        "major = int(setuptools.__version__.split('.')[0])\n"
+        "import setuptools.command.bdist_wheel\n"
+        "sys.exit(0 if major >= 77 else 1)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    return result.returncode == 0
+
+
+@pytest.mark.skipif(
+    not _bdist_wheel_available(), reason="building a wheel needs setuptools 77+ (pyproject.toml)"
+)
+def test_a_wheel_without_the_extension_is_pure_python(tmp_path: Path) -> None:
+    # Issue 22: a wheel built where the extension fell back was still tagged
+    # for the platform (cp311-cp311-linux_x86_64) though it holds no binary.
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("setup.py", "pyproject.toml", "README.md", "LICENSE", "MANIFEST.in"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "lomond", source / "lomond",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.pyd"))
+    dist = tmp_path / "dist"
+    result = subprocess.run(
+        [sys.executable, "setup.py", "-q", "bdist_wheel", "-d", str(dist)],
+        capture_output=True, timeout=300, cwd=source,
+        env={**os.environ, "LOMOND_NO_EXTENSION": "1"},
+    )
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    assert "LOMOND_NO_EXTENSION is set" in result.stderr.decode()
+    [wheel] = [path.name for path in dist.iterdir()]
+    assert wheel.endswith("-py3-none-any.whl"), wheel

@@ -1013,7 +1013,7 @@ SIGINT_CHILD = textwrap.dedent('''
         for thread in senders:
             thread.start()
 
-        marker, late, hub = "none", False, None
+        marker, late, hub, interrupt = "none", False, None, None
         try:
             try:
                 if MODE == "app":
@@ -1024,13 +1024,19 @@ SIGINT_CHILD = textwrap.dedent('''
                         hub.add(app, **OPTIONS)
                     hub.run_forever()
                 marker = "returned"
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as error:
                 marker = "KeyboardInterrupt"
+                # Kept past the SIG_IGN below: its traceback holds the run's
+                # frames, and releasing them here would run the finalizers of
+                # the run's objects while a late Ctrl-C can still land in them
+                # (Python then prints "Exception ignored"; not lomond's to see).
+                interrupt = error
             finally:
                 # From here on Ctrl-C is the parent's burst arriving late: not ours to see.
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
         except KeyboardInterrupt:
             late = True
+        interrupt = None
         print("ENDED", marker, flush=True)
 
         result = dict(marker=marker, late=late, problems=[], codes=[], outcomes=[])

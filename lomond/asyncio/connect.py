@@ -27,7 +27,7 @@ from ..proxy import Proxy, connect_request, connect_status, select_proxy
 from ..sync.connect import (
     CLOSED_ON_HELLO,
     NOT_TLS_ERRORS,
-    PLAIN_SERVER_HINT,
+    PLAIN_ANSWER,
     closed_on_us,
     host_port,
     new_tcp_socket,
@@ -222,7 +222,9 @@ async def _start(
             raise ConnectError(f"TLS handshake with {host} timed out") from None
         text = describe_os_error(error)
         if any(marker in str(error) for marker in NOT_TLS_ERRORS):
-            text = f"the server did not answer in TLS ({text}): {PLAIN_SERVER_HINT}"
+            # The threaded driver's one wording; OpenSSL's words in the log.
+            log.debug("TLS hello to %s: %s", host, text)
+            text = PLAIN_ANSWER
         elif closed_on_us(error):
             text = CLOSED_ON_HELLO
         raise ConnectError(f"TLS handshake with {host} failed: {text}") from None

@@ -85,11 +85,18 @@ class WebSocket(WebSocketBase):
     (:class:`~lomond.websocket.WebSocketBase`), and yields the same events
     in the same order::
 
-        async for event in websocket.connect(ping_rate=20):
-            if event.name == "ready":
-                await websocket.send_text("hello")
-            elif event.name == "text":
-                print(event.text)
+        import asyncio
+        from lomond.asyncio import WebSocket
+
+        async def main():
+            websocket = WebSocket("wss://example.org/feed")
+            async for event in websocket.connect(ping_rate=20):
+                if event.name == "ready":
+                    await websocket.send_text("hello")
+                elif event.name == "text":
+                    print(event.text)
+
+        asyncio.run(main())
 
     The ``send_*`` coroutines and :meth:`close` write at once and wait only
     for room in the socket's buffer (back-pressure). Call them from tasks on

@@ -26,6 +26,7 @@ import attrs
 import blinker
 
 from .. import events
+from .._hints import missing_attribute
 from ..constants import DEFAULT_CLOSE_REASON
 from ..errors import WebSocketClosed, WebSocketClosing, WebSocketUnavailable
 from ..options import ConnectOptions, PersistOptions, split_options
@@ -34,7 +35,7 @@ from ..status import Status
 from ..wakeup import StopSignal
 from ..websocket import WebSocket
 from .interrupt import graceful_sigint
-from .names import check_handler_names, check_websocket_options
+from .names import APP_METHODS, check_handler_names, check_websocket_options
 from .outcome import Outcome, OutcomeTracker, handler_name
 from .policy import ErrorPolicy, PolicyAction, check_policy, decide
 from .registration import Registration
@@ -50,10 +51,12 @@ log = logging.getLogger("lomond.handlers")
 
 T = TypeVar("T")
 
+# Single quotes only: its repr, which the API reference shows, then needs no
+# backslashes.
 #: Raised by the app's ``send_*`` methods between Connecting and Ready.
 NOT_READY = (
     "the websocket is not ready yet (the opening handshake is not done): "
-    "send from a 'ready' handler (@app.on(\"ready\") or on_ready), not from "
+    "send from a 'ready' handler (@app.on('ready') or on_ready), not from "
     "'connecting' or 'connected'"
 )
 
@@ -94,7 +97,9 @@ class WebSocketApp(Registration):
     set by ``error_policy`` (see :mod:`lomond.handlers.policy`); the
     :meth:`on_error` method and the :attr:`on_error_signal` signal hear of
     every error. Who reports the error is decided by :meth:`report_error`:
-    by default its traceback is printed to ``sys.stderr``.
+    by default its traceback is printed to ``sys.stderr``. A run that ends
+    on a connection failure no handler heard of is reported likewise, in
+    one line (:meth:`report_failure`).
 
     A subclass method whose name starts with ``on_`` must be a handler
     (``on_<event name>``, ``on_event``) or one of the hooks (``on_error``):
@@ -160,6 +165,16 @@ class WebSocketApp(Registration):
     def __repr__(self) -> str:
         state = "running" if self._running else "idle"
         return f"<{type(self).__name__} {self.websocket.url.url!r} {state}>"
+
+    if not TYPE_CHECKING:  # type checkers keep flagging unknown attributes
+
+        def __getattr__(self, name: str) -> Any:
+            """Only for missing attributes: websocket-client's names say what to use.
+
+            ``app.send(...)`` is an ``AttributeError`` that says to use
+            :meth:`send_text` or :meth:`send_binary`.
+            """
+            raise missing_attribute(self, name, APP_METHODS)
 
     def _find_methods(self) -> Tuple[Tuple[Handler, ...], Dict[str, Tuple[Handler, ...]]]:
         """The class's handler methods: ``on_event`` alone, and with ``on_<name>`` per event."""
@@ -326,6 +341,63 @@ class WebSocketApp(Registration):
             )
             traceback.print_exception(type(error), error, error.__traceback__, file=stderr)
             stderr.flush()
+
+    def report_failure(self, outcome: Outcome, unhandled: str) -> None:
+        """Make a run that ended on a connection failure visible; called once, as it ends.
+
+        Called when a run ends because its last connection attempt failed
+        (:class:`~lomond.events.ConnectFail`, :class:`~lomond.events.Rejected`,
+        :class:`~lomond.events.ProtocolError`, a dropped connection), and
+        not when :meth:`stop`, :meth:`close`, Ctrl-C or a handler error
+        (reported by :meth:`report_error`) ended it. ``unhandled`` is the name of the
+        failure event (``"connect_fail"``, say). The rule, as for handler
+        errors, first match wins:
+
+        1. the app has a handler for one of that attempt's failure events
+           (``connect_fail``, ``rejected``, ``protocol_error``,
+           ``unresponsive``, ``disconnected``; a method, a registered
+           function, ``on_event`` or ``"*"``): it heard of it; logged at
+           DEBUG only (this method is then not called);
+        2. logging is configured (the ``lomond.handlers`` logger, ``lomond``
+           or the root logger has a handler): logged at WARNING on
+           ``lomond.handlers``, and the logging setup decides;
+        3. otherwise one line is printed to ``sys.stderr``.
+
+        .. not-runnable: what is printed, not code
+
+        The line reads (folded here)::
+
+            lomond: the run of WebSocketApp 'wss://example.org/feed' failed: could not
+            connect to example.org:443: Connection refused (ECONNREFUSED)
+            (unhandled 'connect_fail' event)
+
+        Override it to report failures some other way.
+        """
+        line = (
+            f"the run of {type(self).__name__} {self.url!r} failed: {outcome.reason} "
+            f"(unhandled {unhandled!r} event)"
+        )
+        if log.hasHandlers():
+            log.warning("%s", line)
+            return
+        stderr = sys.stderr
+        if stderr is None:  # pythonw: nowhere to print
+            return
+        print(f"lomond: {line}", file=stderr)
+        stderr.flush()
+
+    def _report_run_failure(self, tracker: OutcomeTracker, outcome: Outcome) -> None:
+        """Call :meth:`report_failure` if the run ended on a failure nobody heard of."""
+        failures = tracker.unreported_failure()
+        if failures is None:
+            return
+        if any(self.handles(name) for name in failures):
+            log.debug("%r: the run ended on %s (handled)", self, outcome.reason)
+            return
+        try:
+            self.report_failure(outcome, failures[0])
+        except Exception:
+            log.exception("report_failure raised while reporting a failure; ignored")
 
     # -- dispatch --------------------------------------------------------------------------
 
@@ -540,6 +612,10 @@ class WebSocketApp(Registration):
     def finish_run(self, tracker: OutcomeTracker) -> Outcome:
         """Mark the run begun with :meth:`begin_run` as over; its :class:`Outcome`."""
         outcome = tracker.outcome()
+        if not self._stop.is_set():
+            # Not ended on purpose: by stop(), close() (which sets the stop
+            # too), Ctrl-C, a handler error or a hub's stop.
+            self._report_run_failure(tracker, outcome)
         with self._state_lock:
             self._last_outcome = outcome
             self._running = False

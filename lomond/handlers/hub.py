@@ -1,5 +1,7 @@
 """:class:`Hub`: many :class:`~lomond.handlers.WebSocketApp` connections on one thread.
 
+.. not-runnable: a fragment (symbols and show are yours) that runs until Ctrl-C
+
 ``app.start()`` gives each app a thread of its own; a hub runs any number of
 apps on a single thread, with one selector and one timer heap
 (:class:`~lomond.hub.reactor.Reactor`), over the same sans-I/O protocol::

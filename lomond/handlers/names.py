@@ -10,9 +10,10 @@ refused with the name to use instead.
 from __future__ import annotations
 
 import difflib
-from typing import AbstractSet, Any, Dict, Mapping, Tuple
+from typing import AbstractSet, Any, Dict, Mapping, Optional, Tuple
 
 from .. import events
+from .._hints import WEBSOCKET_METHODS
 
 #: What to write instead of websocket-client's callback names.
 WEBSOCKET_CLIENT_NAMES: Dict[str, str] = {
@@ -24,6 +25,43 @@ WEBSOCKET_CLIENT_NAMES: Dict[str, str] = {
     "is gone, for any reason)",
     "on_reconnect": "on_ready (called on every connection) or on_back_off (before a reconnect)",
 }
+
+
+#: websocket-client's ``WebSocketApp`` attributes, and what to use on a
+#: :class:`~lomond.handlers.WebSocketApp` (``app.send(...)`` says to use
+#: ``send_text``/``send_binary``).
+APP_METHODS: Mapping[str, str] = {
+    **WEBSOCKET_METHODS,
+    "recv": "a WebSocketApp has no recv(): messages go to your handlers "
+    '(@app.on("text"), @app.on("binary"), or on_text/on_binary methods)',
+    "sock": "the connection is app.websocket (a lomond.WebSocket)",
+    "keep_running": "use app.is_running, and app.stop() to end the run",
+}
+
+#: websocket-client's callback names as event names (``@app.on("message")``).
+_EVENT_NAME_HINTS: Dict[str, str] = {
+    "message": "'text' (text messages) or 'binary' (binary messages)",
+    "data": "'text' (text messages) or 'binary' (binary messages)",
+    "open": "'ready' (the handshake is done: sends are accepted)",
+    "close": "'closed' (the close handshake finished) or 'disconnected' (the connection "
+    "is gone, for any reason)",
+    "reconnect": "'ready' (every connection) or 'back_off' (before a reconnect)",
+    "error": "error_policy=..., a subclass method on_error, or "
+    "app.on_error_signal.connect(receiver) for handler errors; 'connect_fail', "
+    "'rejected' or 'protocol_error' for connection failures",
+}
+
+
+def event_name_hint(name: str) -> Optional[str]:
+    """A hint for an unknown event name: websocket-client's meaning, else the closest name.
+
+    ``"txt"`` gives ``"did you mean 'text'?"``; ``"message"`` names ``'text'``
+    and ``'binary'``. ``None`` when nothing is close.
+    """
+    if name in _EVENT_NAME_HINTS:
+        return f"use {_EVENT_NAME_HINTS[name]}"
+    close = difflib.get_close_matches(name, sorted(events.EVENT_TYPES), n=1)
+    return f"did you mean {close[0]!r}?" if close else None
 
 
 def handler_method_names() -> AbstractSet[str]:
@@ -103,10 +141,12 @@ def check_websocket_options(options: Mapping[str, Any]) -> None:
 
 
 __all__ = [
+    "APP_METHODS",
     "WEBSOCKET_CLIENT_EVENTS",
     "WEBSOCKET_CLIENT_NAMES",
     "check_handler_names",
     "check_websocket_options",
+    "event_name_hint",
     "handler_method_names",
     "suggestion",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 import attrs
 
@@ -67,6 +67,11 @@ class OutcomeTracker:
         self.handler: Optional[str] = None
         #: The handler error to re-raise when the run ends (policy "raise").
         self.to_raise: Optional[BaseException] = None
+        #: The names of the failure events of the last connection attempt
+        #: (``connect_fail``, ``rejected``, ``protocol_error``,
+        #: ``unresponsive``, a ``disconnected`` that was not graceful), in
+        #: order: what a handler must take to have heard of the failure.
+        self.failures: List[str] = []
 
     def record(self, event: events.Event) -> None:
         """Take what the outcome needs from ``event`` (before its handlers run)."""
@@ -81,15 +86,22 @@ class OutcomeTracker:
             self.close_reason = event.reason
         elif isinstance(event, events.Connecting):
             self._failed = False
+            self.failures = []
         elif isinstance(event, (events.ConnectFail, events.Rejected)):
             self._fail(event.reason)
+            self.failures.append(event.name)
         elif isinstance(event, events.ProtocolError):
             self._fail(event.error)
+            self.failures.append(event.name)
+        elif isinstance(event, events.Unresponsive):
+            self.failures.append(event.name)
         elif isinstance(event, events.Disconnected):
             self.graceful = event.graceful
             if not self._failed:
                 self._set_reason(event.reason)
             self._failed = False
+            if not event.graceful:
+                self.failures.append(event.name)
 
     def _fail(self, reason: str) -> None:
         self._failed = True
@@ -105,6 +117,17 @@ class OutcomeTracker:
             self.error = error
             self.handler = handler_name(handler)
             self.reason = f"handler {self.handler} raised {type(error).__name__}: {error}"
+
+    def unreported_failure(self) -> Optional[List[str]]:
+        """The failure events the run ended on, or ``None`` if it did not end on one.
+
+        A run ends on a failure when its last connection attempt failed
+        (could not connect, was rejected, broke the protocol, was dropped)
+        and no handler error ended it (that error is reported on its own).
+        """
+        if self.error is not None or not self.failures:
+            return None
+        return list(self.failures)
 
     def outcome(self) -> Outcome:
         """The outcome so far."""

@@ -18,6 +18,7 @@ import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from .. import events
+from .names import event_name_hint
 
 #: The key of handlers that receive every event (``app.on("*")``).
 ANY = "*"
@@ -29,14 +30,21 @@ EventKey = Union[str, type]
 def resolve_key(event: EventKey) -> str:
     """The registry key for an event name or class; ``ValueError`` if it is neither.
 
-    Names are those of :data:`lomond.events.EVENT_TYPES` and ``"*"``; classes
+    Names are those of :data:`lomond.events.EVENT_TYPES` and ``"*"`` (the
+    error for an unknown one names the one probably meant: ``"txt"``, did
+    you mean ``'text'``; websocket-client's ``"message"``, ``'text'`` or
+    ``'binary'``); classes
     are the concrete event classes, or :class:`~lomond.events.Event` (every event).
     """
     if isinstance(event, str):
         if event == ANY or event in events.EVENT_TYPES:
             return event
         known = ", ".join(sorted(events.EVENT_TYPES))
-        raise ValueError(f"unknown event name {event!r}; expected '*' or one of: {known}")
+        hint = event_name_hint(event)
+        raise ValueError(
+            f"unknown event name {event!r}{f' ({hint})' if hint else ''}; "
+            f"expected '*' or one of: {known}"
+        )
     if isinstance(event, type) and issubclass(event, events.Event):
         if event is events.Event:
             return ANY

@@ -309,6 +309,9 @@ def new_tcp_socket(
 
 #: The hint added when the server seems to speak plain HTTP on a wss:// port.
 PLAIN_SERVER_HINT = "is the server plain ws://? (the URL says wss://)"
+#: What a server that answers the TLS hello in plain text did: one wording,
+#: whether lomond's peek at its first bytes or OpenSSL noticed first.
+PLAIN_ANSWER = f"the server answered in plain text, not TLS: {PLAIN_SERVER_HINT}"
 #: OpenSSL's words for a record that is not TLS (a plain "HTTP/1.1 400 ..."),
 #: across OpenSSL versions.
 NOT_TLS_ERRORS = (
@@ -363,7 +366,9 @@ def _start_tls(
 
     A server that answers the TLS hello in plain text (an HTTP error), closes
     the connection on it, or never answers it, is probably a plain ``ws://``
-    server: the error then says so (:data:`PLAIN_SERVER_HINT`).
+    server: the error then says so (:data:`PLAIN_SERVER_HINT`). A plain-text
+    answer always reads :data:`PLAIN_ANSWER`, whichever of lomond's peek and
+    OpenSSL saw it first (what it sent is logged at DEBUG on ``lomond.connect``).
     """
     context = ssl_context or _default_ssl_context()
     try:
@@ -379,10 +384,8 @@ def _start_tls(
                     raise ConnectError(f"TLS handshake with {host} failed: {CLOSED_ON_HELLO}")
                 if answer:
                     if _not_tls(answer):
-                        raise ConnectError(
-                            f"TLS handshake with {host} failed: the server did not answer in "
-                            f"TLS (it sent {answer!r}...): {PLAIN_SERVER_HINT}"
-                        )
+                        log.debug("TLS hello to %s answered with %r...", host, answer)
+                        raise ConnectError(f"TLS handshake with {host} failed: {PLAIN_ANSWER}")
                     answered = True
             try:
                 tls.do_handshake()
@@ -394,8 +397,10 @@ def _start_tls(
             except (ssl.SSLError, OSError) as error:
                 text = describe_os_error(error)
                 if any(marker in str(error) for marker in NOT_TLS_ERRORS):
-                    # The answer reached OpenSSL before a peek could see it.
-                    text = f"the server did not answer in TLS ({text}): {PLAIN_SERVER_HINT}"
+                    # The answer reached OpenSSL before a peek could see it:
+                    # the same words as the peek's, OpenSSL's in the log.
+                    log.debug("TLS hello to %s: %s", host, text)
+                    text = PLAIN_ANSWER
                 elif not answered and closed_on_us(error):
                     # The close came before a peek could see it.
                     text = CLOSED_ON_HELLO
@@ -487,6 +492,6 @@ def _read_head(
 
 
 __all__ = [
-    "CLOSED_ON_HELLO", "NOT_TLS_ERRORS", "PLAIN_SERVER_HINT", "closed_on_us", "host_port",
-    "new_tcp_socket", "open_connection", "open_for", "peer_address", "prepare_socket",
+    "CLOSED_ON_HELLO", "NOT_TLS_ERRORS", "PLAIN_ANSWER", "PLAIN_SERVER_HINT", "closed_on_us",
+    "host_port", "new_tcp_socket", "open_connection", "open_for", "peer_address", "prepare_socket",
 ]

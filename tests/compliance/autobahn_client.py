@@ -1231,6 +1231,29 @@ def save(suite: SuiteResult, out_dir: Path) -> None:
         "ok": suite.ok,
     }
     (out_dir / "harness.json").write_text(json.dumps(harness, indent=1), encoding="utf-8")
+    meta = {
+        "client": suite.client,
+        "started": suite.started,
+        "versions": suite.versions,
+        "machine": platform.machine(),
+        "cores": os.cpu_count(),
+        "command": command_line(suite),
+        "code": _code_version(),
+    }
+    # What tests/compliance/report.py says of the run.
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+
+
+def _code_version() -> Optional[str]:
+    """The checkout's commit (``git describe --always --dirty``), or ``None`` outside git."""
+    try:
+        result = subprocess.run(
+            ["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
+            cwd=REPO, timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
 
 
 # ---------------------------------------------------------------------------

@@ -157,7 +157,8 @@ def test_configured_logging_takes_the_report_over(ws_server: WSServer) -> None:
 
 def test_a_normal_run_prints_nothing(ws_server: WSServer) -> None:
     # With logging unconfigured, Python's last resort shows WARNING+: a
-    # normal run, a refused connection and a rejection must log below that.
+    # normal run must log below that. A refused connection and a rejection
+    # that no handler hears of are reported in one line each (issue 22).
     body = """
     from lomond.handlers import WebSocketApp
     app = WebSocketApp(url)
@@ -168,14 +169,231 @@ def test_a_normal_run_prints_nothing(ws_server: WSServer) -> None:
         print(WebSocketApp(bad).run_forever(connect_timeout=3).reason is not None)
     """
     code = PROLOGUE + textwrap.dedent(body)
+    refused = f"ws://127.0.0.1:{refused_port()}/"
+    rejecting = ws_server.url_for("/reject?status=403")
     result = subprocess.run(
-        [sys.executable, "-c", code, ws_server.url_for("/echo"),
-         f"ws://127.0.0.1:{refused_port()}/", ws_server.url_for("/reject?status=403")],
+        [sys.executable, "-c", code, ws_server.url_for("/echo"), refused, rejecting],
         capture_output=True, text=True, timeout=30, env=ENV,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["1000", "True", "True"]
+    assert result.stderr.splitlines() == [
+        f"lomond: the run of WebSocketApp {refused!r} failed: could not connect to "
+        f"{refused[5:-1]}: Connection refused (ECONNREFUSED) (unhandled 'connect_fail' event)",
+        f"lomond: the run of WebSocketApp {rejecting!r} failed: server answered 403 Forbidden "
+        "instead of 101 Switching Protocols (unhandled 'rejected' event)",
+    ]
+
+
+# -- a run that ends on a connection failure -------------------------------------------
+
+#: The handlers example of docs/handlers.md, cut down: no handler for failures.
+FAILING_APP = """
+app = WebSocketApp(url)
+@app.on("ready")
+def subscribe(event):
+    app.send_json(type="subscribe", channel="ticker")
+"""
+
+
+def run_failing(url: str, before: str = "", after: str = "", run: str = "") -> Any:
+    body = (
+        textwrap.dedent(before) + FAILING_APP + textwrap.dedent(after)
+        + textwrap.dedent(run or """
+            outcome = app.run_forever(ping_rate=0, connect_timeout=3)
+            print(outcome.close_code, outcome.graceful)
+            """)
+    )
+    return run_script(body, url)
+
+
+def test_an_unreachable_url_is_reported_in_one_line() -> None:
+    # The issue's case: the handlers example printed "None False", exit 0, and
+    # nothing on stderr.
+    url = f"ws://127.0.0.1:{refused_port()}/"
+    result = run_failing(url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["None False"]
+    assert result.stderr.splitlines() == [
+        f"lomond: the run of WebSocketApp {url!r} failed: could not connect to "
+        f"{url[5:-1]}: Connection refused (ECONNREFUSED) (unhandled 'connect_fail' event)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "run",
+    [
+        """
+        import asyncio
+        outcome = asyncio.run(app.run_async(ping_rate=0, connect_timeout=3))
+        """,
+        """
+        from lomond.handlers import Hub
+        hub = Hub()
+        hub.start()
+        hub.add(app, ping_rate=0, connect_timeout=3)
+        outcome = app.join(10)
+        hub.stop(10)
+        """,
+        """
+        app.start(ping_rate=0, connect_timeout=3)
+        outcome = app.join(10)
+        """,
+    ],
+    ids=["run_async", "hub", "start"],
+)
+def test_every_runner_reports_an_unreachable_url(run: str) -> None:
+    url = f"ws://127.0.0.1:{refused_port()}/"
+    result = run_failing(url, run=run + "print(outcome.close_code, outcome.graceful)\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["None False"]
+    assert result.stderr.splitlines() == [
+        f"lomond: the run of WebSocketApp {url!r} failed: could not connect to "
+        f"{url[5:-1]}: Connection refused (ECONNREFUSED) (unhandled 'connect_fail' event)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "route, unhandled",
+    [("/drop", "disconnected"), ("/slow-handshake?delay=20", "connect_fail")],
+)
+def test_a_failure_after_connecting_names_its_event(
+    ws_server: WSServer, route: str, unhandled: str
+) -> None:
+    result = run_failing(ws_server.url_for(route), run="""
+        outcome = app.run_forever(ping_rate=0, handshake_timeout=0.5)
+        print(outcome.reason)
+        """)
+    assert result.returncode == 0, result.stderr
+    [line] = result.stderr.splitlines()
+    reason = result.stdout.strip()
+    assert line == (
+        f"lomond: the run of WebSocketApp {ws_server.url_for(route)!r} failed: {reason} "
+        f"(unhandled {unhandled!r} event)"
+    )
+
+
+def test_a_protocol_error_is_reported_as_such(scripted_server: Any) -> None:
+    def bad_frame(conn: Any) -> None:
+        conn.handshake()
+        conn.send_raw(build_frame(0x3, b"reserved opcode"))
+        conn.recv_close()
+
+    server: ScriptedServer = scripted_server(bad_frame)
+    result = run_failing(server.url)
+    assert result.returncode == 0, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"lomond: the run of WebSocketApp {server.url!r} failed: ")
+    assert line.endswith(" (unhandled 'protocol_error' event)")
+
+
+@pytest.mark.parametrize(
+    "handled",
+    [
+        'app.on("connect_fail", lambda event: print("failed"))',
+        'app.on("*", lambda event: None)',
+        "class Failing(WebSocketApp):\n    def on_connect_fail(self, event): print('failed')\n"
+        "app = Failing(url)",
+        "class Watching(WebSocketApp):\n    def on_event(self, event): pass\napp = Watching(url)",
+    ],
+    ids=["registered", "star", "method", "on_event"],
+)
+def test_a_handled_failure_is_not_reported(handled: str) -> None:
+    result = run_failing(f"ws://127.0.0.1:{refused_port()}/", after=handled)
+    assert result.returncode == 0, result.stderr
     assert result.stderr == ""
+
+
+def test_a_handled_disconnect_covers_a_drop(ws_server: WSServer) -> None:
+    result = run_failing(ws_server.url_for("/drop"),
+                         after='app.on("disconnected", lambda event: None)')
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+def test_configured_logging_takes_the_failure_report_over() -> None:
+    url = f"ws://127.0.0.1:{refused_port()}/"
+    result = run_failing(url, before="""
+        import logging
+        logging.basicConfig(format="LOGGED %(name)s %(levelname)s %(message)s")
+        """)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        f"LOGGED lomond.handlers WARNING the run of WebSocketApp {url!r} failed: could not "
+        f"connect to {url[5:-1]}: Connection refused (ECONNREFUSED) "
+        "(unhandled 'connect_fail' event)"
+    ]
+
+
+def test_report_failure_can_be_overridden() -> None:
+    url = f"ws://127.0.0.1:{refused_port()}/"
+    result = run_failing(url, before="""
+        class Mine(WebSocketApp):
+            def report_failure(self, outcome, unhandled):
+                print("REPORT", unhandled, outcome.connections)
+        WebSocketApp = Mine
+        """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["REPORT connect_fail 0", "None False"]
+    assert result.stderr == ""
+
+
+def test_a_reconnecting_run_closed_during_its_back_off_reports_nothing() -> None:
+    # close() ends a reconnect=True run on purpose, even after a failed attempt.
+    result = run_failing(f"ws://127.0.0.1:{refused_port()}/",
+                         after='app.on("back_off", lambda event: app.close())', run="""
+        outcome = app.run_forever(reconnect=True, min_wait=0.01, max_wait=0.05, ping_rate=0)
+        print(outcome.connections, outcome.reason is not None)
+        """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["0 True"]
+    assert result.stderr == ""
+
+
+def test_a_close_before_the_run_does_not_hide_its_failure() -> None:
+    url = f"ws://127.0.0.1:{refused_port()}/"
+    result = run_failing(url, run="""
+        app.close()                       # nothing to close yet
+        outcome = app.run_forever(ping_rate=0, connect_timeout=3)
+        """)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.endswith("(unhandled 'connect_fail' event)\n"), result.stderr
+
+
+def test_a_stopped_run_reports_nothing(ws_server: WSServer) -> None:
+    # stop() while the handshake waits, a hub stopped while its app connects,
+    # and a thread-run app whose connection is refused (reported, as it ends).
+    body = """
+    import time
+    from lomond.handlers import Hub
+    app = WebSocketApp(url)
+    app.start(ping_rate=0)
+    time.sleep(0.2)
+    print(app.stop().reason)
+    hub = Hub()
+    hub.add(WebSocketApp(url), ping_rate=0)
+    hub.start()
+    time.sleep(0.2)
+    print(hub.stop())
+    refused = WebSocketApp(sys.argv[2])
+    hub = Hub()
+    hub.add(refused)
+    hub.start()
+    print(refused.join(10).connections)
+    hub.stop()
+    """
+    refused = f"ws://127.0.0.1:{refused_port()}/"
+    code = PROLOGUE + textwrap.dedent(body)
+    result = subprocess.run(
+        [sys.executable, "-c", code, ws_server.url_for("/slow-handshake?delay=20"), refused],
+        capture_output=True, text=True, timeout=30, env=ENV,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[1:] == ["True", "0"]
+    assert result.stderr.splitlines() == [
+        f"lomond: the run of WebSocketApp {refused!r} failed: could not connect to "
+        f"{refused[5:-1]}: Connection refused (ECONNREFUSED) (unhandled 'connect_fail' event)"
+    ]
 
 
 # -- the Outcome says why --------------------------------------------------------------
@@ -325,3 +543,68 @@ def test_start_names_itself_in_option_errors() -> None:
     with pytest.raises(TypeError, match=r"^run_forever\(\) got an unexpected keyword"):
         app.run_forever(bogus=1)
     assert not app.is_running
+
+
+@pytest.mark.parametrize(
+    "name, hint",
+    [
+        ("txt", "(did you mean 'text'?)"),
+        ("ready ", "(did you mean 'ready'?)"),
+        ("message", "(use 'text' (text messages) or 'binary' (binary messages))"),
+        ("open", "(use 'ready'"),
+        ("close", "(use 'closed'"),
+        ("error", "(use error_policy=..."),
+    ],
+)
+def test_an_unknown_event_name_gets_the_same_hints(name: str, hint: str) -> None:
+    # Issue 22: @app.on("txt") says what the subclass check says of on_txt.
+    app = WebSocketApp("ws://127.0.0.1:9/")
+    with pytest.raises(ValueError) as caught:
+        app.on(name)
+    message = str(caught.value)
+    assert message.startswith(f"unknown event name {name!r} {hint}")
+    assert "expected '*' or one of: back_off, binary," in message  # still listed
+    with pytest.raises(ValueError, match="did you mean 'text'"):
+        app.off(print, "txt")
+
+
+def test_an_unknown_event_name_far_from_any_is_listed_only() -> None:
+    with pytest.raises(ValueError) as caught:
+        WebSocketApp("ws://127.0.0.1:9/").on("zzzz")
+    assert str(caught.value).startswith("unknown event name 'zzzz'; expected '*' or one of: ")
+
+
+@pytest.mark.parametrize(
+    "name, hint",
+    [
+        ("send", "use send_text(text) or send_binary(data)"),
+        ("send_bytes", "use send_binary(data)"),
+        ("recv", 'messages go to your handlers (@app.on("text")'),
+        ("sock", "app.websocket"),
+    ],
+)
+def test_websocket_client_attributes_say_what_to_use(name: str, hint: str) -> None:
+    app = WebSocketApp("ws://127.0.0.1:9/")
+    with pytest.raises(AttributeError) as caught:
+        getattr(app, name)
+    assert str(caught.value).startswith(f"'WebSocketApp' object has no attribute {name!r}: ")
+    assert hint in str(caught.value)
+    assert not hasattr(app, name)
+
+
+def test_websocket_send_and_recv_say_what_to_use() -> None:
+    from lomond import WebSocket
+
+    websocket = WebSocket("ws://127.0.0.1:9/")
+    with pytest.raises(AttributeError, match=r"'send': use send_text\(text\) or send_binary"):
+        websocket.send("hello")  # type: ignore[attr-defined]
+    with pytest.raises(AttributeError, match=r"iterate over websocket.connect\(\)"):
+        websocket.recv()  # type: ignore[attr-defined]
+
+
+def test_other_missing_attributes_are_plain_attribute_errors() -> None:
+    app = WebSocketApp("ws://127.0.0.1:9/")
+    with pytest.raises(AttributeError) as caught:
+        app.send_txt  # type: ignore[attr-defined]  # noqa: B018
+    assert str(caught.value) == "'WebSocketApp' object has no attribute 'send_txt'"
+    assert caught.value.name == "send_txt"  # Python's "Did you mean" still works
