@@ -303,6 +303,10 @@ def build_report(
     header = ["scenario", "unit", *clients]
     if "lomond" in clients:
         header += ["lomond/best peer", "best peer", "lomond/plain"]
+    if "lomond-asyncio" in clients:
+        # asyncio against asyncio: the websockets asyncio client, and the
+        # plain-socket reference on an asyncio.Protocol (the loop's ceiling).
+        header += ["asyncio: lomond/websockets", "asyncio: lomond/plain"]
     table: List[List[str]] = []
     for s in scenarios:
         row = [s.name, s.unit] + [cell(aggs[(s.name, c)], s.unit) for c in clients]
@@ -312,6 +316,10 @@ def build_report(
             best_name = next((p for p in peers if aggs[(s.name, p)] is best), "-")
             lom = aggs[(s.name, "lomond")]
             row += [ratio(lom, best), best_name, ratio(lom, aggs.get((s.name, "plain")))]
+        if "lomond-asyncio" in clients:
+            lom = aggs[(s.name, "lomond-asyncio")]
+            row += [ratio(lom, aggs.get((s.name, "websockets-asyncio"))),
+                    ratio(lom, aggs.get((s.name, "plain-asyncio")))]
         table.append(row)
 
     failures = []

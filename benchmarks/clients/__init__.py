@@ -33,6 +33,7 @@ MODULES = {
     "plain": "clients.plain_socket",
     "lomond-asyncio": "clients.lomond_asyncio",
     "websockets-asyncio": "clients.websockets_asyncio",
+    "plain-asyncio": "clients.plain_asyncio",
 }
 
 #: Peers lomond is compared with (the plain socket is the ceiling, not a peer).

@@ -81,9 +81,10 @@ is at the end of this page); each says when its runs were made and on what.
 <!-- not-runnable: installs the test extra and runs the Autobahn suite for about 30 minutes -->
 ```sh
 pip install ".[test]"
-python tests/compliance/autobahn_client.py                      # reports/autobahn/lomond/
-python tests/compliance/autobahn_client.py --client lomond-hub  # reports/autobahn/lomond-hub/
-python tests/compliance/autobahn_client.py --client lomond-asyncio  # reports/autobahn/lomond-asyncio/
+# one run per driver, into reports/autobahn/<client>/
+python tests/compliance/autobahn_client.py
+python tests/compliance/autobahn_client.py --client lomond-hub
+python tests/compliance/autobahn_client.py --client lomond-asyncio
 python tests/compliance/report.py --autobahn reports/autobahn --interop
 ```
 
