@@ -429,6 +429,19 @@ def _cancel_all_tasks(loop: asyncio.AbstractEventLoop) -> None:
 AsyncOnEvent = Callable[[events.Event], Any]
 
 
+def aclose_after(websocket: Any, kind: type, count: int) -> AsyncOnEvent:
+    """An :func:`acollect` ``on_event`` that closes ``websocket`` at the ``count``-th ``kind``."""
+    seen: List[events.Event] = []
+
+    async def on_event(event: events.Event) -> None:
+        if isinstance(event, kind):
+            seen.append(event)
+            if len(seen) == count:
+                await websocket.close()
+
+    return on_event
+
+
 async def acollect(
     websocket: Any,
     on_event: Optional[AsyncOnEvent] = None,

@@ -24,6 +24,7 @@ from core_helpers import (
     FAST,
     LoopFactory,
     Run,
+    aclose_after,
     acollect,
     later,
     run_async,
@@ -91,18 +92,12 @@ class EarlyTimerLoop(asyncio.SelectorEventLoop):
 
 def test_poll_events(ws_server: WSServer, loop_factory: LoopFactory) -> None:
     websocket = WebSocket(ws_server.url_for("/record"))
-    polls: List[events.Event] = []
-
-    async def on_event(event: events.Event) -> None:
-        if isinstance(event, events.Poll):
-            polls.append(event)
-            if len(polls) == 5:
-                await websocket.close()
+    on_event = aclose_after(websocket, events.Poll, 5)
 
     # 0.1 s, not a value chosen to dodge uvloop's early timers (a test below
     # fires every timer early on purpose).
     run = run_async(acollect(websocket, on_event, poll=0.1), loop_factory=loop_factory)
-    assert len(polls) == 5
+    assert len(run.of(events.Poll)) == 5
     # The first Poll comes right after Ready, the next ones every poll seconds.
     assert run.names[run.names.index("ready") + 1] == "poll"
 
@@ -123,28 +118,17 @@ def test_poll_zero_disables_polls(ws_server: WSServer) -> None:
 
 def test_timers_survive_a_loop_that_fires_a_moment_early(ws_server: WSServer) -> None:
     websocket = WebSocket(ws_server.url_for("/record"))
-    polls: List[events.Event] = []
-
-    async def on_event(event: events.Event) -> None:
-        if isinstance(event, events.Poll):
-            polls.append(event)
-            if len(polls) == 5:
-                await websocket.close()
+    on_event = aclose_after(websocket, events.Poll, 5)
 
     # Normally 0.2 s; the watchdog ends a stalled connection after 3 s.
-    run_async(acollect(websocket, on_event, poll=0.05, timeout=3), loop_factory=EarlyTimerLoop)
-    assert len(polls) == 5
+    run = run_async(acollect(websocket, on_event, poll=0.05, timeout=3),
+                    loop_factory=EarlyTimerLoop)
+    assert len(run.of(events.Poll)) == 5
 
 
 def test_auto_ping(ws_server: WSServer, loop_factory: LoopFactory) -> None:
     websocket = WebSocket(ws_server.url_for("/record"))
-    pongs: List[events.Event] = []
-
-    async def on_event(event: events.Event) -> None:
-        if isinstance(event, events.Pong):
-            pongs.append(event)
-            if len(pongs) == 2:
-                await websocket.close()
+    on_event = aclose_after(websocket, events.Pong, 2)
 
     run = run_async(acollect(websocket, on_event, ping_rate=0.2, poll=0),
                     loop_factory=loop_factory)
@@ -158,13 +142,7 @@ def test_auto_ping(ws_server: WSServer, loop_factory: LoopFactory) -> None:
 
 def test_ping_rate_zero_sends_no_pings(ws_server: WSServer) -> None:
     websocket = WebSocket(ws_server.url_for("/record"))
-    polls: List[events.Event] = []
-
-    async def on_event(event: events.Event) -> None:
-        if isinstance(event, events.Poll):
-            polls.append(event)
-            if len(polls) == 5:
-                await websocket.close()
+    on_event = aclose_after(websocket, events.Poll, 5)
 
     run_async(acollect(websocket, on_event, ping_rate=0, poll=0.05))
     record = ws_server.last
@@ -175,13 +153,7 @@ def test_ping_rate_zero_sends_no_pings(ws_server: WSServer) -> None:
 def test_ping_timeout_satisfied_by_pongs(ws_server: WSServer) -> None:
     """A server that answers keeps the connection: no Unresponsive."""
     websocket = WebSocket(ws_server.url_for("/record"))
-    pongs: List[events.Event] = []
-
-    async def on_event(event: events.Event) -> None:
-        if isinstance(event, events.Pong):
-            pongs.append(event)
-            if len(pongs) == 4:
-                await websocket.close()
+    on_event = aclose_after(websocket, events.Pong, 4)
 
     run = run_async(acollect(websocket, on_event, ping_rate=0.1, ping_timeout=0.3, poll=0))
     assert run.of(events.Unresponsive) == []
