@@ -258,12 +258,16 @@ class Client:
         # main thread waits on an Event: a Thread.join() interrupted by Ctrl-C
         # can wrongly mark the thread as finished on some Python versions.
         worker = threading.Thread(target=self._event_loop, name="lomond-events", daemon=True)
-        worker.start()
         try:
+            # Started inside the try: the worker may connect (and the user
+            # press Ctrl-C) before this thread runs its next line.
+            worker.start()
             while not self.done.wait(0.2):
                 pass
         except KeyboardInterrupt:
             self.interrupted = True
+            if not worker.is_alive() and not self.done.is_set():
+                return EXIT_INTERRUPTED  # interrupted before the worker started
             self.output.status("closing (Ctrl-C again to quit at once)")
             self.websocket.close(1000, "bye")
             try:

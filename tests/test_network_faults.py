@@ -163,7 +163,6 @@ def test_stalled_reader_bounds_every_thread_by_send_timeout(scripted_server: Any
     payload = b"\0" * (16 << 20)
 
     def big_sender() -> None:
-        start = time.monotonic()
         try:
             # 16 MiB: more than the socket buffers on both ends can take, so the
             # first send blocks (smaller sends may each trickle through slowly
@@ -172,7 +171,7 @@ def test_stalled_reader_bounds_every_thread_by_send_timeout(scripted_server: Any
                 send_started.append(time.monotonic())
                 websocket.send_binary(payload)
         except BaseException as error:
-            results.append(("big", error, time.monotonic() - start))
+            results.append(("big", error, time.monotonic()))
 
     def watcher() -> None:
         while not results:
@@ -183,12 +182,11 @@ def test_stalled_reader_bounds_every_thread_by_send_timeout(scripted_server: Any
 
     def small_sender() -> None:
         assert blocked.wait(5)
-        start = time.monotonic()
         try:
             for _ in range(100_000):
                 websocket.send_text("small")
         except BaseException as error:
-            results.append(("small", error, time.monotonic() - start))
+            results.append(("small", error, time.monotonic()))
 
     threads = [threading.Thread(target=target, daemon=True)
                for target in (big_sender, watcher, small_sender)]
@@ -206,15 +204,18 @@ def test_stalled_reader_bounds_every_thread_by_send_timeout(scripted_server: Any
     for thread in threads:
         thread.join(5)
         assert not thread.is_alive()
-    by_name = {name: (error, elapsed) for name, error, elapsed in results}
-    big_error, _ = by_name["big"]
+    by_name = {name: (error, ended) for name, error, ended in results}
+    big_error, big_ended = by_name["big"]
     assert isinstance(big_error, TransportFail)
     assert "timed out" in str(big_error)
-    small_error, small_elapsed = by_name["small"]
+    small_error, small_ended = by_name["small"]
     assert isinstance(small_error, (TransportFail, WebSocketClosed)), repr(small_error)
-    # Waiting for the send lock behind the blocked send (at most what is left of
-    # its send_timeout), then failing at once: not a second send_timeout.
-    assert small_elapsed < send_timeout + 0.2, small_elapsed
+    # The small sender waits behind the blocked send, then fails with it: not a
+    # second send_timeout after it. (Measured from the big send's failure, not
+    # from the small sender's start: the send timeout counts from the last
+    # progress, and the kernel may still take a few bytes after the small
+    # sender started: seen as a failure 1.7 s after it, 1 run in 6.)
+    assert abs(small_ended - big_ended) < 0.3, (small_ended - big_ended)
     # The receive side was not blocked by the stuck send.
     assert texts_while_blocked, "no message delivered while a send was blocked"
     assert run.names[-1] == "disconnected" and not run.first(events.Disconnected).graceful
