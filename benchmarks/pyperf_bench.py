@@ -73,7 +73,7 @@ def _add_cmdline_args(cmd: List[str], args: Any) -> None:
     cmd.extend(["--scenarios", *args.scenarios])
 
 
-def start_server() -> "tuple[subprocess.Popen[str], int]":
+def start_server() -> tuple[subprocess.Popen[str], int]:
     """``server.py`` in its own process, on a free port; its reports go to /dev/null."""
     server = subprocess.Popen(
         [sys.executable, os.path.join(HERE, "server.py")],
@@ -175,7 +175,7 @@ def main() -> None:
     runner.metadata["lomond_file"] = lomond.__file__
     runner.metadata["lomond_accel"] = accel.IMPLEMENTATION
 
-    server: Optional["subprocess.Popen[str]"] = None
+    server: Optional[subprocess.Popen[str]] = None
     if not args.worker and args.port == 0:
         server, args.port = start_server()
         print(f"lomond {lomond.__file__} (accel {accel.IMPLEMENTATION}); server port {args.port}")

@@ -70,6 +70,7 @@ from __future__ import annotations
 import codecs
 import struct
 from enum import Enum
+from time import time as _time
 from typing import Any, ClassVar, List, Optional, Sequence, Tuple, Union
 
 import attrs
@@ -131,6 +132,10 @@ class State(Enum):
     CLOSING = "closing"
     #: The close handshake completed, or the connection failed.
     CLOSED = "closed"
+
+
+#: A module global: reading it is cheaper than the enum's class attribute.
+_OPEN = State.OPEN
 
 
 def encode_close(code: Optional[int], reason: Union[str, bytes] = "") -> bytes:
@@ -375,8 +380,14 @@ class Protocol:
         return out
 
     def _process(self, frames: List[Frame], out: List[events.Event]) -> None:
+        if not frames:
+            return
         deflate = self.deflate
         append = out.append
+        # The messages of one read arrived together: one timestamp for all.
+        now = _time()
+        new_text = events.new_text
+        new_binary = events.new_binary
         for frame in frames:
             if deflate is not None:
                 frame = deflate.decode(frame)
@@ -404,14 +415,14 @@ class Protocol:
                 data = frame.payload
                 if type(data) is not bytes:
                     data = bytes(data)
-                if opcode == Opcode.TEXT:
+                if opcode == 1:  # Opcode.TEXT, as a constant: this runs per message
                     try:
                         text = data.decode("utf-8")
                     except UnicodeDecodeError as error:
                         raise self._bad_utf8(error) from None
-                    append(events.Text(text))
+                    append(new_text(text, now))
                 else:
-                    append(events.Binary(data))
+                    append(new_binary(data, now))
             else:
                 message = self._assemble(frame)
                 if message is not None:
@@ -613,7 +624,8 @@ class Protocol:
         Sending stays possible after the peer's Close until it is echoed,
         so a Closing handler can still reply.
         """
-        self._check_can_send()
+        if self.state is not _OPEN or self.close_sent:
+            self._check_can_send()  # raises, unless sending is still allowed
         if compress and self.deflate is not None:
             frame = self.deflate.encode(Frame(opcode, payload))
             return build_frame(frame.opcode, frame.payload, True, frame.rsv1, self._client)

@@ -106,7 +106,7 @@ def _frame_reader(max_size: Optional[int], allow_rsv1: bool, hint: List[int]) ->
     while error is None:
         data = yield frames, None
         frames = []
-        if not isinstance(data, bytes):
+        if type(data) is not bytes:
             data = bytes(data)  # pieces keep views: the data must not change later
         if head:
             data = head + data
@@ -143,8 +143,10 @@ def _frame_reader(max_size: Optional[int], allow_rsv1: bool, hint: List[int]) ->
                 available = end - pos
                 if available < 2:
                     break
-                byte0 = view[pos]
-                byte1 = view[pos + 1]
+                # Indexing and slicing the bytes object, not the view: both
+                # are cheaper on bytes, and a small payload is copied either way.
+                byte0 = data[pos]
+                byte1 = data[pos + 1]
                 if byte0 & rsv_forbidden:
                     raise CriticalProtocolError(
                         f"reserved bits {byte0 & 0x70:#04x} set without a negotiated extension"
@@ -155,7 +157,7 @@ def _frame_reader(max_size: Optional[int], allow_rsv1: bool, hint: List[int]) ->
                 if byte1 & 0x80:
                     raise CriticalProtocolError("server frames must not be masked")
                 length = byte1 & 0x7F
-                fin = bool(byte0 & 0x80)
+                fin = byte0 >= 0x80  # the FIN bit is the top bit of a byte
                 if length < 126:
                     start = pos + 2
                 elif length == 126:
@@ -199,7 +201,7 @@ def _frame_reader(max_size: Optional[int], allow_rsv1: bool, hint: List[int]) ->
                     else:
                         partial = (opcode, fin, rsv1)
                     break
-                frames.append(Frame(opcode, view[start:stop].tobytes(), fin, bool(byte0 & 0x40)))
+                frames.append(Frame(opcode, data[start:stop], fin, (byte0 & 0x40) != 0))
                 pos = stop
         except ProtocolViolation as violation:
             error = violation
