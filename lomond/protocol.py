@@ -280,8 +280,9 @@ class Protocol:
         # header block until the frame reader takes them.
         self._header_buffer = bytearray()
         self._reader: Optional[FrameReader] = None
-        # Payload bytes the frame in progress still lacks (kept by the reader).
-        self._missing = [0]
+        # Payload bytes the frame in progress still lacks, and the reader's
+        # hint about big frames (see read_frames; kept by the reader).
+        self._missing = [0, 0]
         # The fragmented message in progress (RFC 6455 section 5.4).
         self._message_opcode: Optional[int] = None
         # Its pieces: decoded text for a Text message, payloads for Binary.
@@ -350,11 +351,19 @@ class Protocol:
         :data:`READ_SIZE` normally; more, up to :data:`PAYLOAD_READ_SIZE`,
         while a large payload is known to be on its way, so that a big
         message takes fewer reads (and fewer passes through the event loop).
+        While big frames (:data:`~lomond.reader.BIG_FRAME` bytes or more)
+        arrive, reads follow their boundaries: exactly the rest of a payload,
+        then one frame of the last one's size, so that a frame that fits one
+        read arrives whole in it (see :func:`~lomond.reader.read_frames`).
         """
-        missing = self._missing[0]
-        if missing <= READ_SIZE:
+        missing, big = self._missing
+        if missing:
+            if big or missing > READ_SIZE:
+                return missing if missing < PAYLOAD_READ_SIZE else PAYLOAD_READ_SIZE
             return READ_SIZE
-        return missing if missing < PAYLOAD_READ_SIZE else PAYLOAD_READ_SIZE
+        if big:
+            return big if big < PAYLOAD_READ_SIZE else PAYLOAD_READ_SIZE
+        return READ_SIZE
 
     def receive_data(self, data: bytes) -> List[events.Event]:
         """Feed bytes received from the peer; return the events they complete."""
