@@ -172,46 +172,30 @@ class WebsocketSession(DriverBase):
             selector.register(transport.sock, _READ)
             selector.register(wakeup.fileno(), _READ)
             watching = _READ
-            # A plain socket's read that returned less than asked for took
-            # everything the kernel held. If it completed no event (part of
-            # a frame), no handler ran since, so the next read would only
-            # fail with EAGAIN: wait in select() instead (it returns at once
-            # if more came meanwhile), a system call and an exception fewer.
-            # After events, handlers ran and the peer may have answered
-            # meanwhile (an echo usually has): read first. TLS reads stop at
-            # a record, so there a short read says nothing.
-            drained = False
             while True:
                 due = service()
                 if due:
                     yield from self._deliver(due)
                 if lifecycle.ending:
                     return
-                if drained:
-                    drained = False
-                else:
-                    size = lifecycle.read_size
-                    try:
-                        data = recv(size)
-                    except OSError as error:
-                        lifecycle.read_failed(error)
-                        continue
-                    if data:
-                        batch = receive_data(data)
-                        for event in batch:
-                            yield event
-                            kind = type(event)
-                            if kind is not Text and kind is not Binary:
-                                yield from delivered(event)
-                        # More may be buffered already: read again before waiting.
-                        drained = not batch and len(data) < size and not tls
-                        continue
-                    if data is None:
-                        yield from self._deliver(lifecycle.receive_eof())
-                        continue
-                    # Nothing buffered: wait for bytes, a wake-up or the next deadline.
-                    if tls and transport.pending():
-                        continue
+                try:
+                    data = recv(lifecycle.read_size)
+                except OSError as error:
+                    lifecycle.read_failed(error)
+                    continue
+                if data:
+                    for event in receive_data(data):
+                        yield event
+                        kind = type(event)
+                        if kind is not Text and kind is not Binary:
+                            yield from delivered(event)
+                    continue  # more may be buffered already: read again before waiting
+                if data is None:
+                    yield from self._deliver(lifecycle.receive_eof())
+                    continue
+                # Nothing buffered: wait for bytes, a wake-up or the next deadline.
+                if tls and transport.pending():
+                    continue
                 wanted = _READ_WRITE if lifecycle.wants_write else _READ
                 if wanted != watching:
                     selector.modify(transport.sock, wanted)
