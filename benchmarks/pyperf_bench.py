@@ -58,8 +58,7 @@ DEFAULT_SCENARIOS = (
     "recv_text_64k_deflate",
 )
 
-#: pyperf calibrates ``loops`` (messages per value) from here, doubling them
-#: until a value takes at least ``--min-time`` (100 ms by default).
+#: Seconds to wait for ``server.py`` to print its port.
 _SERVER_START_TIMEOUT = 30.0
 
 
