@@ -574,6 +574,7 @@ def test_close_from_another_thread_via_run_coroutine_threadsafe(
 ) -> None:
     websocket = WebSocket(ws_server.url_for("/record"))
     results: List[Any] = []
+    threads: List[threading.Thread] = []
 
     async def main() -> Run:
         loop = asyncio.get_running_loop()
@@ -584,11 +585,15 @@ def test_close_from_another_thread_via_run_coroutine_threadsafe(
 
         def on_event(event: events.Event) -> None:
             if isinstance(event, events.Ready):
-                threading.Thread(target=close_from_thread, daemon=True).start()
+                threads.append(threading.Thread(target=close_from_thread, daemon=True))
+                threads[-1].start()
 
         return await acollect(websocket, on_event, poll=30)
 
     run = run_async(main(), loop_factory=loop_factory)
+    # The thread sees the close's result after the loop set it: the run can
+    # end first, so wait for the thread before looking.
+    threads[0].join(5)
     assert results == [None]
     assert run.names[-2:] == ["closed", "disconnected"]
     assert run.first(events.Disconnected).graceful
