@@ -5,11 +5,10 @@ from __future__ import annotations
 import threading
 from typing import Any, List
 
+from core_helpers import FAST  # the test defaults: short timeouts, no automatic pings
+
 from lomond import events
 from lomond.handlers import Outcome, WebSocketApp
-
-#: Test defaults for run_forever(): short timeouts, no automatic pings.
-FAST = dict(ping_rate=0, close_timeout=3.0, connect_timeout=3.0, handshake_timeout=3.0)
 
 
 class Recorder:
