@@ -145,6 +145,10 @@ class WebSocketApp(Registration):
         # The run's stop request: set from any thread or the SIGINT handler
         # (it takes no lock), it wakes the connection's selector at once.
         self._stop = StopSignal()
+        # Set by close() and a handler error *before* the Close goes out: the
+        # server's answer can end the connection before the stop is set, and
+        # the runner must not take that end for one to reconnect after.
+        self._ending = False
         self._finished = threading.Event()
         self._finished.set()
         # wait_ready(): whether a connection is ready; runs started and ended.
@@ -273,7 +277,10 @@ class WebSocketApp(Registration):
         ``websocket.close()`` inside :func:`~lomond.persist.persist`). Use
         :meth:`stop` to also wait for the end.
         """
-        self.websocket.close(code, reason)  # first: the stop alone would close with 1000
+        with self._state_lock:
+            if self._running:
+                self._ending = True  # before the Close: its answer may end the connection at once
+        self.websocket.close(code, reason)  # before the stop: the stop alone would close with 1000
         with self._state_lock:
             if self._running:
                 self._stop.set()  # and do not reconnect
@@ -551,6 +558,7 @@ class WebSocketApp(Registration):
             tracker.to_raise = to_raise
         if first:
             log.info("%r: closing after a handler error (policy %r)", self, ending[0][0])
+        self._ending = True
         self.websocket.close(*HANDLER_ERROR_CLOSE)
         self._stop.set()  # and do not reconnect: the handlers are broken
 
@@ -561,6 +569,7 @@ class WebSocketApp(Registration):
             if self._running:
                 raise RuntimeError(f"{self!r} is already running")
             self._running = True
+            self._ending = False
             self._stop.clear()
             self._finished.clear()
             self._tracker = tracker = OutcomeTracker()
@@ -578,6 +587,17 @@ class WebSocketApp(Registration):
         A runner attaches its waker to it (see :class:`~lomond.wakeup.StopSignal`).
         """
         return self._stop
+
+    @property
+    def ending(self) -> bool:
+        """Whether the current run was asked to end: no reconnect may follow.
+
+        True once :meth:`stop`, :meth:`close`, a handler error or Ctrl-C asked
+        for the end, even before :attr:`stop_signal` is set (``close()`` sends
+        its Close first, so that the stop does not replace its code with 1000).
+        A runner asks this, not the stop signal, before it reconnects.
+        """
+        return self._ending or self._stop.is_set()
 
     @property
     def last_handler(self) -> Optional[Handler]:
@@ -612,7 +632,7 @@ class WebSocketApp(Registration):
     def finish_run(self, tracker: OutcomeTracker) -> Outcome:
         """Mark the run begun with :meth:`begin_run` as over; its :class:`Outcome`."""
         outcome = tracker.outcome()
-        if not self._stop.is_set():
+        if not self.ending:
             # Not ended on purpose: by stop(), close() (which sets the stop
             # too), Ctrl-C, a handler error or a hub's stop.
             self._report_run_failure(tracker, outcome)
@@ -620,6 +640,7 @@ class WebSocketApp(Registration):
             self._last_outcome = outcome
             self._running = False
             self._loop_thread = None
+            self._ending = False
             self._stop.clear()
         self._set_ready(False, run_ended=True)
         self._finished.set()
@@ -743,10 +764,13 @@ class WebSocketApp(Registration):
         return outcome
 
     async def _pump_async(self, source: AsyncGenerator[events.Event, None]) -> None:
-        stop = self._stop
         async for event in source:
-            if type(event) is _BACK_OFF and stop.is_set():
-                continue  # persist's last event when it stops: no reconnect follows
+            if type(event) is _BACK_OFF and self.ending:
+                # persist's last event when it stops: no reconnect follows.
+                # The stop may not be set yet (close() sets it after its
+                # Close): set it before persist resumes, so it does not reconnect.
+                self._stop.set()
+                continue
             try:
                 await self._dispatch_async(event)
             except BaseException:
@@ -759,11 +783,13 @@ class WebSocketApp(Registration):
                 raise
 
     def _pump(self, source: Iterator[events.Event]) -> None:
-        stop = self._stop
         for event in source:
-            if type(event) is _BACK_OFF and stop.is_set():
+            if type(event) is _BACK_OFF and self.ending:
                 # persist()'s last event when it stops (Lomond 0.3.4's habit):
-                # no reconnect follows, so an app is not told of one (nor on a Hub).
+                # no reconnect follows, so an app is not told of one (nor on a
+                # Hub). The stop may not be set yet (close() sets it after its
+                # Close): set it before persist resumes, so it does not reconnect.
+                self._stop.set()
                 continue
             try:
                 self._dispatch(event)

@@ -118,7 +118,7 @@ class _Member:
     def stopping(self) -> bool:
         # The app's stop request only (stop(), close(), a handler error):
         # a websocket.close() alone ends a connection, not the run.
-        return self.app.stop_signal.is_set()
+        return self.app.ending
 
     def begin(self) -> None:
         if self.begun or self.ended:

@@ -905,6 +905,31 @@ def test_app_close_ends_a_reconnecting_run(runner: str, ws_server: WSServer, hub
 
 
 @pytest.mark.parametrize("runner", ["thread", "hub"])
+def test_app_close_ends_a_reconnecting_run_even_when_the_answer_comes_first(
+    runner: str, ws_server: WSServer, hub: Hub
+) -> None:
+    # The race CI hit: close() sends its Close before it sets the stop, and
+    # the server's answer can end the connection in between. Forced here: the
+    # Close's effect completes (the connection is over) before close() goes on.
+    app = Recorder(ws_server.url_for("/echo"))
+    start_on(runner, app, hub, reconnect=True, min_wait=0.01, max_wait=0.02)
+    assert app.wait_ready(10)
+    real_close = app.websocket.close
+
+    def close_and_wait_for_the_end(*args: Any) -> None:
+        real_close(*args)
+        assert wait_until(lambda: "disconnected" in app.names)
+        time.sleep(0.05)  # past the 0.01-0.02 s back-off: a reconnect would have begun
+
+    app.websocket.close = close_and_wait_for_the_end  # type: ignore[method-assign]
+    app.close(4001, "done")
+    outcome = app.join(10)
+    assert outcome is not None and outcome.connections == 1 and outcome.graceful
+    assert without_polls(app.names) == ["connecting", "connected", "ready", "closed",
+                                        "disconnected"]
+
+
+@pytest.mark.parametrize("runner", ["thread", "hub"])
 def test_app_close_ends_a_back_off_wait(runner: str, hub: Hub) -> None:
     app = Recorder(f"ws://127.0.0.1:{refused_port()}/")
     start_on(runner, app, hub, reconnect=True, min_wait=30, max_wait=30)
