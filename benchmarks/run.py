@@ -398,7 +398,7 @@ def build_report(
             if rows:
                 srv = rows[0]["server"]
                 deflate.append(
-                    f"- {c}: offers `{srv.get('offered')}` -> "
+                    f"- {s.name}, {c}: offers `{srv.get('offered')}` -> "
                     f"server accepts `{srv.get('accepted')}`"
                 )
 
@@ -499,7 +499,7 @@ def build_report(
         "",
     ]
     if deflate:
-        md += ["## permessage-deflate negotiation (recv_text_16_deflate)", "", *deflate, ""]
+        md += ["## permessage-deflate negotiation (deflate scenarios)", "", *deflate, ""]
     if failures or unavailable:
         md += ["## Not measured / failed", "", *unavailable, *failures, ""]
     md += [

@@ -128,6 +128,16 @@ SCENARIOS: List[Scenario] = [
         deflate=True,
         description="server streams 16-byte text messages compressed with permessage-deflate",
     ),
+    Scenario(
+        "recv_text_64k_deflate",
+        "recv",
+        "text",
+        64 * KIB,
+        5_000,
+        8,
+        deflate=True,
+        description="server streams 64 KiB ASCII text messages compressed with permessage-deflate",
+    ),
 ]
 
 BY_NAME: Dict[str, Scenario] = {s.name: s for s in SCENARIOS}

@@ -323,13 +323,19 @@ class Deflate:
         else:
             self._inflating = False
             return frame
-        data = self._inflate(frame.payload)
-        if frame.fin:
-            tail = self._inflate(_TAIL)
-            if tail:
-                data += tail
-            self._inflating = False
-        return Frame(opcode, data, frame.fin)
+        payload = frame.payload
+        if not frame.fin:
+            return Frame(opcode, self._inflate(payload), False)
+        self._inflating = False
+        if type(payload) is bytes and len(payload) < _JOIN_TAIL_BELOW:
+            # A small last frame (the usual whole small message): its payload
+            # and the flush marker in one call, one object fewer.
+            return Frame(opcode, self._inflate(payload + _TAIL), True)
+        data = self._inflate(payload)
+        tail = self._inflate(_TAIL)
+        if tail:
+            data += tail
+        return Frame(opcode, data, True)
 
     def _inflate(self, data: Payload) -> bytes:
         max_size = self.max_size
@@ -386,6 +392,11 @@ class Deflate:
             return frame
         return Frame(frame.opcode, data, frame.fin, rsv1=True)
 
+
+#: Below this size a last frame's payload is inflated together with the
+#: flush marker (one call); above it, copying the payload to append four
+#: bytes would cost more than the second call.
+_JOIN_TAIL_BELOW = 4096
 
 #: Size from which :meth:`Deflate.encode` sends a message uncompressed when
 #: deflate would make it bigger. Below it the growth is a few dozen bytes at

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json as _json
 import time
-from typing import TYPE_CHECKING, Any, ClassVar, FrozenSet, Optional
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, FrozenSet, Optional
 
 import attrs
 
@@ -145,6 +145,35 @@ class Binary(Event):
 
     name: ClassVar[str] = "binary"
     data: bytes
+
+
+def _message_factory(cls: Any, field: str) -> Any:
+    """A constructor of ``cls`` for the receive path: ``make(value, received_time)``.
+
+    The same object the attrs ``__init__`` makes (the same slots set, the
+    class's validation is none), in two slot writes instead of its generic
+    frozen-instance machinery: a 16-byte message is delivered in about a
+    microsecond, and ``__init__`` took a third of it. The protocol passes
+    one ``received_time`` for every message of one read: they arrived
+    together.
+    """
+    new = object.__new__
+    set_time = Event.__dict__["received_time"].__set__
+    set_value = cls.__dict__[field].__set__
+
+    def make(value: Any, received_time: float) -> Any:
+        event = new(cls)
+        set_time(event, received_time)
+        set_value(event, value)
+        return event
+
+    return make
+
+
+#: ``new_text(text, received_time)``: a :class:`Text` for the receive path.
+new_text: Callable[[str, float], Text] = _message_factory(Text, "text")
+#: ``new_binary(data, received_time)``: a :class:`Binary` for the receive path.
+new_binary: Callable[[bytes, float], Binary] = _message_factory(Binary, "data")
 
 
 @attrs.frozen(repr=False, eq=False)

@@ -70,6 +70,7 @@ from __future__ import annotations
 import codecs
 import struct
 from enum import Enum
+from time import time as _time
 from typing import Any, ClassVar, List, Optional, Sequence, Tuple, Union
 
 import attrs
@@ -131,6 +132,10 @@ class State(Enum):
     CLOSING = "closing"
     #: The close handshake completed, or the connection failed.
     CLOSED = "closed"
+
+
+#: A module global: reading it is cheaper than the enum's class attribute.
+_OPEN = State.OPEN
 
 
 def encode_close(code: Optional[int], reason: Union[str, bytes] = "") -> bytes:
@@ -275,8 +280,9 @@ class Protocol:
         # header block until the frame reader takes them.
         self._header_buffer = bytearray()
         self._reader: Optional[FrameReader] = None
-        # Payload bytes the frame in progress still lacks (kept by the reader).
-        self._missing = [0]
+        # Payload bytes the frame in progress still lacks, and the reader's
+        # hint about big frames (see read_frames; kept by the reader).
+        self._missing = [0, 0]
         # The fragmented message in progress (RFC 6455 section 5.4).
         self._message_opcode: Optional[int] = None
         # Its pieces: decoded text for a Text message, payloads for Binary.
@@ -345,11 +351,19 @@ class Protocol:
         :data:`READ_SIZE` normally; more, up to :data:`PAYLOAD_READ_SIZE`,
         while a large payload is known to be on its way, so that a big
         message takes fewer reads (and fewer passes through the event loop).
+        While big frames (:data:`~lomond.reader.BIG_FRAME` bytes or more)
+        arrive, reads follow their boundaries: exactly the rest of a payload,
+        then one frame of the last one's size, so that a frame that fits one
+        read arrives whole in it (see :func:`~lomond.reader.read_frames`).
         """
-        missing = self._missing[0]
-        if missing <= READ_SIZE:
+        missing, big = self._missing
+        if missing:
+            if big or missing > READ_SIZE:
+                return missing if missing < PAYLOAD_READ_SIZE else PAYLOAD_READ_SIZE
             return READ_SIZE
-        return missing if missing < PAYLOAD_READ_SIZE else PAYLOAD_READ_SIZE
+        if big:
+            return big if big < PAYLOAD_READ_SIZE else PAYLOAD_READ_SIZE
+        return READ_SIZE
 
     def receive_data(self, data: bytes) -> List[events.Event]:
         """Feed bytes received from the peer; return the events they complete."""
@@ -375,8 +389,14 @@ class Protocol:
         return out
 
     def _process(self, frames: List[Frame], out: List[events.Event]) -> None:
+        if not frames:
+            return
         deflate = self.deflate
         append = out.append
+        # The messages of one read arrived together: one timestamp for all.
+        now = _time()
+        new_text = events.new_text
+        new_binary = events.new_binary
         for frame in frames:
             if deflate is not None:
                 frame = deflate.decode(frame)
@@ -404,14 +424,14 @@ class Protocol:
                 data = frame.payload
                 if type(data) is not bytes:
                     data = bytes(data)
-                if opcode == Opcode.TEXT:
+                if opcode == 1:  # Opcode.TEXT, as a constant: this runs per message
                     try:
                         text = data.decode("utf-8")
                     except UnicodeDecodeError as error:
                         raise self._bad_utf8(error) from None
-                    append(events.Text(text))
+                    append(new_text(text, now))
                 else:
-                    append(events.Binary(data))
+                    append(new_binary(data, now))
             else:
                 message = self._assemble(frame)
                 if message is not None:
@@ -613,7 +633,8 @@ class Protocol:
         Sending stays possible after the peer's Close until it is echoed,
         so a Closing handler can still reply.
         """
-        self._check_can_send()
+        if self.state is not _OPEN or self.close_sent:
+            self._check_can_send()  # raises, unless sending is still allowed
         if compress and self.deflate is not None:
             frame = self.deflate.encode(Frame(opcode, payload))
             return build_frame(frame.opcode, frame.payload, True, frame.rsv1, self._client)

@@ -23,6 +23,11 @@ _unpack16 = struct.Struct("!H").unpack_from
 _unpack64 = struct.Struct("!Q").unpack_from
 
 
+#: A frame payload from which the reader suggests reading the next frame's
+#: header alone, then its payload alone (see :func:`read_frames`).
+BIG_FRAME = 16 * 1024
+
+
 def compressed_wire_limit(max_size: int) -> int:
     """The largest wire payload accepted for a frame of a compressed message.
 
@@ -68,9 +73,18 @@ def read_frames(
     frame that may carry compressed data (RSV1 set, or a continuation):
     those are capped at :func:`compressed_wire_limit`, since the limit
     applies to the inflated message, which the inflater and message assembly
-    measure. If ``missing`` (a one-item list) is given, the reader keeps in
-    it how many payload bytes the frame in progress still lacks, so the
-    caller can size its next read.
+    measure. If ``missing`` (a list) is given, the reader keeps in its first
+    item how many payload bytes the frame in progress still lacks, so the
+    caller can size its next read. The client's reader also keeps a second
+    item (appended if the list has one), non-zero while frames of
+    :data:`BIG_FRAME` bytes or more arrive: for a big frame in progress, its
+    header size; after data that ended with a big frame, that frame's whole
+    size (header and payload). Big frames tend to follow each other, often
+    of one size; a caller that then reads exactly the missing payload, then
+    one such frame, keeps its reads on frame boundaries, so each payload is
+    whole in one read (no pieces to assemble and join). A payload that
+    arrives alone in a read is delivered as it is, without a copy.
+    :attr:`lomond.protocol.Protocol.read_size` does this.
 
     ``expect_masked`` selects the side: ``False`` (a client reading server
     frames) fails on a masked frame, ``True`` (a server reading client
@@ -90,7 +104,10 @@ def read_frames(
 
 
 def _frame_reader(max_size: Optional[int], allow_rsv1: bool, hint: List[int]) -> FrameReader:
+    if len(hint) < 2:
+        hint.append(0)
     rsv_forbidden = 0x30 if allow_rsv1 else 0x70
+    partial_length = 0  # the payload length of the ``partial`` frame
     wire_limit = compressed_wire_limit(max_size) if max_size is not None else 0
     # A header split across reads: its first bytes, prepended to the next data.
     head = b""
@@ -106,7 +123,7 @@ def _frame_reader(max_size: Optional[int], allow_rsv1: bool, hint: List[int]) ->
     while error is None:
         data = yield frames, None
         frames = []
-        if not isinstance(data, bytes):
+        if type(data) is not bytes:
             data = bytes(data)  # pieces keep views: the data must not change later
         if head:
             data = head + data
@@ -129,13 +146,19 @@ def _frame_reader(max_size: Optional[int], allow_rsv1: bool, hint: List[int]) ->
                 started = True
             else:
                 # The header came alone and now the whole payload: one frame.
-                frames.append(Frame(opcode, view[:take].tobytes(), fin, rsv1))
+                # A read of exactly the payload (see ``hint``) is the payload:
+                # it is delivered as it is, without a copy.
+                frames.append(Frame(opcode, data if take == end else view[:take].tobytes(),
+                                    fin, rsv1))
             hint[0] = missing
             if missing:
                 continue
             pos = take
             partial = None
             started = False
+            length = partial_length
+        else:
+            length = -1
         # Parse every complete frame in the buffer in one pass: a burst of
         # small messages costs one generator resume, not one per frame.
         try:
@@ -143,8 +166,10 @@ def _frame_reader(max_size: Optional[int], allow_rsv1: bool, hint: List[int]) ->
                 available = end - pos
                 if available < 2:
                     break
-                byte0 = view[pos]
-                byte1 = view[pos + 1]
+                # Indexing and slicing the bytes object, not the view: both
+                # are cheaper on bytes, and a small payload is copied either way.
+                byte0 = data[pos]
+                byte1 = data[pos + 1]
                 if byte0 & rsv_forbidden:
                     raise CriticalProtocolError(
                         f"reserved bits {byte0 & 0x70:#04x} set without a negotiated extension"
@@ -155,7 +180,7 @@ def _frame_reader(max_size: Optional[int], allow_rsv1: bool, hint: List[int]) ->
                 if byte1 & 0x80:
                     raise CriticalProtocolError("server frames must not be masked")
                 length = byte1 & 0x7F
-                fin = bool(byte0 & 0x80)
+                fin = byte0 >= 0x80  # the FIN bit is the top bit of a byte
                 if length < 126:
                     start = pos + 2
                 elif length == 126:
@@ -188,6 +213,9 @@ def _frame_reader(max_size: Optional[int], allow_rsv1: bool, hint: List[int]) ->
                     rsv1 = bool(byte0 & 0x40)
                     missing = stop - end
                     hint[0] = missing
+                    # A big frame in progress: read exactly its payload next.
+                    hint[1] = start - pos if length >= BIG_FRAME else 0
+                    partial_length = length
                     pos = end
                     if opcode >= 0x8:
                         partial = (opcode, fin, rsv1)
@@ -199,13 +227,24 @@ def _frame_reader(max_size: Optional[int], allow_rsv1: bool, hint: List[int]) ->
                     else:
                         partial = (opcode, fin, rsv1)
                     break
-                frames.append(Frame(opcode, view[start:stop].tobytes(), fin, bool(byte0 & 0x40)))
+                frames.append(Frame(opcode, data[start:stop], fin, (byte0 & 0x40) != 0))
                 pos = stop
         except ProtocolViolation as violation:
             error = violation
         else:
             if pos < end:
                 head = view[pos:].tobytes()
+                hint[1] = 0
+            elif partial is None:
+                # The data ended with a big frame: more are likely, often of
+                # the same size. Reading exactly one such frame next keeps
+                # reads on frame boundaries, so each payload is whole in one
+                # read: no pieces to assemble and join.
+                hint[1] = (
+                    (2 if length < 126 else 4 if length < 0x10000 else 10) + length
+                    if length >= BIG_FRAME else 0
+                )
+            # (a frame in progress set hint[1] when its header was parsed)
     yield frames, error
 
 
@@ -327,4 +366,4 @@ def _masked_frame_reader(
     yield frames, error
 
 
-__all__ = ["FrameReader", "ReadResult", "compressed_wire_limit", "read_frames"]
+__all__ = ["BIG_FRAME", "FrameReader", "ReadResult", "compressed_wire_limit", "read_frames"]

@@ -20,6 +20,7 @@ from typing import Callable
 import pytest
 from speedups_build import c_compiler_available, setuptools_available, source_tree_is_imported
 
+import lomond.frame
 from lomond import accel
 from lomond.frame import Opcode, build_frame
 
@@ -134,7 +135,8 @@ def test_build_frame_uses_the_selected_implementation(
         return real(header, key, payload)
 
     monkeypatch.setattr(accel, "masked_frame", spy)
-    monkeypatch.setattr(os, "urandom", lambda n: b"\x01\x02\x03\x04"[:n])
+    monkeypatch.setattr(os, "urandom", lambda n: b"\x01\x02\x03\x04" * (n // 4))
+    monkeypatch.setattr(lomond.frame, "_keys", iter(()))  # draw a fresh pool of keys
     data = build_frame(Opcode.BINARY, b"abcdef")
     assert calls == [(b"\x82\x86", b"\x01\x02\x03\x04", b"abcdef")]
     assert data == b"\x82\x86\x01\x02\x03\x04" + reference_mask(b"\x01\x02\x03\x04", b"abcdef")

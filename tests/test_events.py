@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import attrs
 import pytest
@@ -175,3 +176,25 @@ def test_reasons_and_errors_are_never_clipped() -> None:
 
 def test_unknown_message_payload_is_clipped() -> None:
     assert "(1000 bytes)" in repr(events.UnknownMessage(b"x" * 1000))
+
+
+@pytest.mark.parametrize(
+    "make, cls, field, value",
+    [(events.new_text, events.Text, "text", "héllo"),
+     (events.new_binary, events.Binary, "data", b"\x00\xff")],
+    ids=["text", "binary"],
+)
+def test_the_receive_paths_factories_make_what_init_makes(
+    make: Any, cls: type, field: str, value: Any
+) -> None:
+    # The factories set slots directly (issue 21): every attrs field must be
+    # set, so a field added to the class later fails here, not in a handler.
+    made = make(value, 1234.5)
+    built = cls(value, received_time=1234.5)
+    assert type(made) is cls
+    assert [a.name for a in attrs.fields(cls)] == ["received_time", field]
+    for a in attrs.fields(cls):
+        assert getattr(made, a.name) == getattr(built, a.name)
+    assert repr(made) == repr(built)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        setattr(made, field, value)

@@ -7,12 +7,15 @@ lomond's own reader (which, being a client's, refuses masked frames).
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
-from typing import NamedTuple
+import threading
+from typing import List, NamedTuple
 
 import pytest
 
+import lomond.frame
 from lomond.errors import FrameBuildError
 from lomond.frame import (
     KNOWN_OPCODES,
@@ -20,6 +23,7 @@ from lomond.frame import (
     Frame,
     Opcode,
     build_frame,
+    mask_key,
 )
 from lomond.reader import read_frames
 
@@ -110,16 +114,72 @@ def test_masking_key_comes_from_os_urandom(masking: str, monkeypatch: pytest.Mon
 
     def fake_urandom(n: int) -> bytes:
         requested.append(n)
-        return b"\x37\xfa\x21\x3d"
+        return b"\x37\xfa\x21\x3d" * (n // 4)
 
     monkeypatch.setattr(os, "urandom", fake_urandom)
+    monkeypatch.setattr(lomond.frame, "_keys", iter(()))  # draw a fresh pool
     # RFC 6455 section 5.7: "A single-frame masked text message".
     assert build_frame(Opcode.TEXT, b"Hello") == bytes.fromhex("818537fa213d7f9f4d5158")
-    assert requested == [4]
+    assert build_frame(Opcode.TEXT, b"Hello") == bytes.fromhex("818537fa213d7f9f4d5158")
+    # One os.urandom call for a block of keys, not one per frame.
+    assert requested == [lomond.frame._KEY_BLOCK]
+
+
+def test_masking_keys_are_consecutive_slices_of_urandom_blocks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    blocks: List[bytes] = []
+
+    def counting_urandom(n: int) -> bytes:
+        start = len(blocks) * (n // 4)
+        blocks.append(b"".join((start + i).to_bytes(4, "big") for i in range(n // 4)))
+        return blocks[-1]
+
+    monkeypatch.setattr(os, "urandom", counting_urandom)
+    monkeypatch.setattr(lomond.frame, "_keys", iter(()))
+    per_block = lomond.frame._KEY_BLOCK // 4
+    keys = [mask_key() for _ in range(per_block + 3)]
+    # Each key is used once: the first block, then a second one.
+    assert keys == [i.to_bytes(4, "big") for i in range(per_block + 3)]
+    assert len(blocks) == 2
+
+
+def test_a_forked_child_forgets_the_parents_masking_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "urandom", lambda n: b"\x01\x02\x03\x04" * (n // 4))
+    monkeypatch.setattr(lomond.frame, "_keys", iter(()))
+    assert mask_key() == b"\x01\x02\x03\x04"  # a pool is drawn
+    # What os.register_at_fork runs in a child: the pool is dropped.
+    lomond.frame._forget_keys()
+    monkeypatch.setattr(os, "urandom", lambda n: b"\x05\x06\x07\x08" * (n // 4))
+    assert mask_key() == b"\x05\x06\x07\x08"
+
+
+def test_threads_drawing_masking_keys_never_share_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    counter = itertools.count()
+
+    def unique_urandom(n: int) -> bytes:
+        return b"".join(next(counter).to_bytes(4, "big") for _ in range(n // 4))
+
+    monkeypatch.setattr(os, "urandom", unique_urandom)
+    monkeypatch.setattr(lomond.frame, "_keys", iter(()))
+    drawn: List[List[bytes]] = [[] for _ in range(8)]
+
+    def draw(out: List[bytes]) -> None:
+        for _ in range(3000):
+            out.append(mask_key())
+
+    threads = [threading.Thread(target=draw, args=(out,)) for out in drawn]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = [key for out in drawn for key in out]
+    assert len(every) == len(set(every)) == 8 * 3000
 
 
 def test_exact_bytes_of_a_long_masked_frame(masking: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(os, "urandom", lambda n: b"\x01\x02\x03\x04")
+    monkeypatch.setattr(os, "urandom", lambda n: b"\x01\x02\x03\x04" * (n // 4))
+    monkeypatch.setattr(lomond.frame, "_keys", iter(()))
     payload = bytes(range(256)) * 2  # 512 bytes: 16-bit length
     data = build_frame(Opcode.BINARY, payload, fin=False)
     expected_payload = bytes(b ^ (1, 2, 3, 4)[i % 4] for i, b in enumerate(payload))

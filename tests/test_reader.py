@@ -328,7 +328,68 @@ def test_protocol_read_size_grows_for_big_payloads() -> None:
     assert protocol.read_size == 100_000
     got = protocol.receive_data(big[-100_000:])
     assert len(got[0].data) == 1 << 20  # type: ignore[attr-defined]
+    # Big frames tend to follow each other: read one more of that size (capped).
+    assert protocol.read_size == PAYLOAD_READ_SIZE
+    protocol.receive_data(frame(0x2, b"small"))
     assert protocol.read_size == READ_SIZE
+
+
+def test_protocol_reads_follow_big_frame_boundaries() -> None:
+    from test_protocol import frame, open_protocol
+
+    from lomond.constants import READ_SIZE
+    from lomond.reader import BIG_FRAME
+
+    protocol = open_protocol()
+    payload = bytes(range(256)) * 256  # 64 KiB: a 10-byte header
+    big = frame(0x2, payload)
+    # A read that ends 10 bytes into the next frame's payload's end...
+    assert protocol.receive_data(big[:READ_SIZE]) == []
+    # ... asks for exactly the rest of the payload, however small.
+    assert protocol.read_size == len(big) - READ_SIZE
+    [event] = protocol.receive_data(big[READ_SIZE:])
+    assert event.data == payload  # type: ignore[attr-defined]
+    # Then one frame of that size: a frame of that size comes whole.
+    assert protocol.read_size == len(big)
+    [event] = protocol.receive_data(big)
+    assert event.data == payload  # type: ignore[attr-defined]
+    # A header that came alone, then its payload alone: delivered as it is.
+    assert protocol.receive_data(big[:10]) == []
+    assert protocol.read_size == len(payload)
+    alone = big[10:]
+    [event] = protocol.receive_data(alone)
+    assert event.data is alone  # type: ignore[attr-defined]
+    # A header of another size and a smaller big frame: the hint follows it.
+    medium = frame(0x1, b"m" * BIG_FRAME)
+    assert protocol.receive_data(medium[:10]) == []
+    assert protocol.read_size == BIG_FRAME - 6
+    [event] = protocol.receive_data(medium[10:])
+    assert event.text == "m" * BIG_FRAME  # type: ignore[attr-defined]
+    assert protocol.read_size == 4 + BIG_FRAME
+    # A small frame in progress: read ahead as usual.
+    small = frame(0x2, b"s" * 1000)
+    protocol.receive_data(small[:100])
+    assert protocol.read_size == READ_SIZE
+    [event] = protocol.receive_data(small[100:])
+    assert protocol.read_size == READ_SIZE
+
+
+@pytest.mark.parametrize("split", [1, 2, 3, 9, 10, 11, 5000, 65545])
+def test_big_frames_split_anywhere_are_delivered_whole(split: int) -> None:
+    from test_protocol import frame, open_protocol
+
+    payloads = [bytes([i]) * (65536 + i) for i in range(3)]
+    stream = b"".join(frame(0x2, p) for p in payloads) + frame(0x1, b"end")
+    protocol = open_protocol()
+    got = []
+    pos = 0
+    while pos < len(stream):
+        # Follow the protocol's read size, but never past ``split`` bytes at once.
+        size = min(protocol.read_size, split if pos < 3 * split else len(stream))
+        got.extend(protocol.receive_data(stream[pos:pos + size]))
+        pos += size
+    assert [e.data for e in got[:3]] == payloads  # type: ignore[attr-defined]
+    assert got[3].text == "end"  # type: ignore[attr-defined]
 
 
 # -- the server side: client frames, masked ------------------------------------------
