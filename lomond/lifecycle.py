@@ -480,8 +480,15 @@ class Lifecycle:
                     sent = 0
                 except OSError as error:
                     raise TransportFail(self._write_failed(error)) from None
-                if sent < len(data):
-                    self._queue_rest(data, sent)
+                except BaseException:
+                    self._write_interrupted()
+                    raise
+                try:
+                    if sent < len(data):
+                        self._queue_rest(data, sent)
+                except BaseException:
+                    self._write_interrupted()
+                    raise
         if self._trace is not None:
             stage = "send_text" if opcode == Opcode.TEXT else "send_binary"
             self._trace(stage, length=len(payload), compress=compress)
@@ -588,8 +595,15 @@ class Lifecycle:
             sent = 0
         except OSError as error:
             raise TransportFail(self._write_failed(error)) from None
-        if sent < len(data):
-            self._queue_rest(data, sent)
+        except BaseException:
+            self._write_interrupted()
+            raise
+        try:
+            if sent < len(data):
+                self._queue_rest(data, sent)
+        except BaseException:
+            self._write_interrupted()
+            raise
         if self._trace is not None:
             self._trace("socket_send", bytes=len(data))
 
@@ -607,25 +621,45 @@ class Lifecycle:
             write = self._write
             if not out or write is None:
                 return
-            while out:
-                if len(out) > 1 and len(out[0]) + len(out[1]) <= _COALESCE:
-                    _join_front(out)
-                chunk = out[0]
-                try:
-                    sent = write(chunk)
-                except (BlockingIOError, InterruptedError):
-                    return
-                except OSError as error:
-                    self._write_failed(error)
-                    return
-                if not sent:
-                    return
-                self._out_size -= sent
-                self._stalled_since = self._clock()
-                if sent < len(chunk):
-                    out[0] = memoryview(chunk)[sent:]
-                    return
-                del out[0]
+            try:
+                while out:
+                    if len(out) > 1 and len(out[0]) + len(out[1]) <= _COALESCE:
+                        _join_front(out)
+                    chunk = out[0]
+                    try:
+                        sent = write(chunk)
+                    except (BlockingIOError, InterruptedError):
+                        return
+                    except OSError as error:
+                        self._write_failed(error)
+                        return
+                    if not sent:
+                        return
+                    self._out_size -= sent
+                    self._stalled_since = self._clock()
+                    if sent < len(chunk):
+                        out[0] = memoryview(chunk)[sent:]
+                        return
+                    del out[0]
+            except BaseException:
+                self._write_interrupted()
+                raise
+
+    def _write_interrupted(self) -> None:
+        """An exception (a Ctrl-C's KeyboardInterrupt) cut a write or its bookkeeping short.
+
+        How much of the frame reached the socket is unknown: the chunk the
+        socket took may still be queued (a later flush would send it twice)
+        or the rest of a frame may never have been queued (the next frame
+        would follow half a frame). Either corrupts the stream, so nothing
+        more is written: the connection is dropped, and waiting senders fail.
+        Under the lock.
+        """
+        reason = "send failed: a write was interrupted (what reached the socket is unknown)"
+        self._write = None
+        if self._send_failure is None:
+            self._send_failure = reason
+        self._drop_locked(reason)
 
     def _write_failed(self, error: OSError) -> str:
         reason = f"send failed: {describe_os_error(error)}"

@@ -46,6 +46,9 @@ class FakeSocket:
         self.data = bytearray()
         self.room: Optional[int] = None
         self.error: Optional[OSError] = None
+        #: Raised once right after the bytes were taken: a Ctrl-C landing
+        #: between a write and the caller's bookkeeping of it.
+        self.interrupt_after: Optional[BaseException] = None
 
     def write(self, data: Buffer) -> int:
         if self.error is not None:
@@ -54,6 +57,9 @@ class FakeSocket:
         if self.room is not None:
             self.room -= taken
         self.data += bytes(data[:taken])
+        interrupt, self.interrupt_after = self.interrupt_after, None
+        if interrupt is not None:
+            raise interrupt
         return taken
 
     def frames(self) -> List[events.Event]:
@@ -313,6 +319,36 @@ def test_a_failed_write_drops_the_connection_and_says_why() -> None:
         h.lifecycle.send_message(Opcode.TEXT, b"again")
     h.lifecycle.service()
     assert h.end()[-1].reason == "send failed: Broken pipe (EPIPE)"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("where", ["flush", "partial flush", "send"])
+def test_a_write_cut_short_by_ctrl_c_writes_nothing_more(where: str) -> None:
+    # The torture test's repeated messages: a KeyboardInterrupt right after a
+    # flush's write left the written chunk queued, and a sender's flush wrote
+    # it again. What reached the socket is unknown then: nothing more goes out.
+    h = Harness()
+    h.connect()
+    if where != "send":
+        h.sock.room = 3
+        h.lifecycle.send_message(Opcode.TEXT, b"first")  # 3 bytes out, the rest queued
+        h.sock.room = 2 if where == "partial flush" else None
+    h.sock.interrupt_after = KeyboardInterrupt()
+    with pytest.raises(KeyboardInterrupt):
+        if where != "send":
+            h.lifecycle.flush()
+        else:
+            h.lifecycle.send_message(Opcode.TEXT, b"second")
+    written = bytes(h.sock.data)
+    reason = "send failed: a write was interrupted (what reached the socket is unknown)"
+    assert h.lifecycle.send_failure == h.lifecycle.dropped == reason
+    h.lifecycle.flush()
+    with pytest.raises(WebSocketClosed):
+        h.lifecycle.send_message(Opcode.TEXT, b"third")
+    h.lifecycle.close()
+    h.lifecycle.abandon()
+    assert bytes(h.sock.data) == written  # nothing written twice, nothing after
+    h.lifecycle.service()
+    assert h.end()[-1].reason == reason  # type: ignore[attr-defined]
 
 
 def test_sends_are_refused_before_the_socket_and_after_the_end() -> None:

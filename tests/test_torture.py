@@ -1068,7 +1068,11 @@ SIGINT_CHILD = textwrap.dedent('''
                 acked, maybe, _ = ledgers.get((i, k), ([], [], []))
                 numbers = got.get(k, [])
                 if numbers != sorted(set(numbers)):
-                    problems.append(f"app {i} sender {k}: reordered or repeated {numbers[:30]}")
+                    at = next(j for j in range(1, len(numbers)) if numbers[j] <= numbers[j - 1])
+                    problems.append(
+                        f"app {i} sender {k}: reordered or repeated at {at} of "
+                        f"{len(numbers)}: {numbers[max(0, at - 5):at + 5]}"
+                    )
                 if set(numbers) - set(acked) - set(maybe):
                     problems.append(f"app {i} sender {k}: never sent {set(numbers) - set(acked)}")
                 if code == 1000 and set(acked) - set(numbers):
