@@ -23,6 +23,8 @@ import time
 import weakref
 from typing import Optional, Protocol, Tuple
 
+from .shield import ctrl_c_deferred
+
 
 class Wakeable(Protocol):
     """Anything a :class:`StopSignal` can wake: a :class:`Wakeup`, or a loop's own waker.
@@ -102,11 +104,15 @@ class Wakeup:
 
 
 def _close_pair(reader: socket.socket, writer: socket.socket) -> None:
-    # It runs wherever the last reference goes, so a late Ctrl-C's
-    # KeyboardInterrupt can land in it: the writer is closed all the same.
+    # It runs wherever the last reference goes, so a Ctrl-C's
+    # KeyboardInterrupt can land in it: held back until both are closed.
     try:
-        reader.close()
+        with ctrl_c_deferred():
+            reader.close()
+            writer.close()
     finally:
+        # Closed already, unless the Ctrl-C landed before the shield was up.
+        reader.close()
         writer.close()
 
 

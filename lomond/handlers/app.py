@@ -31,6 +31,7 @@ from ..constants import DEFAULT_CLOSE_REASON
 from ..errors import WebSocketClosed, WebSocketClosing, WebSocketUnavailable
 from ..options import ConnectOptions, PersistOptions, split_options
 from ..persist import persist
+from ..shield import ctrl_c_deferred
 from ..status import Status
 from ..wakeup import StopSignal
 from ..websocket import WebSocket
@@ -636,14 +637,17 @@ class WebSocketApp(Registration):
             # Not ended on purpose: by stop(), close() (which sets the stop
             # too), Ctrl-C, a handler error or a hub's stop.
             self._report_run_failure(tracker, outcome)
-        with self._state_lock:
-            self._last_outcome = outcome
-            self._running = False
-            self._loop_thread = None
-            self._ending = False
-            self._stop.clear()
-        self._set_ready(False, run_ended=True)
-        self._finished.set()
+        # Whole: a late Ctrl-C landing half-way would leave the app running
+        # for good, and join() waiting.
+        with ctrl_c_deferred():
+            with self._state_lock:
+                self._last_outcome = outcome
+                self._running = False
+                self._loop_thread = None
+                self._ending = False
+                self._stop.clear()
+            self._set_ready(False, run_ended=True)
+            self._finished.set()
         return outcome
 
     def run_forever(self, reconnect: bool = False, **options: Unpack[RunKeywords]) -> Outcome:

@@ -62,6 +62,7 @@ from ..hub.reactor import Reactor, Timer
 from ..hub.session import HubSession
 from ..options import ConnectOptions, split_options
 from ..persist import BackOff
+from ..shield import ctrl_c_deferred
 from ..wakeup import StopSignal
 from .app import INTERRUPT_CLOSE, WebSocketApp
 from .interrupt import graceful_sigint
@@ -202,17 +203,20 @@ class _Member:
     def end(self) -> None:
         if self.ended:
             return
-        self.ended = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        app = self.app
-        app.stop_signal.detach(self)
-        outcome = app.finish_run(self.tracker)
-        if self.tracker.to_raise is not None:
-            self.completion.set_exception(self.tracker.to_raise)
-        else:
-            self.completion.set_result(outcome)
+        # Whole: a Ctrl-C landing after ``ended`` was set would leave the app
+        # running for good (a later end() does nothing).
+        with ctrl_c_deferred():
+            self.ended = True
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            app = self.app
+            app.stop_signal.detach(self)
+            outcome = app.finish_run(self.tracker)
+            if self.tracker.to_raise is not None:
+                self.completion.set_exception(self.tracker.to_raise)
+            else:
+                self.completion.set_result(outcome)
         self.hub._member_ended(self)
 
 

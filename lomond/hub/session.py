@@ -30,6 +30,7 @@ from .. import events
 from ..constants import READ_SIZE
 from ..driver import DriverBase, SessionSettings
 from ..errors import ConnectError, describe_os_error
+from ..shield import ctrl_c_deferred
 from ..sync.connect import open_for
 from ..sync.transport import Transport
 from ..timers import INFINITY
@@ -250,14 +251,16 @@ class HubSession(DriverBase):
 
     def _end(self, transport: Transport) -> None:
         """Close the socket, then report the end: a Disconnected handler sees it gone."""
-        timer = self._timer
-        if timer is not None:
-            timer.cancel()
-            self._timer = None
-        self._reactor.unregister(transport.sock)
-        final = self.lifecycle.finish()
-        transport.close()
-        self._shutdown()
+        # Whole, or a Ctrl-C landing in the middle leaves the socket open.
+        with ctrl_c_deferred():
+            timer = self._timer
+            if timer is not None:
+                timer.cancel()
+                self._timer = None
+            self._reactor.unregister(transport.sock)
+            final = self.lifecycle.finish()
+            transport.close()
+        self._shutdown()  # outside: it runs the on_disconnect hook (user code)
         self._deliver(final)
         self._on_over()
 

@@ -27,6 +27,7 @@ from .. import events
 from ..constants import DEFAULT_CLOSE_REASON
 from ..driver import DriverBase, SessionSettings
 from ..errors import ConnectError
+from ..shield import ctrl_c_deferred
 from ..status import Status
 from ..timers import INFINITY
 from ..wakeup import Wakeup
@@ -213,11 +214,13 @@ class WebsocketSession(DriverBase):
         """Close the socket and release the wake-up channel; the connection is over."""
         if self.finished:
             return
-        transport = self.transport
-        if isinstance(transport, Transport):
-            transport.close()
-        self._wakeup = None
-        self._shutdown()
+        # Whole, or a Ctrl-C landing in the middle leaves a socket open.
+        with ctrl_c_deferred():
+            transport = self.transport
+            if isinstance(transport, Transport):
+                transport.close()
+            self._wakeup = None  # its sockets close here, with the last reference
+        self._shutdown()  # outside: it runs the on_disconnect hook (user code)
 
 
 __all__ = ["WebsocketSession"]
