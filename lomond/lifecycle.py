@@ -473,20 +473,17 @@ class Lifecycle:
             else:
                 # The common case, inlined (a send is a few microseconds):
                 # nothing queued, the socket takes it all.
+                # _write_locked() without its queue and trace checks (done above).
                 try:
                     # _sendable implies a write was attached: no None check here.
                     sent = self._write(data)  # type: ignore[misc]
-                except (BlockingIOError, InterruptedError):
-                    sent = 0
-                except OSError as error:
-                    raise TransportFail(self._write_failed(error)) from None
-                except BaseException:
-                    self._write_interrupted()
-                    raise
-                try:
                     if sent < len(data):
                         self._queue_rest(data, sent)
-                except BaseException:
+                except (BlockingIOError, InterruptedError):
+                    self._queue_rest(data, 0)
+                except OSError as error:
+                    raise TransportFail(self._write_failed(error)) from None
+                except BaseException:  # a Ctrl-C between the write and its bookkeeping
                     self._write_interrupted()
                     raise
         if self._trace is not None:
@@ -591,17 +588,13 @@ class Lifecycle:
             self._refuse()
         try:
             sent = write(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError as error:
-            raise TransportFail(self._write_failed(error)) from None
-        except BaseException:
-            self._write_interrupted()
-            raise
-        try:
             if sent < len(data):
                 self._queue_rest(data, sent)
-        except BaseException:
+        except (BlockingIOError, InterruptedError):
+            self._queue_rest(data, 0)
+        except OSError as error:
+            raise TransportFail(self._write_failed(error)) from None
+        except BaseException:  # a Ctrl-C between the write and its bookkeeping
             self._write_interrupted()
             raise
         if self._trace is not None:
