@@ -295,6 +295,13 @@ def server_frame(opcode: int, payload: bytes = b"") -> bytes:
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def default_sigint() -> None:
+    """In a child (``preexec_fn``): Ctrl-C as in a terminal, even if this run ignores
+    SIGINT (a test run started in the background by a shell without job control
+    inherits SIG_IGN, and so would every child that a test sends Ctrl-C to)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Child:
     """``python -c script *args`` importing lomond from this checkout, ``-X dev`` if asked.
 
@@ -314,6 +321,7 @@ class Child:
         self.proc = subprocess.Popen(
             [sys.executable, *flags, "-c", script, *args],
             stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=env,
+            preexec_fn=default_sigint,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 import pytest
+from core_helpers import default_sigint
 from peers.proxy import ProxyServer
 from peers.tls import TLSBundle
 from peers.ws_server import WSServer
@@ -32,12 +33,6 @@ ENV["PYTHONUNBUFFERED"] = "1"
 ENV["PYTHONPATH"] = os.pathsep.join(
     [str(Path(__file__).resolve().parent.parent), *filter(None, [ENV.get("PYTHONPATH")])]
 )
-
-
-def default_sigint() -> None:
-    """In the child: Ctrl-C as in a terminal, even if this run ignores SIGINT
-    (a test run started in the background inherits SIG_IGN)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_cli(*args: str, stdin: str = "", timeout: float = TIMEOUT) -> subprocess.CompletedProcess:

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple, Union
 
 import pytest
-from core_helpers import Child, check_order, refused_port
+from core_helpers import Child, check_order, default_sigint, refused_port
 from peers.ws_server import ConnectionRecord, WSServer, record_message
 from websockets.asyncio.server import ServerConnection
 
@@ -1235,7 +1235,7 @@ def test_a_third_ctrl_c_while_the_hub_drops_its_apps(tmp_path: Path) -> None:
     try:
         done = subprocess.run(
             [sys.executable, "-X", "dev", "-c", THIRD_CTRL_C_CHILD],
-            capture_output=True, text=True, env=env, timeout=60,
+            capture_output=True, text=True, env=env, timeout=60, preexec_fn=default_sigint,
         )
     except subprocess.TimeoutExpired as error:
         raise AssertionError(f"the child hung: {error.stdout!r} {error.stderr!r}") from None
